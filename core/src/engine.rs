@@ -1,0 +1,1520 @@
+//! [`Conductor`], the state machine. See the crate documentation for the call contract.
+
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::io::*;
+use crate::log::DebugLog;
+use crate::model::{NodeId, NodeKind, Plan, ServerId, Storage, UserId, WorldAction};
+use crate::node::{Health, Lifecycle, NodeSpec};
+use crate::policy::{self, Policy, ScalingContext};
+use crate::queue::{QueueEntry, StartQueue};
+use crate::time::Millis;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Stop commands are repeated this often until the container reports its exit.
+const STOP_RETRY_MS: u64 = 2 * 60 * 1000;
+/// Archive commands are repeated this often until the archive reports done.
+const ARCHIVE_RETRY_MS: u64 = 30 * 60 * 1000;
+
+/// The timers. Each has one deadline (the earliest of its kind); an early wake-up is
+/// harmless because every handler re-checks what is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    StartupDelay,
+    QueueTick,
+    QueueDeadline,
+    Scaling,
+    Probe,
+    ProbeTimeout,
+    LostGrace,
+    Reservation,
+    StopRetry,
+    IdleShutdown,
+    Archive,
+    Provision,
+    Delete,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum State {
+    Queued,
+    /// Placed; the start command is out and its RAM is booked.
+    AwaitingStart {
+        node: NodeId,
+        since: Millis,
+    },
+    Running {
+        node: NodeId,
+    },
+    /// The stop command is out; RAM stays booked until the exit is reported.
+    AwaitingExit {
+        node: NodeId,
+        kind: ExitKind,
+    },
+    /// Its node was unhealthy past the grace period; waits for the node or an operator.
+    Lost {
+        node: NodeId,
+    },
+    Stopped,
+}
+
+#[derive(Clone, Debug)]
+struct Server {
+    ram_mb: u32,
+    plan: Plan,
+    user: UserId,
+    state: State,
+    /// The node this server's RAM is booked on; written only by `bind`/`unbind`.
+    bound: Option<NodeId>,
+    /// The node holding its un-archived world (node-local storage only).
+    world: Option<NodeId>,
+    archived: bool,
+    /// Queue identity kept through a placement, so a failed start keeps its place.
+    seq: i64,
+    queued_at: Millis,
+    deadline: Millis,
+    zero_players_since: Option<Millis>,
+    archive_due: Option<Millis>,
+}
+
+/// Counters over the engine's life.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub placed: u64,
+    pub started: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    pub scale_ups: u64,
+    pub scale_downs: u64,
+}
+
+/// The fleet orchestration engine. Pure: no IO, no clock, no randomness.
+///
+/// # Contract
+/// - Every call takes `now`; it must never go backwards (asserted).
+/// - [`Conductor::handle`] feeds one [`Input`] and returns its synchronous [`Reply`].
+/// - [`Conductor::handle_timeout`] tells the engine that time has passed; call it when
+///   [`Conductor::poll_timeout`]'s deadline is reached (calling it early is harmless).
+/// - After any `handle*` call, drain [`Conductor::poll_command`] until `None`, execute
+///   each command (one attempt each) and feed its outcome back as an input later, then
+///   ask `poll_timeout` again.
+pub struct Conductor {
+    cfg: Config,
+    now: Millis,
+    started_at: Millis,
+    fleet: Fleet,
+    queue: StartQueue,
+    servers: BTreeMap<ServerId, Server>,
+    policies: Vec<Box<dyn Policy>>,
+    out: VecDeque<Command>,
+    log: DebugLog,
+    counters: Counters,
+    cloud_nodes: u32,
+    cloud_seq: u64,
+    largest_holdable_mb: u64,
+    last_scale_up: Option<Millis>,
+    last_scale_down: Option<Millis>,
+    overcommitted: BTreeSet<NodeId>,
+    // Timers.
+    startup_pending: bool,
+    next_queue_tick: Millis,
+    next_scaling: Millis,
+    probes_due: BTreeSet<(Millis, NodeId)>,
+    probe_due_of: BTreeMap<NodeId, Millis>,
+    probe_out: BTreeMap<NodeId, Millis>,
+    probe_timeouts: BTreeSet<(Millis, NodeId)>,
+    failures: BTreeMap<NodeId, u32>,
+    grace: BTreeSet<(Millis, NodeId)>,
+    reservations: BTreeSet<(Millis, ServerId)>,
+    stop_retries: BTreeSet<(Millis, ServerId)>,
+    idle: BTreeSet<(Millis, ServerId)>,
+    archives: BTreeSet<(Millis, ServerId)>,
+    provisions: BTreeSet<(Millis, NodeId)>,
+    deletes: BTreeSet<(Millis, NodeId)>,
+    queue_pass_wanted: bool,
+    scaling_wanted: bool,
+}
+
+fn s_to_ms(s: u64) -> u64 {
+    s.saturating_mul(1000)
+}
+
+impl Conductor {
+    /// A new engine started at `now`. The configuration is validated first.
+    pub fn new(cfg: Config, now: Millis) -> Result<Conductor, crate::config::ConfigError> {
+        cfg.validate()?;
+        let policies = policy::build(&cfg);
+        let largest = Self::catalogue_largest(&cfg);
+        Ok(Conductor {
+            fleet: Fleet::new(cfg.reserve.clone()),
+            queue: StartQueue::new(),
+            servers: BTreeMap::new(),
+            policies,
+            out: VecDeque::new(),
+            log: DebugLog::new(cfg.debug_log_len),
+            counters: Counters::default(),
+            cloud_nodes: 0,
+            cloud_seq: 0,
+            largest_holdable_mb: largest,
+            last_scale_up: None,
+            last_scale_down: None,
+            overcommitted: BTreeSet::new(),
+            startup_pending: true,
+            next_queue_tick: now.plus(s_to_ms(cfg.queue_tick_s)),
+            next_scaling: now.plus(s_to_ms(cfg.scaling.interval_s)),
+            probes_due: BTreeSet::new(),
+            probe_due_of: BTreeMap::new(),
+            probe_out: BTreeMap::new(),
+            probe_timeouts: BTreeSet::new(),
+            failures: BTreeMap::new(),
+            grace: BTreeSet::new(),
+            reservations: BTreeSet::new(),
+            stop_retries: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            archives: BTreeSet::new(),
+            provisions: BTreeSet::new(),
+            deletes: BTreeSet::new(),
+            queue_pass_wanted: false,
+            scaling_wanted: false,
+            now,
+            started_at: now,
+            cfg,
+        })
+    }
+
+    // ---------------------------------------------------------------- public face
+
+    pub fn handle(&mut self, now: Millis, input: Input) -> Reply {
+        self.advance(now);
+        let reply = match input {
+            Input::StartRequested { server, ram_mb, plan, user } => {
+                Reply::Start(self.on_start(server, ram_mb, plan, user))
+            }
+            Input::StopRequested { server } => Reply::Stop(self.on_stop(server)),
+            Input::ContainerStarted { server, node } => self.on_container_started(server, node),
+            Input::ContainerFailed { server, node, reason } => self.on_container_failed(server, node, reason),
+            Input::ContainerExited { server, node } => self.on_container_exited(server, node),
+            Input::NodeRegistered(spec) => Reply::NodeRegistered(self.register(spec)),
+            Input::NodeProvisioned { node, provider_id, address } => self.on_provisioned(node, provider_id, address),
+            Input::ProvisionFailed { node, reason } => self.on_provision_failed(node, reason),
+            Input::HealthProbe { node, ok } => self.on_probe(node, ok),
+            Input::NodeDeleted { node } => self.on_node_deleted(node),
+            Input::NodeCpu { node, percent } => match self.fleet.update(node, |n| n.cpu_percent = percent) {
+                Some(()) => Reply::Ok,
+                None => Reply::Ignored("unknown node"),
+            },
+            Input::Players { server, count } => self.on_players(server, count),
+            Input::WorldArchived { server } => self.on_world_archived(server),
+            Input::NodeContainers { node, servers } => self.on_node_containers(node, servers),
+            Input::ReleaseLost { server } => self.on_release_lost(server),
+            Input::Recover(snapshot) => self.on_recover(snapshot),
+        };
+        self.settle();
+        reply
+    }
+
+    /// Let time pass: fire every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.advance(now);
+        self.fire_timers();
+        self.settle();
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// The earliest moment the engine wants `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        [
+            Timer::StartupDelay,
+            Timer::QueueTick,
+            Timer::QueueDeadline,
+            Timer::Scaling,
+            Timer::Probe,
+            Timer::ProbeTimeout,
+            Timer::LostGrace,
+            Timer::Reservation,
+            Timer::StopRetry,
+            Timer::IdleShutdown,
+            Timer::Archive,
+            Timer::Provision,
+            Timer::Delete,
+        ]
+        .into_iter()
+        .filter_map(|t| self.deadline(t))
+        .min()
+    }
+
+    pub fn deadline(&self, timer: Timer) -> Option<Millis> {
+        let first = |s: &BTreeSet<(Millis, _)>| s.first().map(|&(t, _)| t);
+        match timer {
+            Timer::StartupDelay => self.startup_pending.then(|| self.startup_end()),
+            Timer::QueueTick => Some(self.next_queue_tick),
+            Timer::QueueDeadline => self.queue.next_deadline(),
+            Timer::Scaling => self.cfg.scaling.enabled.then_some(self.next_scaling),
+            Timer::Probe => self.probes_due.first().map(|&(t, _)| t),
+            Timer::ProbeTimeout => self.probe_timeouts.first().map(|&(t, _)| t),
+            Timer::LostGrace => self.grace.first().map(|&(t, _)| t),
+            Timer::Reservation => first(&self.reservations),
+            Timer::StopRetry => first(&self.stop_retries),
+            Timer::IdleShutdown => first(&self.idle),
+            Timer::Archive => first(&self.archives),
+            Timer::Provision => self.provisions.first().map(|&(t, _)| t),
+            Timer::Delete => self.deletes.first().map(|&(t, _)| t),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub fn queue(&self) -> &StartQueue {
+        &self.queue
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn debug_log(&self) -> &DebugLog {
+        &self.log
+    }
+
+    pub fn cloud_nodes(&self) -> u32 {
+        self.cloud_nodes
+    }
+
+    /// Servers the engine tracks (queued, placed, running, stopping, lost, or stopped
+    /// with a booking or an un-archived world).
+    pub fn tracked_servers(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// A server's externally visible status, for APIs and tests.
+    pub fn server_status(&self, id: ServerId) -> Option<ServerStatus> {
+        let s = self.servers.get(&id)?;
+        Some(match s.state {
+            State::Queued => ServerStatus::Queued { position: self.queue.position(id).unwrap_or(0) },
+            State::AwaitingStart { node, .. } => ServerStatus::Starting { node },
+            State::Running { node } => ServerStatus::Running { node },
+            State::AwaitingExit { node, .. } => ServerStatus::Stopping { node },
+            State::Lost { node } => ServerStatus::Lost { node },
+            State::Stopped => ServerStatus::Stopped { booked_on: s.bound, world_on: s.world },
+        })
+    }
+
+    /// RAM of placed servers (starting, running, stopping, booked), over all nodes.
+    pub fn allocated_mb(&self) -> u64 {
+        self.fleet.iter().map(|n| n.allocated_mb()).sum()
+    }
+
+    // ---------------------------------------------------------------- start / stop
+
+    fn on_start(&mut self, id: ServerId, ram_mb: u32, plan: Plan, user: UserId) -> StartReply {
+        if ram_mb == 0 {
+            return StartReply::Rejected(Rejection::InvalidRam);
+        }
+        if let Some(s) = self.servers.get(&id) {
+            match s.state {
+                State::Queued => {
+                    return StartReply::AlreadyQueued {
+                        position: self.queue.position(id).expect("queued server is in the queue"),
+                    }
+                }
+                State::AwaitingStart { node, .. } => return StartReply::AlreadyStarting { node },
+                State::Running { node } => return StartReply::AlreadyRunning { node },
+                State::AwaitingExit { .. } | State::Lost { .. } => return StartReply::Busy,
+                State::Stopped => {}
+            }
+        }
+        if self.queue.len() >= self.cfg.queue.len_max as usize {
+            return StartReply::Rejected(Rejection::QueueFull { len_max: self.cfg.queue.len_max });
+        }
+        if self.queue.user_count(user) >= self.cfg.queue.per_user_max {
+            return StartReply::Rejected(Rejection::UserQueueFull { per_user_max: self.cfg.queue.per_user_max });
+        }
+        self.counters.requests += 1;
+        if u64::from(ram_mb) > self.largest_holdable_mb {
+            let reason = FailReason::TooLarge { ram_mb, largest_mb: self.largest_holdable_mb };
+            self.counters.failed += 1;
+            self.publish(Event::StartFailed { server: id, reason: reason.clone() });
+            return StartReply::Failed(reason);
+        }
+        let now = self.now;
+        let seq = self.queue.tail_seq();
+        let deadline = now.plus(s_to_ms(self.cfg.queue.timeout_s));
+        let s = self.servers.entry(id).or_insert_with(|| Server {
+            ram_mb,
+            plan,
+            user,
+            state: State::Stopped,
+            bound: None,
+            world: None,
+            archived: false,
+            seq,
+            queued_at: now,
+            deadline,
+            zero_players_since: None,
+            archive_due: None,
+        });
+        s.seq = seq;
+        s.queued_at = now;
+        s.deadline = deadline;
+        s.user = user;
+        s.plan = plan;
+        s.zero_players_since = None;
+        // A reserved server whose booking still matches starts on its node directly.
+        if let Some(node) = s.bound {
+            let ram_unchanged = s.ram_mb == ram_mb;
+            if ram_unchanged && self.fleet.get(node).is_some_and(|n| n.placeable()) && self.past_startup() {
+                self.counters.placed += 1;
+                self.begin_start(id, node, WorldAction::InPlace, 0);
+                return StartReply::Placed { node };
+            }
+            self.unbind(id);
+        }
+        let s = self.servers.get_mut(&id).expect("just inserted");
+        s.ram_mb = ram_mb;
+        s.state = State::Queued;
+        self.unschedule_archive(id);
+        self.queue.insert(QueueEntry {
+            server: id,
+            ram_mb,
+            plan,
+            user,
+            seq,
+            queued_at: now,
+            deadline,
+            not_before: now,
+            avoid: None,
+        });
+        self.process_queue();
+        match self.servers[&id].state {
+            State::AwaitingStart { node, .. } => StartReply::Placed { node },
+            _ => {
+                let position = self.queue.position(id).expect("still queued");
+                self.publish(Event::Queued { server: id, position });
+                self.scaling_wanted = true;
+                StartReply::Queued { position }
+            }
+        }
+    }
+
+    fn on_stop(&mut self, id: ServerId) -> StopReply {
+        let Some(s) = self.servers.get(&id) else { return StopReply::Unknown };
+        match s.state.clone() {
+            State::Queued => {
+                self.queue.remove(id);
+                self.counters.cancelled += 1;
+                self.set_stopped(id);
+                self.publish(Event::Cancelled { server: id });
+                StopReply::Cancelled
+            }
+            State::AwaitingStart { node, .. } | State::Running { node } | State::Lost { node } => {
+                self.request_exit(id, node, ExitKind::Requested);
+                StopReply::Stopping
+            }
+            State::AwaitingExit { .. } => StopReply::AlreadyStopping,
+            State::Stopped => StopReply::NotRunning,
+        }
+    }
+
+    /// Send the stop command and wait for the exit, keeping the RAM booked meanwhile.
+    fn request_exit(&mut self, id: ServerId, node: NodeId, kind: ExitKind) {
+        let s = self.servers.get_mut(&id).expect("known server");
+        if let State::AwaitingStart { since, .. } = s.state {
+            self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+        }
+        s.state = State::AwaitingExit { node, kind };
+        self.clear_idle(id);
+        let reason = match kind {
+            ExitKind::Idle => StopReason::Idle,
+            _ => StopReason::Requested,
+        };
+        self.out.push_back(Command::StopContainer { server: id, node, reason });
+        self.stop_retries.insert((self.now.plus(STOP_RETRY_MS), id));
+    }
+
+    // ---------------------------------------------------------------- container completions
+
+    fn on_container_started(&mut self, id: ServerId, node: NodeId) -> Reply {
+        let state = self.servers.get(&id).map(|s| s.state.clone());
+        match state {
+            Some(State::AwaitingStart { node: n, since }) if n == node => {
+                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+                self.servers.get_mut(&id).expect("known").state = State::Running { node };
+                self.counters.started += 1;
+                self.publish(Event::Started { server: id, node });
+                Reply::Ok
+            }
+            Some(State::Running { node: n }) if n == node => Reply::Ignored("duplicate start report"),
+            Some(State::AwaitingExit { node: n, .. }) if n == node => Reply::Ignored("start report while stopping"),
+            Some(State::Lost { node: n }) if n == node => {
+                self.servers.get_mut(&id).expect("known").state = State::Running { node };
+                Reply::Ok
+            }
+            _ => {
+                // A container the engine does not expect here: a late start after a
+                // timeout, or a second copy. Never let a server run twice.
+                self.log.add(self.now, "warn", format!("unexpected container {id} on {node}: stopping it"));
+                self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
+                Reply::Ignored("unexpected container; stop sent")
+            }
+        }
+    }
+
+    fn on_container_failed(&mut self, id: ServerId, node: NodeId, reason: String) -> Reply {
+        let state = self.servers.get(&id).map(|s| s.state.clone());
+        match state {
+            Some(State::AwaitingStart { node: n, since }) if n == node => {
+                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+                self.unbind(id);
+                self.publish(Event::StartAttemptFailed { server: id, node, reason });
+                self.requeue_in_place(id, Some(node));
+                self.queue_pass_wanted = true;
+                Reply::Ok
+            }
+            Some(State::AwaitingExit { node: n, .. }) if n == node => self.on_container_exited(id, node),
+            _ => Reply::Ignored("failure report for no pending start"),
+        }
+    }
+
+    fn on_container_exited(&mut self, id: ServerId, node: NodeId) -> Reply {
+        let state = self.servers.get(&id).map(|s| s.state.clone());
+        let kind = match state {
+            Some(State::Running { node: n }) if n == node => ExitKind::Crashed,
+            Some(State::Lost { node: n }) if n == node => ExitKind::Crashed,
+            Some(State::AwaitingExit { node: n, kind }) if n == node => kind,
+            Some(State::AwaitingStart { node: n, .. }) if n == node => {
+                return self.on_container_failed(id, node, "exited before it reported started".into())
+            }
+            _ => return Reply::Ignored("exit report for no container the engine tracks"),
+        };
+        self.finish_exit(id, node, kind);
+        Reply::Ok
+    }
+
+    fn finish_exit(&mut self, id: ServerId, node: NodeId, kind: ExitKind) {
+        let s = self.servers.get_mut(&id).expect("known");
+        let reserved = s.plan == Plan::Reserved;
+        s.state = State::Stopped;
+        self.clear_idle(id);
+        self.stop_retries.retain(|&(_, sid)| sid != id);
+        if !reserved {
+            self.unbind(id);
+        }
+        self.publish(Event::Stopped { server: id, node, kind });
+        self.schedule_archive(id);
+        self.forget_if_idle(id);
+        self.queue_pass_wanted = true;
+    }
+
+    fn on_players(&mut self, id: ServerId, count: u32) -> Reply {
+        let Some(s) = self.servers.get_mut(&id) else { return Reply::Ignored("unknown server") };
+        if !matches!(s.state, State::Running { .. }) {
+            return Reply::Ignored("player count for a server that is not running");
+        }
+        if count > 0 {
+            if s.zero_players_since.take().is_some() {
+                self.clear_idle(id);
+            }
+        } else if s.zero_players_since.is_none() {
+            s.zero_players_since = Some(self.now);
+            self.idle.insert((self.now.plus(s_to_ms(self.cfg.idle_shutdown_s)), id));
+        }
+        Reply::Ok
+    }
+
+    fn clear_idle(&mut self, id: ServerId) {
+        // The idle set holds at most one entry per server.
+        if let Some(s) = self.servers.get_mut(&id) {
+            if let Some(since) = s.zero_players_since.take() {
+                self.idle.remove(&(since.plus(s_to_ms(self.cfg.idle_shutdown_s)), id));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- the queue
+
+    fn past_startup(&self) -> bool {
+        self.now >= self.startup_end()
+    }
+
+    fn startup_end(&self) -> Millis {
+        self.started_at.plus(s_to_ms(self.cfg.startup_delay_s))
+    }
+
+    /// One pass over the queue in order, placing what fits (see [`crate::config::QueueOrder`]).
+    fn process_queue(&mut self) {
+        self.queue_pass_wanted = false;
+        if !self.past_startup() || self.queue.is_empty() {
+            return;
+        }
+        let strict = self.cfg.queue.order == crate::config::QueueOrder::StrictFifo;
+        let age_max_ms = s_to_ms(self.cfg.queue.skip_ahead_age_max_s);
+        for id in self.queue.order() {
+            let e = self.queue.get(id).expect("in queue").clone();
+            if e.not_before > self.now {
+                // In backoff after a failed attempt: it keeps its place but does not
+                // block the others meanwhile.
+                continue;
+            }
+            if let Some((node, world)) = self.choose_node(id, e.ram_mb) {
+                self.queue.remove(id);
+                self.counters.placed += 1;
+                self.begin_start(id, node, world, self.now.since(e.queued_at));
+                continue;
+            }
+            if strict || self.now.since(e.queued_at) >= age_max_ms {
+                break;
+            }
+            if self.fleet.max_available_mb() == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Where a server should start: its world's node when that has room; otherwise any
+    /// node, moving or restoring the world first; nowhere while its only world copy is
+    /// on a node that cannot be reached.
+    fn choose_node(&self, id: ServerId, ram_mb: u32) -> Option<(NodeId, WorldAction)> {
+        let s = &self.servers[&id];
+        let strategy = self.cfg.placement.strategy;
+        match s.world {
+            Some(w) => {
+                let wn = self.fleet.get(w)?;
+                if wn.placeable() && wn.fits(ram_mb, self.fleet.reserve()) {
+                    return Some((w, WorldAction::InPlace));
+                }
+                if wn.health != Health::Healthy {
+                    return None;
+                }
+                let node = self.fleet.place(ram_mb, strategy)?;
+                Some((node, WorldAction::MoveFrom(w)))
+            }
+            None => {
+                let node = self.fleet.place(ram_mb, strategy)?;
+                let world = if s.archived && self.cfg.storage == Storage::NodeLocal {
+                    WorldAction::RestoreFromArchive
+                } else {
+                    WorldAction::InPlace
+                };
+                Some((node, world))
+            }
+        }
+    }
+
+    fn begin_start(&mut self, id: ServerId, node: NodeId, world: WorldAction, waited_ms: u64) {
+        self.bind(id, node);
+        if self.cfg.storage == Storage::NodeLocal {
+            self.set_world(id, Some(node));
+        }
+        self.unschedule_archive(id);
+        let s = self.servers.get_mut(&id).expect("known");
+        s.state = State::AwaitingStart { node, since: self.now };
+        let (ram_mb, plan) = (s.ram_mb, s.plan);
+        self.reservations.insert((self.now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+        self.publish(Event::Placed { server: id, node, waited_ms, world });
+        self.out.push_back(Command::StartContainer { server: id, node, ram_mb, plan, world });
+    }
+
+    /// Back into the queue with its original place and queue time, after a failed attempt.
+    fn requeue_in_place(&mut self, id: ServerId, avoid: Option<NodeId>) {
+        let s = self.servers.get_mut(&id).expect("known");
+        if s.deadline <= self.now {
+            let waited_ms = self.now.since(s.queued_at);
+            self.fail(id, FailReason::QueueTimeout { waited_ms });
+            return;
+        }
+        s.state = State::Queued;
+        let e = QueueEntry {
+            server: id,
+            ram_mb: s.ram_mb,
+            plan: s.plan,
+            user: s.user,
+            seq: s.seq,
+            queued_at: s.queued_at,
+            deadline: s.deadline,
+            not_before: self.now.plus(s_to_ms(self.cfg.queue.retry_backoff_s)),
+            avoid,
+        };
+        self.queue.insert(e);
+    }
+
+    /// To the head of the queue with a fresh deadline (its node was fenced or released).
+    fn requeue_at_head(&mut self, id: ServerId, from: NodeId) {
+        let seq = self.queue.head_seq();
+        let now = self.now;
+        let deadline = now.plus(s_to_ms(self.cfg.queue.timeout_s));
+        let s = self.servers.get_mut(&id).expect("known");
+        s.state = State::Queued;
+        s.seq = seq;
+        s.deadline = deadline;
+        let e = QueueEntry {
+            server: id,
+            ram_mb: s.ram_mb,
+            plan: s.plan,
+            user: s.user,
+            seq,
+            queued_at: s.queued_at,
+            deadline,
+            not_before: now,
+            avoid: Some(from),
+        };
+        self.queue.insert(e);
+        self.publish(Event::Requeued { server: id, node: from });
+        self.queue_pass_wanted = true;
+        self.scaling_wanted = true;
+    }
+
+    fn fail(&mut self, id: ServerId, reason: FailReason) {
+        self.counters.failed += 1;
+        self.set_stopped(id);
+        self.publish(Event::StartFailed { server: id, reason });
+    }
+
+    fn set_stopped(&mut self, id: ServerId) {
+        let s = self.servers.get_mut(&id).expect("known");
+        s.state = State::Stopped;
+        self.schedule_archive(id);
+        self.forget_if_idle(id);
+    }
+
+    /// Drop the record of a stopped server that holds nothing, so memory follows the
+    /// servers alive, not the trace.
+    fn forget_if_idle(&mut self, id: ServerId) {
+        let s = &self.servers[&id];
+        if s.state == State::Stopped && s.bound.is_none() && s.world.is_none() {
+            self.servers.remove(&id);
+        }
+    }
+
+    // ---------------------------------------------------------------- bookkeeping writers
+
+    fn bind(&mut self, id: ServerId, node: NodeId) {
+        let s = self.servers.get_mut(&id).expect("known");
+        assert!(s.bound.is_none(), "{id} bound twice");
+        s.bound = Some(node);
+        self.fleet.bind(node, s.ram_mb);
+    }
+
+    fn unbind(&mut self, id: ServerId) {
+        let s = self.servers.get_mut(&id).expect("known");
+        if let Some(node) = s.bound.take() {
+            self.fleet.unbind(node, s.ram_mb, self.now);
+            if self.overcommitted.contains(&node) {
+                let n = self.fleet.get(node).expect("bound node exists");
+                if n.allocated_mb() <= n.usable_mb(self.fleet.reserve()) {
+                    self.overcommitted.remove(&node);
+                }
+            }
+        }
+    }
+
+    fn set_world(&mut self, id: ServerId, node: Option<NodeId>) {
+        let s = self.servers.get_mut(&id).expect("known");
+        if s.world == node {
+            return;
+        }
+        let old = std::mem::replace(&mut s.world, node);
+        if let Some(o) = old {
+            self.fleet.remove_world(o, self.now);
+        }
+        if let Some(n) = node {
+            self.fleet.add_world(n);
+        }
+    }
+
+    fn schedule_archive(&mut self, id: ServerId) {
+        let s = &self.servers[&id];
+        let (Some(node), State::Stopped, None) = (s.world, &s.state, s.bound) else { return };
+        if s.archive_due.is_some() {
+            return;
+        }
+        let Some(n) = self.fleet.get(node) else { return };
+        let delay = if n.kind == NodeKind::Cloud { 0 } else { s_to_ms(self.cfg.archive_after_s) };
+        let due = self.now.plus(delay);
+        self.servers.get_mut(&id).expect("known").archive_due = Some(due);
+        self.archives.insert((due, id));
+    }
+
+    fn unschedule_archive(&mut self, id: ServerId) {
+        if let Some(due) = self.servers.get_mut(&id).and_then(|s| s.archive_due.take()) {
+            self.archives.remove(&(due, id));
+        }
+    }
+
+    fn on_world_archived(&mut self, id: ServerId) -> Reply {
+        let Some(s) = self.servers.get_mut(&id) else { return Reply::Ignored("unknown server") };
+        s.archived = true;
+        let node = s.world;
+        if s.state == State::Stopped && s.bound.is_none() {
+            // The archive is now the authoritative copy; the node no longer holds it.
+            self.unschedule_archive(id);
+            self.set_world(id, None);
+            if let Some(node) = node {
+                self.publish(Event::WorldArchived { server: id, node });
+            }
+            self.forget_if_idle(id);
+        }
+        Reply::Ok
+    }
+
+    // ---------------------------------------------------------------- nodes
+
+    fn register(&mut self, spec: NodeSpec) -> NodeId {
+        let kind = spec.kind;
+        let system = spec.system;
+        let total = spec.total_ram_mb;
+        let id = self.fleet.register(spec, self.now);
+        if kind == NodeKind::Cloud {
+            self.cloud_nodes += 1;
+        }
+        if !system {
+            let usable = crate::node::usable_mb(total, 1, self.fleet.reserve());
+            self.largest_holdable_mb = self.largest_holdable_mb.max(usable);
+        }
+        self.schedule_probe(id, self.now);
+        id
+    }
+
+    fn catalogue_largest(cfg: &Config) -> u64 {
+        if cfg.scaling.max_cloud_nodes == 0 {
+            return 0;
+        }
+        cfg.catalogue.iter().map(|t| policy::type_usable_mb(t, &cfg.reserve)).max().unwrap_or(0)
+    }
+
+    fn recompute_largest(&mut self) {
+        let reserve = self.fleet.reserve().clone();
+        let nodes = self
+            .fleet
+            .iter()
+            .filter(|n| !n.system)
+            .map(|n| crate::node::usable_mb(n.total_ram_mb, 1, &reserve))
+            .max()
+            .unwrap_or(0);
+        self.largest_holdable_mb = nodes.max(Self::catalogue_largest(&self.cfg));
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        let node = self.fleet.remove(id);
+        if node.kind == NodeKind::Cloud {
+            self.cloud_nodes -= 1;
+        }
+        self.unschedule_probe(id);
+        self.failures.remove(&id);
+        self.grace.retain(|&(_, n)| n != id);
+        self.provisions.retain(|&(_, n)| n != id);
+        self.deletes.retain(|&(_, n)| n != id);
+        self.overcommitted.remove(&id);
+        self.recompute_largest();
+        self.publish(Event::NodeRemoved { node: id, kind: node.kind });
+    }
+
+    fn on_provisioned(&mut self, id: NodeId, provider_id: String, address: String) -> Reply {
+        let Some(n) = self.fleet.get(id) else {
+            // We gave up on this VM already: return it so it is not billed for ever.
+            let name = format!("{}-late-{}", self.cfg.cloud_name_prefix, id.0);
+            self.out.push_back(Command::DeleteNode { node: id, name, provider_id: Some(provider_id) });
+            return Reply::Ignored("provisioned after the placeholder was given up; delete sent");
+        };
+        if n.lifecycle != Lifecycle::AwaitingProvision {
+            return Reply::Ignored("duplicate provision report");
+        }
+        let now = self.now;
+        self.fleet.update(id, |n| {
+            n.lifecycle = Lifecycle::Active;
+            n.provider_id = Some(provider_id);
+            n.address = address;
+            n.provisioned_at = Some(now);
+        });
+        // Booting: it must turn healthy within the provision timeout.
+        self.provisions.retain(|&(_, n)| n != id);
+        self.provisions.insert((now.plus(s_to_ms(self.cfg.scaling.provision_timeout_s)), id));
+        self.schedule_probe(id, now);
+        self.publish(Event::NodeProvisioned { node: id });
+        Reply::Ok
+    }
+
+    fn on_provision_failed(&mut self, id: NodeId, reason: String) -> Reply {
+        match self.fleet.get(id) {
+            Some(n) if n.lifecycle == Lifecycle::AwaitingProvision => {
+                self.publish(Event::ProvisionFailed { node: id, reason });
+                self.remove_node(id);
+                self.scaling_wanted = true;
+                Reply::Ok
+            }
+            _ => Reply::Ignored("provision failure for no placeholder"),
+        }
+    }
+
+    fn on_node_deleted(&mut self, id: NodeId) -> Reply {
+        let Some(n) = self.fleet.get(id) else { return Reply::Ignored("unknown node") };
+        if n.lifecycle != Lifecycle::Draining {
+            // Deleted behind our back (or a crash): whatever ran there is gone.
+            self.log.add(self.now, "warn", format!("node {} deleted without a delete command", n.name));
+        }
+        // Everything on it is gone for certain now.
+        let on_node: Vec<ServerId> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.bound == Some(id) || s.world == Some(id))
+            .map(|(&sid, _)| sid)
+            .collect();
+        for sid in on_node {
+            self.evict(sid, id);
+        }
+        self.remove_node(id);
+        Reply::Ok
+    }
+
+    /// A server's node is gone for certain: requeue what wanted to run, drop the rest.
+    fn evict(&mut self, sid: ServerId, node: NodeId) {
+        let s = &self.servers[&sid];
+        let state = s.state.clone();
+        let world_here = s.world == Some(node);
+        if s.bound == Some(node) {
+            if let State::AwaitingStart { since, .. } = state {
+                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid));
+            }
+            self.unbind(sid);
+        }
+        if world_here {
+            self.set_world(sid, None);
+            self.unschedule_archive(sid);
+        }
+        self.clear_idle(sid);
+        self.stop_retries.retain(|&(_, x)| x != sid);
+        match state {
+            State::AwaitingStart { .. } | State::Running { .. } | State::Lost { .. } => self.requeue_at_head(sid, node),
+            State::AwaitingExit { kind, .. } => {
+                self.servers.get_mut(&sid).expect("known").state = State::Stopped;
+                self.publish(Event::Stopped { server: sid, node, kind });
+                self.forget_if_idle(sid);
+            }
+            State::Stopped => self.forget_if_idle(sid),
+            State::Queued => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- health
+
+    fn schedule_probe(&mut self, id: NodeId, at: Millis) {
+        self.unschedule_probe(id);
+        self.probes_due.insert((at, id));
+        self.probe_due_of.insert(id, at);
+    }
+
+    fn unschedule_probe(&mut self, id: NodeId) {
+        if let Some(at) = self.probe_due_of.remove(&id) {
+            self.probes_due.remove(&(at, id));
+        }
+        if let Some(at) = self.probe_out.remove(&id) {
+            self.probe_timeouts.remove(&(at.plus(s_to_ms(self.cfg.health.probe_timeout_s)), id));
+        }
+    }
+
+    fn send_probes(&mut self) {
+        while let Some(&(at, id)) = self.probes_due.first() {
+            if at > self.now {
+                break;
+            }
+            self.probes_due.remove(&(at, id));
+            self.probe_due_of.remove(&id);
+            let Some(n) = self.fleet.get(id) else { continue };
+            if n.lifecycle == Lifecycle::AwaitingProvision {
+                continue;
+            }
+            self.probe_out.insert(id, self.now);
+            self.probe_timeouts.insert((self.now.plus(s_to_ms(self.cfg.health.probe_timeout_s)), id));
+            self.out.push_back(Command::ProbeHealth { node: id });
+        }
+    }
+
+    fn on_probe(&mut self, id: NodeId, ok: bool) -> Reply {
+        let Some(sent) = self.probe_out.remove(&id) else { return Reply::Ignored("no probe outstanding") };
+        self.probe_timeouts.remove(&(sent.plus(s_to_ms(self.cfg.health.probe_timeout_s)), id));
+        self.probe_result(id, ok);
+        Reply::Ok
+    }
+
+    fn probe_result(&mut self, id: NodeId, ok: bool) {
+        let Some(n) = self.fleet.get(id) else { return };
+        let from = n.health;
+        let now = self.now;
+        self.fleet.update(id, |n| n.last_probe_at = Some(now));
+        if ok {
+            self.failures.remove(&id);
+            if from != Health::Healthy {
+                self.fleet.update(id, |n| {
+                    n.health = Health::Healthy;
+                    n.healthy_since = Some(now);
+                    n.unhealthy_since = None;
+                });
+                self.grace.retain(|&(_, n)| n != id);
+                self.provisions.retain(|&(_, n)| n != id);
+                self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Healthy });
+                if from == Health::Unhealthy || self.servers.values().any(|s| s.bound == Some(id)) {
+                    self.out.push_back(Command::ListContainers { node: id });
+                }
+                self.queue_pass_wanted = true;
+            }
+            self.schedule_probe(id, now.plus(s_to_ms(self.cfg.health.interval_s)));
+            return;
+        }
+        let failures = {
+            let f = self.failures.entry(id).or_default();
+            *f += 1;
+            *f
+        };
+        if failures < self.cfg.health.failures_max {
+            self.schedule_probe(id, now.plus(s_to_ms(self.cfg.health.retry_spacing_s)));
+            return;
+        }
+        self.failures.remove(&id);
+        if from == Health::Healthy {
+            self.fleet.update(id, |n| {
+                n.health = Health::Unhealthy;
+                n.unhealthy_since = Some(now);
+            });
+            self.grace.insert((now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id));
+            self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Unhealthy });
+            self.scaling_wanted = true;
+        }
+        self.schedule_probe(id, now.plus(s_to_ms(self.cfg.health.interval_s)));
+    }
+
+    /// The node stayed unhealthy past the grace period.
+    fn node_lost(&mut self, id: NodeId) {
+        let Some(n) = self.fleet.get(id) else { return };
+        if n.health != Health::Unhealthy || n.lifecycle == Lifecycle::Draining {
+            return;
+        }
+        let affected: Vec<ServerId> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| {
+                s.bound == Some(id) && matches!(s.state, State::Running { .. } | State::AwaitingStart { .. })
+            })
+            .map(|(&sid, _)| sid)
+            .collect();
+        if n.kind == NodeKind::Cloud && self.cfg.storage == Storage::Shared {
+            // Fence: once the delete completes its containers are gone for certain, and
+            // `on_node_deleted` requeues its servers at the head.
+            let name = n.name.clone();
+            let provider_id = n.provider_id.clone();
+            self.fleet.update(id, |n| n.lifecycle = Lifecycle::Draining);
+            self.publish(Event::NodeFenced { node: id });
+            self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
+            self.deletes.insert((self.now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id));
+            return;
+        }
+        for sid in affected {
+            let s = self.servers.get_mut(&sid).expect("known");
+            if let State::AwaitingStart { since, .. } = s.state {
+                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid));
+            }
+            s.state = State::Lost { node: id };
+            self.clear_idle(sid);
+            self.publish(Event::ServerLost { server: sid, node: id });
+        }
+    }
+
+    /// Reconcile a node's containers with what the engine believes.
+    fn on_node_containers(&mut self, id: NodeId, listed: Vec<ServerId>) -> Reply {
+        if self.fleet.get(id).is_none() {
+            return Reply::Ignored("unknown node");
+        }
+        let listed: BTreeSet<ServerId> = listed.into_iter().collect();
+        let ours: Vec<(ServerId, State)> =
+            self.servers.iter().filter(|(_, s)| s.bound == Some(id)).map(|(&sid, s)| (sid, s.state.clone())).collect();
+        for (sid, state) in &ours {
+            let present = listed.contains(sid);
+            match state {
+                State::Lost { .. } if present => {
+                    self.servers.get_mut(sid).expect("known").state = State::Running { node: id };
+                }
+                State::Lost { .. } | State::Running { .. } if !present => {
+                    self.servers.get_mut(sid).expect("known").state =
+                        State::AwaitingExit { node: id, kind: ExitKind::NodeLost };
+                    self.finish_exit(*sid, id, ExitKind::NodeLost);
+                }
+                State::AwaitingExit { kind, .. } if !present => self.finish_exit(*sid, id, *kind),
+                _ => {}
+            }
+        }
+        for sid in listed {
+            let expected = self.servers.get(&sid).is_some_and(|s| s.bound == Some(id) && s.state != State::Stopped);
+            if !expected {
+                self.out.push_back(Command::StopContainer { server: sid, node: id, reason: StopReason::Cleanup });
+            }
+        }
+        self.queue_pass_wanted = true;
+        Reply::Ok
+    }
+
+    fn on_release_lost(&mut self, id: ServerId) -> Reply {
+        let Some(s) = self.servers.get(&id) else { return Reply::Ignored("unknown server") };
+        let State::Lost { node } = s.state else { return Reply::Ignored("server is not lost") };
+        // The operator vouches that the container is dead; the world on that node is
+        // given up (a restore from the archive, if any, follows).
+        self.unbind(id);
+        self.set_world(id, None);
+        self.requeue_at_head(id, node);
+        Reply::Ok
+    }
+
+    // ---------------------------------------------------------------- recovery
+
+    fn on_recover(&mut self, snap: Snapshot) -> Reply {
+        let mut containers = snap.containers;
+        containers.sort_by_key(|c| (c.server, !c.running, c.node));
+        for c in containers {
+            if self.fleet.get(c.node).is_none_or(|n| n.system) {
+                self.log.add(self.now, "warn", format!("recovery: {} on unknown or system node {}", c.server, c.node));
+                self.out.push_back(Command::StopContainer {
+                    server: c.server,
+                    node: c.node,
+                    reason: StopReason::Cleanup,
+                });
+                continue;
+            }
+            if let Some(s) = self.servers.get(&c.server) {
+                // A second container of one server: keep the first (running first, then
+                // lowest node id) and stop this one.
+                if s.bound != Some(c.node) {
+                    self.out.push_back(Command::StopContainer {
+                        server: c.server,
+                        node: c.node,
+                        reason: StopReason::Cleanup,
+                    });
+                }
+                continue;
+            }
+            let seq = self.queue.tail_seq();
+            self.servers.insert(
+                c.server,
+                Server {
+                    ram_mb: c.ram_mb,
+                    plan: c.plan,
+                    user: c.user,
+                    state: if c.running { State::Running { node: c.node } } else { State::Stopped },
+                    bound: None,
+                    world: None,
+                    archived: false,
+                    seq,
+                    queued_at: self.now,
+                    deadline: self.now,
+                    zero_players_since: None,
+                    archive_due: None,
+                },
+            );
+            if c.running || c.plan == Plan::Reserved {
+                self.bind(c.server, c.node);
+            }
+            if self.cfg.storage == Storage::NodeLocal {
+                self.set_world(c.server, Some(c.node));
+            }
+            self.schedule_archive(c.server);
+            let n = self.fleet.get(c.node).expect("checked");
+            if n.allocated_mb() > n.usable_mb(self.fleet.reserve()) {
+                self.overcommitted.insert(c.node);
+            }
+        }
+        let mut queued = snap.queued;
+        queued.sort_by_key(|q| (q.queued_at, q.server));
+        for q in queued {
+            if self.servers.get(&q.server).is_some_and(|s| s.state != State::Stopped) || q.ram_mb == 0 {
+                continue;
+            }
+            // Keep the original queue time (waits stay honest) but give the restarted
+            // engine a full startup delay and one timeout before giving up.
+            let deadline = q
+                .queued_at
+                .plus(s_to_ms(self.cfg.queue.timeout_s))
+                .max(self.startup_end().plus(s_to_ms(self.cfg.queue.timeout_s)));
+            let seq = self.queue.tail_seq();
+            let s = self.servers.entry(q.server).or_insert_with(|| Server {
+                ram_mb: q.ram_mb,
+                plan: q.plan,
+                user: q.user,
+                state: State::Stopped,
+                bound: None,
+                world: None,
+                archived: false,
+                seq,
+                queued_at: q.queued_at,
+                deadline,
+                zero_players_since: None,
+                archive_due: None,
+            });
+            s.state = State::Queued;
+            s.seq = seq;
+            s.queued_at = q.queued_at;
+            s.deadline = deadline;
+            self.unbind(q.server);
+            self.unschedule_archive(q.server);
+            self.counters.requests += 1;
+            self.queue.insert(QueueEntry {
+                server: q.server,
+                ram_mb: q.ram_mb,
+                plan: q.plan,
+                user: q.user,
+                seq,
+                queued_at: q.queued_at,
+                deadline,
+                not_before: self.now,
+                avoid: None,
+            });
+        }
+        self.queue_pass_wanted = true;
+        self.scaling_wanted = true;
+        Reply::Ok
+    }
+
+    // ---------------------------------------------------------------- scaling
+
+    fn scaling_context(&mut self) -> ScalingContext<'_> {
+        let reserve = self.fleet.reserve();
+        let (mut healthy, mut coming, mut allocated, mut holdable) = (0u64, 0u64, 0u64, 0u64);
+        for n in self.fleet.iter().filter(|n| !n.system) {
+            let fresh = crate::node::usable_mb(n.total_ram_mb, 1, reserve);
+            if n.placeable() {
+                healthy += n.usable_mb(reserve);
+                allocated += n.allocated_mb();
+                holdable = holdable.max(fresh);
+            } else if n.health == Health::Unknown && n.lifecycle != Lifecycle::Draining {
+                coming += n.usable_mb(reserve);
+                holdable = holdable.max(fresh);
+            }
+        }
+        let largest_queued_mb = self.queue.max_ram_mb();
+        ScalingContext {
+            now: self.now,
+            fleet: &self.fleet,
+            reserve,
+            catalogue: &self.cfg.catalogue,
+            healthy_usable_mb: healthy,
+            coming_usable_mb: coming,
+            allocated_mb: allocated,
+            queued_count: self.queue.len(),
+            queued_ram_mb: self.queue.total_ram_mb(),
+            largest_queued_mb,
+            largest_holdable_mb: holdable,
+            cloud_nodes: self.cloud_nodes,
+            max_cloud_nodes: self.cfg.scaling.max_cloud_nodes,
+            last_scale_up: self.last_scale_up,
+            last_scale_down: self.last_scale_down,
+        }
+    }
+
+    /// One evaluation: at most one action.
+    fn evaluate_scaling(&mut self) {
+        self.scaling_wanted = false;
+        if !self.cfg.scaling.enabled {
+            return;
+        }
+        let mut policies = std::mem::take(&mut self.policies);
+        let decision = {
+            let ctx = self.scaling_context();
+            for p in policies.iter_mut() {
+                p.observe(&ctx);
+            }
+            let at_max = ctx.cloud_nodes >= ctx.max_cloud_nodes;
+            let mut decision = None;
+            for p in policies.iter_mut() {
+                if let Some(up) = p.scale_up(&ctx) {
+                    if !at_max {
+                        decision = Some((p.name(), Ok(up)));
+                        break;
+                    }
+                }
+            }
+            if decision.is_none() {
+                for p in policies.iter_mut() {
+                    if let Some(down) = p.scale_down(&ctx) {
+                        decision = Some((p.name(), Err(down)));
+                        break;
+                    }
+                }
+            }
+            decision
+        };
+        self.policies = policies;
+        match decision {
+            Some((name, Ok(up))) => self.scale_up(name, up),
+            Some((name, Err(down))) => self.scale_down(name, down),
+            None => {}
+        }
+    }
+
+    fn scale_up(&mut self, policy: &'static str, up: policy::ScaleUp) {
+        assert!(self.cloud_nodes < self.cfg.scaling.max_cloud_nodes, "scale-up past the cloud node maximum");
+        let t = self.cfg.catalogue[up.server_type].clone();
+        self.cloud_seq += 1;
+        let name = format!("{}-{}", self.cfg.cloud_name_prefix, self.cloud_seq);
+        let id = self.register(NodeSpec {
+            name: name.clone(),
+            address: String::new(),
+            kind: NodeKind::Cloud,
+            system: false,
+            total_ram_mb: t.ram_mb,
+            cores: t.cores,
+            hourly_eur: t.hourly_eur,
+            labels: BTreeMap::from([("managed_by".to_string(), "conductor".to_string())]),
+            provider_id: None,
+            server_type: Some(t.name.clone()),
+        });
+        self.unschedule_probe(id);
+        self.fleet.update(id, |n| n.lifecycle = Lifecycle::AwaitingProvision);
+        self.provisions.insert((self.now.plus(s_to_ms(self.cfg.scaling.provision_timeout_s)), id));
+        self.last_scale_up = Some(self.now);
+        self.counters.scale_ups += 1;
+        self.log.add(self.now, "info", format!("scale up {name} ({}) by {policy}: {}", t.name, up.reason));
+        self.publish(Event::ScaleUp {
+            node: id,
+            server_type: t.name.clone(),
+            policy: policy.to_string(),
+            reason: up.reason,
+        });
+        self.out.push_back(Command::ProvisionNode { node: id, name, server_type: t.name });
+    }
+
+    fn scale_down(&mut self, policy: &'static str, down: policy::ScaleDown) {
+        let Some(n) = self.fleet.get(down.node) else { return };
+        // The engine's own safety check, whatever the policy says.
+        if n.kind != NodeKind::Cloud || n.system || !n.is_empty() || n.lifecycle != Lifecycle::Active {
+            self.log.add(
+                self.now,
+                "warn",
+                format!("{policy} asked to delete {} which is not an empty active cloud node", n.name),
+            );
+            return;
+        }
+        let (name, provider_id) = (n.name.clone(), n.provider_id.clone());
+        let now = self.now;
+        self.fleet.update(down.node, |n| {
+            n.lifecycle = Lifecycle::Draining;
+            n.draining_since = Some(now);
+        });
+        self.deletes.insert((now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), down.node));
+        self.last_scale_down = Some(now);
+        self.counters.scale_downs += 1;
+        self.log.add(now, "info", format!("scale down {name} by {policy}: {}", down.reason));
+        self.publish(Event::ScaleDown { node: down.node, policy: policy.to_string(), reason: down.reason });
+        self.out.push_back(Command::DeleteNode { node: down.node, name, provider_id });
+    }
+
+    // ---------------------------------------------------------------- time
+
+    fn advance(&mut self, now: Millis) {
+        assert!(now >= self.now, "time went backwards: {} after {}", now, self.now);
+        self.now = now;
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        if self.startup_pending && now >= self.startup_end() {
+            self.startup_pending = false;
+            self.queue_pass_wanted = true;
+        }
+        if now >= self.next_queue_tick {
+            self.next_queue_tick = now.plus(s_to_ms(self.cfg.queue_tick_s));
+            self.queue_pass_wanted = true;
+        }
+        if self.cfg.scaling.enabled && now >= self.next_scaling {
+            self.next_scaling = now.plus(s_to_ms(self.cfg.scaling.interval_s));
+            self.scaling_wanted = true;
+        }
+        for e in self.queue.expire(now) {
+            let waited_ms = now.since(e.queued_at);
+            self.fail(e.server, FailReason::QueueTimeout { waited_ms });
+        }
+        while let Some(&(t, id)) = self.probe_timeouts.first() {
+            if t > now {
+                break;
+            }
+            self.probe_timeouts.remove(&(t, id));
+            self.probe_out.remove(&id);
+            self.probe_result(id, false);
+        }
+        self.send_probes();
+        while let Some(&(t, id)) = self.grace.first() {
+            if t > now {
+                break;
+            }
+            self.grace.remove(&(t, id));
+            self.node_lost(id);
+        }
+        while let Some(&(t, id)) = self.reservations.first() {
+            if t > now {
+                break;
+            }
+            self.reservations.remove(&(t, id));
+            if let Some(State::AwaitingStart { node, .. }) = self.servers.get(&id).map(|s| s.state.clone()) {
+                // Whatever may have come up must not run unseen next to a retry.
+                self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
+                self.unbind(id);
+                self.fail(id, FailReason::ReservationTimeout);
+                self.queue_pass_wanted = true;
+            }
+        }
+        while let Some(&(t, id)) = self.stop_retries.first() {
+            if t > now {
+                break;
+            }
+            self.stop_retries.remove(&(t, id));
+            if let Some(State::AwaitingExit { node, kind }) = self.servers.get(&id).map(|s| s.state.clone()) {
+                let reason = if kind == ExitKind::Idle { StopReason::Idle } else { StopReason::Requested };
+                self.out.push_back(Command::StopContainer { server: id, node, reason });
+                self.stop_retries.insert((now.plus(STOP_RETRY_MS), id));
+            }
+        }
+        while let Some(&(t, id)) = self.idle.first() {
+            if t > now {
+                break;
+            }
+            self.idle.remove(&(t, id));
+            if let Some(State::Running { node }) = self.servers.get(&id).map(|s| s.state.clone()) {
+                self.servers.get_mut(&id).expect("known").zero_players_since = None;
+                self.request_exit(id, node, ExitKind::Idle);
+            }
+        }
+        while let Some(&(t, id)) = self.archives.first() {
+            if t > now {
+                break;
+            }
+            self.archives.remove(&(t, id));
+            let Some(s) = self.servers.get_mut(&id) else { continue };
+            s.archive_due = None;
+            if let (Some(node), State::Stopped, None) = (s.world, &s.state, s.bound) {
+                let retry = now.plus(ARCHIVE_RETRY_MS);
+                s.archive_due = Some(retry);
+                self.archives.insert((retry, id));
+                self.out.push_back(Command::ArchiveWorld { server: id, node });
+            }
+        }
+        while let Some(&(t, id)) = self.provisions.first() {
+            if t > now {
+                break;
+            }
+            self.provisions.remove(&(t, id));
+            let Some(n) = self.fleet.get(id) else { continue };
+            if n.health == Health::Healthy {
+                continue;
+            }
+            let (name, provider_id, lifecycle, empty) =
+                (n.name.clone(), n.provider_id.clone(), n.lifecycle, n.is_empty());
+            self.publish(Event::ProvisionFailed {
+                node: id,
+                reason: "no healthy report before the provision timeout".into(),
+            });
+            if lifecycle == Lifecycle::AwaitingProvision {
+                self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
+                self.remove_node(id);
+            } else if empty {
+                self.fleet.update(id, |n| n.lifecycle = Lifecycle::Draining);
+                self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
+                self.deletes.insert((now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id));
+            }
+            self.scaling_wanted = true;
+        }
+        while let Some(&(t, id)) = self.deletes.first() {
+            if t > now {
+                break;
+            }
+            self.deletes.remove(&(t, id));
+            let Some(n) = self.fleet.get(id) else { continue };
+            let (name, provider_id) = (n.name.clone(), n.provider_id.clone());
+            self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
+            self.deletes.insert((now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id));
+        }
+    }
+
+    /// Run the passes an input or timer asked for: scaling first (so a placeholder is
+    /// there before anyone asks again), then the queue.
+    fn settle(&mut self) {
+        if self.scaling_wanted {
+            self.evaluate_scaling();
+        }
+        if self.queue_pass_wanted {
+            self.process_queue();
+        }
+    }
+
+    fn publish(&mut self, e: Event) {
+        self.log.event(self.now, &e);
+        self.out.push_back(Command::Publish(e));
+    }
+
+    // ---------------------------------------------------------------- invariants
+
+    /// The O(n) check of every invariant; returns one line per violation.
+    pub fn check_invariants(&self) -> Vec<String> {
+        crate::invariants::check(self)
+    }
+
+    pub(crate) fn invariant_view(&self) -> InvariantView<'_> {
+        InvariantView {
+            fleet: &self.fleet,
+            queue: &self.queue,
+            cfg: &self.cfg,
+            cloud_nodes: self.cloud_nodes,
+            overcommitted: &self.overcommitted,
+            servers: self
+                .servers
+                .iter()
+                .map(|(&id, s)| ServerView {
+                    id,
+                    ram_mb: s.ram_mb,
+                    plan: s.plan,
+                    bound: s.bound,
+                    world: s.world,
+                    status: self.server_status(id).expect("present"),
+                })
+                .collect(),
+            reservations: self.reservations.iter().map(|&(_, s)| s).collect(),
+        }
+    }
+}
+
+/// A server as the outside sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerStatus {
+    Queued { position: usize },
+    Starting { node: NodeId },
+    Running { node: NodeId },
+    Stopping { node: NodeId },
+    Lost { node: NodeId },
+    Stopped { booked_on: Option<NodeId>, world_on: Option<NodeId> },
+}
+
+pub(crate) struct ServerView {
+    pub id: ServerId,
+    pub ram_mb: u32,
+    pub plan: Plan,
+    pub bound: Option<NodeId>,
+    pub world: Option<NodeId>,
+    pub status: ServerStatus,
+}
+
+pub(crate) struct InvariantView<'a> {
+    pub fleet: &'a Fleet,
+    pub queue: &'a StartQueue,
+    pub cfg: &'a Config,
+    pub cloud_nodes: u32,
+    pub overcommitted: &'a BTreeSet<NodeId>,
+    pub servers: Vec<ServerView>,
+    pub reservations: Vec<ServerId>,
+}

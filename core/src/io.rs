@@ -1,0 +1,263 @@
+//! The engine's face: inputs in, commands (and published events) out.
+
+use crate::model::{NodeId, NodeKind, Plan, ServerId, UserId, WorldAction};
+use crate::node::{Health, NodeSpec};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Everything that can happen to the engine, apart from time passing. Drivers journal
+/// these (with their `now`) so that a live day can be replayed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    StartRequested {
+        server: ServerId,
+        ram_mb: u32,
+        plan: Plan,
+        user: UserId,
+    },
+    StopRequested {
+        server: ServerId,
+    },
+    ContainerStarted {
+        server: ServerId,
+        node: NodeId,
+    },
+    ContainerFailed {
+        server: ServerId,
+        node: NodeId,
+        reason: String,
+    },
+    /// The container is gone (stopped on request, or crashed).
+    ContainerExited {
+        server: ServerId,
+        node: NodeId,
+    },
+    NodeRegistered(NodeSpec),
+    NodeProvisioned {
+        node: NodeId,
+        provider_id: String,
+        address: String,
+    },
+    ProvisionFailed {
+        node: NodeId,
+        reason: String,
+    },
+    /// The result of one `ProbeHealth` command: one attempt.
+    HealthProbe {
+        node: NodeId,
+        ok: bool,
+    },
+    NodeDeleted {
+        node: NodeId,
+    },
+    NodeCpu {
+        node: NodeId,
+        percent: f32,
+    },
+    Players {
+        server: ServerId,
+        count: u32,
+    },
+    WorldArchived {
+        server: ServerId,
+    },
+    /// The answer to `ListContainers`: the servers with a container on the node.
+    NodeContainers {
+        node: NodeId,
+        servers: Vec<ServerId>,
+    },
+    /// An operator declares a lost server's container dead, so it may start elsewhere.
+    ReleaseLost {
+        server: ServerId,
+    },
+    Recover(Snapshot),
+}
+
+/// The typed recovery snapshot: what exists in the world after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub containers: Vec<ContainerRecord>,
+    pub queued: Vec<QueuedRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub server: ServerId,
+    pub node: NodeId,
+    pub ram_mb: u32,
+    pub plan: Plan,
+    pub user: UserId,
+    /// A stopped container: its world is on the node (and a reserved plan keeps its RAM).
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueuedRecord {
+    pub server: ServerId,
+    pub ram_mb: u32,
+    pub plan: Plan,
+    pub user: UserId,
+    pub queued_at: Millis,
+}
+
+/// What the engine asks the driver to do. Each command is one attempt; the engine
+/// keeps its own timeouts and tolerates late, duplicated and missing completions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    StartContainer {
+        server: ServerId,
+        node: NodeId,
+        ram_mb: u32,
+        plan: Plan,
+        world: WorldAction,
+    },
+    StopContainer {
+        server: ServerId,
+        node: NodeId,
+        reason: StopReason,
+    },
+    /// Buy a VM. The node is already registered as a placeholder under `name`.
+    ProvisionNode {
+        node: NodeId,
+        name: String,
+        server_type: String,
+    },
+    /// Return a VM. `provider_id` is `None` if the VM was never reported; the driver
+    /// then deletes by name if one exists.
+    DeleteNode {
+        node: NodeId,
+        name: String,
+        provider_id: Option<String>,
+    },
+    ProbeHealth {
+        node: NodeId,
+    },
+    ArchiveWorld {
+        server: ServerId,
+        node: NodeId,
+    },
+    ListContainers {
+        node: NodeId,
+    },
+    Publish(Event),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Requested,
+    Idle,
+    /// A container whose start the engine gave up on, or a second copy.
+    Cleanup,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// Waited `queue.timeout_s` without a placement that succeeded.
+    QueueTimeout { waited_ms: u64 },
+    /// Larger than any node in the fleet or catalogue could ever hold.
+    TooLarge { ram_mb: u32, largest_mb: u64 },
+    /// A placed start never reported within `reservation_timeout_s`.
+    ReservationTimeout,
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::QueueTimeout { waited_ms } => {
+                write!(f, "no capacity after {} s in the queue", waited_ms / 1000)
+            }
+            FailReason::TooLarge { ram_mb, largest_mb } => {
+                write!(f, "{ram_mb} MB is larger than any node could hold ({largest_mb} MB usable)")
+            }
+            FailReason::ReservationTimeout => write!(f, "the container never reported after placement"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitKind {
+    Requested,
+    Idle,
+    /// The container exited without being asked to.
+    Crashed,
+    /// Its node was lost and reconciliation found no container.
+    NodeLost,
+}
+
+/// What the engine publishes for operators, billing and the simulator's reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    Queued { server: ServerId, position: usize },
+    Placed { server: ServerId, node: NodeId, waited_ms: u64, world: WorldAction },
+    Started { server: ServerId, node: NodeId },
+    StartAttemptFailed { server: ServerId, node: NodeId, reason: String },
+    StartFailed { server: ServerId, reason: FailReason },
+    Cancelled { server: ServerId },
+    Stopped { server: ServerId, node: NodeId, kind: ExitKind },
+    ServerLost { server: ServerId, node: NodeId },
+    Requeued { server: ServerId, node: NodeId },
+    NodeHealthChanged { node: NodeId, from: Health, to: Health },
+    ScaleUp { node: NodeId, server_type: String, policy: String, reason: String },
+    ScaleDown { node: NodeId, policy: String, reason: String },
+    NodeProvisioned { node: NodeId },
+    ProvisionFailed { node: NodeId, reason: String },
+    NodeFenced { node: NodeId },
+    NodeRemoved { node: NodeId, kind: NodeKind },
+    WorldArchived { server: ServerId, node: NodeId },
+}
+
+/// The synchronous answer to an input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    Start(StartReply),
+    Stop(StopReply),
+    NodeRegistered(NodeId),
+    /// The input referred to something the engine does not know or is in the wrong
+    /// state for it (late or duplicated completions land here); nothing changed
+    /// beyond a possible cleanup command.
+    Ignored(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StartReply {
+    Placed {
+        node: NodeId,
+    },
+    Queued {
+        position: usize,
+    },
+    AlreadyQueued {
+        position: usize,
+    },
+    AlreadyStarting {
+        node: NodeId,
+    },
+    AlreadyRunning {
+        node: NodeId,
+    },
+    /// Stopping, or lost with its node: ask again once it has stopped.
+    Busy,
+    Failed(FailReason),
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Rejection {
+    InvalidRam,
+    QueueFull { len_max: u32 },
+    UserQueueFull { per_user_max: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StopReply {
+    Cancelled,
+    Stopping,
+    AlreadyStopping,
+    NotRunning,
+    Unknown,
+}

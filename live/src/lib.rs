@@ -1,0 +1,1 @@
+//! The live driver (see issue 5); not built yet.

@@ -1,0 +1,1 @@
+//! The simulator (see issue 3).
