@@ -112,7 +112,9 @@ pub struct QueueConfig {
     pub timeout_s: u64,
     pub order: QueueOrder,
     pub skip_ahead_age_max_s: u64,
-    /// A start that failed on a node is retried no sooner than this.
+    /// A start that failed on a node is retried no sooner than this. While it waits,
+    /// later entries may take the capacity it freed, so the default (0) retries on the
+    /// very next pass; each attempt costs a round trip to a node, so there is no spin.
     pub retry_backoff_s: u64,
     /// At most this many queued servers per user.
     pub per_user_max: u32,
@@ -126,7 +128,7 @@ impl Default for QueueConfig {
             timeout_s: 600,
             order: QueueOrder::SkipAhead,
             skip_ahead_age_max_s: 120,
-            retry_backoff_s: 10,
+            retry_backoff_s: 0,
             per_user_max: 10,
             len_max: 100_000,
         }

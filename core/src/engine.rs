@@ -525,9 +525,7 @@ impl Conductor {
             return Reply::Ignored("player count for a server that is not running");
         }
         if count > 0 {
-            if s.zero_players_since.take().is_some() {
-                self.clear_idle(id);
-            }
+            self.clear_idle(id);
         } else if s.zero_players_since.is_none() {
             s.zero_players_since = Some(self.now);
             self.idle.insert((self.now.plus(s_to_ms(self.cfg.idle_shutdown_s)), id));
@@ -615,7 +613,10 @@ impl Conductor {
     }
 
     fn begin_start(&mut self, id: ServerId, node: NodeId, world: WorldAction, waited_ms: u64) {
-        self.bind(id, node);
+        // A reserved server's booking already holds its RAM on this node.
+        if self.servers[&id].bound != Some(node) {
+            self.bind(id, node);
+        }
         if self.cfg.storage == Storage::NodeLocal {
             self.set_world(id, Some(node));
         }
@@ -866,13 +867,16 @@ impl Conductor {
             self.log.add(self.now, "warn", format!("node {} deleted without a delete command", n.name));
         }
         // Everything on it is gone for certain now.
-        let on_node: Vec<ServerId> = self
+        let mut on_node: Vec<(Millis, ServerId)> = self
             .servers
             .iter()
             .filter(|(_, s)| s.bound == Some(id) || s.world == Some(id))
-            .map(|(&sid, _)| sid)
+            .map(|(&sid, s)| (s.queued_at, sid))
             .collect();
-        for sid in on_node {
+        // Each requeue goes before everything, so walk newest first: the oldest
+        // request ends up at the head.
+        on_node.sort();
+        for (_, sid) in on_node.into_iter().rev() {
             self.evict(sid, id);
         }
         self.remove_node(id);
@@ -1386,7 +1390,9 @@ impl Conductor {
                 break;
             }
             self.idle.remove(&(t, id));
-            if let Some(State::Running { node }) = self.servers.get(&id).map(|s| s.state.clone()) {
+            let idle_ms = s_to_ms(self.cfg.idle_shutdown_s);
+            let due = |s: &Server| s.zero_players_since.is_some_and(|z| z.plus(idle_ms) == t);
+            if let Some(State::Running { node }) = self.servers.get(&id).filter(|s| due(s)).map(|s| s.state.clone()) {
                 self.servers.get_mut(&id).expect("known").zero_players_since = None;
                 self.request_exit(id, node, ExitKind::Idle);
             }

@@ -1,0 +1,687 @@
+//! Behaviour tests of the engine at its boundary: inputs in, commands and events out.
+
+use conductor_core::config::{PlacementStrategy, QueueOrder};
+use conductor_core::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const S: u64 = 1000;
+const MIN: u64 = 60 * S;
+
+struct H {
+    c: Conductor,
+    now: u64,
+    /// Commands drained so far that the test has not looked at.
+    cmds: Vec<Command>,
+    /// Nodes whose probes are answered `ok` automatically.
+    up: BTreeSet<NodeId>,
+}
+
+fn cfg() -> Config {
+    let mut c = Config::default();
+    c.startup_delay_s = 0;
+    c
+}
+
+fn spec(name: &str, kind: NodeKind, ram: u32, system: bool) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        address: format!("10.0.0.{}", name.len()),
+        kind,
+        system,
+        total_ram_mb: ram,
+        cores: 4,
+        hourly_eur: 0.0,
+        labels: BTreeMap::new(),
+        provider_id: None,
+        server_type: None,
+    }
+}
+
+impl H {
+    fn new(cfg: Config) -> H {
+        H { c: Conductor::new(cfg, Millis(0)).unwrap(), now: 0, cmds: Vec::new(), up: BTreeSet::new() }
+    }
+
+    /// Register a node and make it healthy.
+    fn node(&mut self, name: &str, kind: NodeKind, ram: u32, system: bool) -> NodeId {
+        let Reply::NodeRegistered(id) = self.input(Input::NodeRegistered(spec(name, kind, ram, system))) else {
+            panic!("registration reply")
+        };
+        self.up.insert(id);
+        self.at(self.now);
+        id
+    }
+
+    fn input(&mut self, i: Input) -> Reply {
+        let r = self.c.handle(Millis(self.now), i);
+        self.drain();
+        r
+    }
+
+    fn start(&mut self, server: u64, ram: u32) -> StartReply {
+        self.start_plan(server, ram, Plan::PayPerPlay, server)
+    }
+
+    fn start_plan(&mut self, server: u64, ram: u32, plan: Plan, user: u64) -> StartReply {
+        match self.input(Input::StartRequested { server: ServerId(server), ram_mb: ram, plan, user: UserId(user) }) {
+            Reply::Start(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(cmd) = self.c.poll_command() {
+            self.cmds.push(cmd);
+        }
+        let bad = self.c.check_invariants();
+        assert!(bad.is_empty(), "invariants broken at {} ms: {bad:#?}", self.now);
+    }
+
+    /// Answer probes of nodes that are up, until none is pending.
+    fn pump(&mut self) {
+        loop {
+            let probes: Vec<NodeId> = self
+                .cmds
+                .iter()
+                .filter_map(|c| match c {
+                    Command::ProbeHealth { node } if self.up.contains(node) => Some(*node),
+                    _ => None,
+                })
+                .collect();
+            if probes.is_empty() {
+                return;
+            }
+            self.cmds.retain(|c| !matches!(c, Command::ProbeHealth { node } if self.up.contains(node)));
+            for node in probes {
+                self.input(Input::HealthProbe { node, ok: true });
+            }
+        }
+    }
+
+    /// Advance to `t` ms, firing every timer on the way (as a driver would).
+    fn at(&mut self, t: u64) {
+        while let Some(d) = self.c.poll_timeout() {
+            if d.0 > t {
+                break;
+            }
+            self.now = d.0.max(self.now);
+            self.c.handle_timeout(Millis(self.now));
+            self.drain();
+            self.pump();
+        }
+        self.now = t;
+        self.c.handle_timeout(Millis(t));
+        self.drain();
+        self.pump();
+    }
+
+    fn take(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.cmds).into_iter().filter(|c| !matches!(c, Command::ProbeHealth { .. })).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        self.take()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Publish(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started(&mut self, server: u64, node: NodeId) {
+        self.input(Input::ContainerStarted { server: ServerId(server), node });
+    }
+
+    fn status(&self, server: u64) -> Option<ServerStatus> {
+        self.c.server_status(ServerId(server))
+    }
+}
+
+fn start_cmds(cmds: &[Command]) -> Vec<(ServerId, NodeId, WorldAction)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::StartContainer { server, node, world, .. } => Some((*server, *node, *world)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn startup_delay_holds_queued_starts_then_places_them() {
+    let mut c = cfg();
+    c.startup_delay_s = 120;
+    let mut h = H::new(c);
+    let d = h.node("d1", NodeKind::Dedicated, 16384, false);
+    assert_eq!(h.start(1, 2048), StartReply::Queued { position: 1 });
+    h.at(119 * S);
+    assert!(start_cmds(&h.take()).is_empty(), "nothing before the startup delay");
+    h.at(120 * S);
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), d, WorldAction::InPlace)]);
+}
+
+#[test]
+fn system_flag_is_explicit_and_names_mean_nothing() {
+    let mut h = H::new(cfg());
+    let _proxy = h.node("control-plane", NodeKind::Dedicated, 16384, true);
+    let worker = h.node("proxyman-1", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: worker });
+}
+
+#[test]
+fn second_start_gets_a_clear_answer() {
+    let mut h = H::new(cfg());
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 4096), StartReply::Placed { node: d });
+    assert_eq!(h.start(1, 4096), StartReply::AlreadyStarting { node: d });
+    h.started(1, d);
+    assert_eq!(h.start(1, 4096), StartReply::AlreadyRunning { node: d });
+    assert_eq!(h.start(2, 4096), StartReply::Queued { position: 1 });
+    assert_eq!(h.start(2, 4096), StartReply::AlreadyQueued { position: 1 });
+    assert_eq!(h.c.counters().requests, 2, "duplicates are not new requests");
+}
+
+#[test]
+fn exactly_as_many_servers_fit_as_the_reserve_allows() {
+    // 4096 MB dedicated host: reserve 1000 MB, 3096 MB usable: three 1 GB servers fit.
+    let mut h = H::new(cfg());
+    let d = h.node("d", NodeKind::Dedicated, 4096, false);
+    for i in 0..3 {
+        assert_eq!(h.start(i, 1024), StartReply::Placed { node: d });
+    }
+    assert!(matches!(h.start(3, 1024), StartReply::Queued { .. }));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 3072);
+}
+
+#[test]
+fn failed_start_keeps_its_place_and_its_queue_time() {
+    let mut h = H::new(cfg());
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 4096), StartReply::Placed { node: d });
+    h.started(1, d);
+    // Two more wait: 6964 usable, 4096 taken.
+    assert_eq!(h.start(2, 4096), StartReply::Queued { position: 1 });
+    assert_eq!(h.start(3, 4096), StartReply::Queued { position: 2 });
+    h.take();
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node: d });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(2), d, WorldAction::InPlace)]);
+    h.at(60 * S);
+    h.input(Input::ContainerFailed { server: ServerId(2), node: d, reason: "image pull".into() });
+    // It keeps its place ahead of server 3 and gets the freed capacity again at once.
+    assert_eq!(h.status(2), Some(ServerStatus::Starting { node: d }));
+    assert_eq!(h.status(3), Some(ServerStatus::Queued { position: 1 }));
+    // Server 3 gives up 10 minutes after its request...
+    h.take();
+    h.at(10 * MIN);
+    assert!(h.events().contains(&Event::StartFailed {
+        server: ServerId(3),
+        reason: FailReason::QueueTimeout { waited_ms: 10 * MIN }
+    }));
+    // ...and server 2's deadline also still counts from its first request at t = 0:
+    // a failure after it ends the request instead of sending it to the tail.
+    h.at(10 * MIN + 5 * S);
+    h.input(Input::ContainerFailed { server: ServerId(2), node: d, reason: "image pull".into() });
+    assert!(h.events().contains(&Event::StartFailed {
+        server: ServerId(2),
+        reason: FailReason::QueueTimeout { waited_ms: 10 * MIN + 5 * S }
+    }));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn a_request_no_node_could_ever_hold_fails_at_once() {
+    let mut c = cfg();
+    c.scaling.max_cloud_nodes = 0;
+    let mut h = H::new(c);
+    h.node("d", NodeKind::Dedicated, 16384, false);
+    let r = h.start(1, 16384);
+    assert_eq!(r, StartReply::Failed(FailReason::TooLarge { ram_mb: 16384, largest_mb: 13927 }));
+    assert!(h.events().iter().any(|e| matches!(e, Event::StartFailed { .. })));
+    assert_eq!(h.status(1), None);
+}
+
+#[test]
+fn per_user_and_total_queue_limits() {
+    let mut c = cfg();
+    c.queue.per_user_max = 2;
+    c.queue.len_max = 3;
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    assert!(matches!(h.start_plan(1, 1024, Plan::PayPerPlay, 7), StartReply::Queued { .. }));
+    assert!(matches!(h.start_plan(2, 1024, Plan::PayPerPlay, 7), StartReply::Queued { .. }));
+    assert_eq!(
+        h.start_plan(3, 1024, Plan::PayPerPlay, 7),
+        StartReply::Rejected(Rejection::UserQueueFull { per_user_max: 2 })
+    );
+    assert!(matches!(h.start_plan(4, 1024, Plan::PayPerPlay, 8), StartReply::Queued { .. }));
+    assert_eq!(h.start_plan(5, 1024, Plan::PayPerPlay, 9), StartReply::Rejected(Rejection::QueueFull { len_max: 3 }));
+}
+
+#[test]
+fn skip_ahead_passes_a_large_head_until_it_is_old_strict_fifo_never() {
+    for order in [QueueOrder::SkipAhead, QueueOrder::StrictFifo] {
+        let mut c = cfg();
+        c.queue.order = order;
+        c.scaling.enabled = false;
+        let mut h = H::new(c);
+        let d = h.node("d", NodeKind::Dedicated, 16384, false);
+        assert_eq!(h.start(1, 8192), StartReply::Placed { node: d });
+        h.started(1, d);
+        // 13927 usable, 8192 used: a 8 GB head does not fit, a 2 GB one behind it does.
+        assert!(matches!(h.start(2, 8192), StartReply::Queued { .. }));
+        let r = h.start(3, 2048);
+        match order {
+            QueueOrder::SkipAhead => assert_eq!(r, StartReply::Placed { node: d }),
+            QueueOrder::StrictFifo => assert_eq!(r, StartReply::Queued { position: 2 }),
+        }
+        if order == QueueOrder::SkipAhead {
+            // After the head has waited skip_ahead_age_max_s (120 s), nothing passes it.
+            h.at(121 * S);
+            assert_eq!(h.start(4, 1024), StartReply::Queued { position: 2 });
+        }
+    }
+}
+
+#[test]
+fn reservation_times_out_releases_ram_and_stops_a_late_container() {
+    let mut h = H::new(cfg());
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 4096), StartReply::Placed { node: d });
+    h.take();
+    h.at(30 * MIN);
+    let cmds = h.take();
+    assert!(cmds.contains(&Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Cleanup }));
+    assert!(cmds.contains(&Command::Publish(Event::StartFailed {
+        server: ServerId(1),
+        reason: FailReason::ReservationTimeout
+    })));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+    // The container reports after all: it must not run unseen.
+    h.started(1, d);
+    assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Cleanup }));
+}
+
+#[test]
+fn zero_worker_rule_buys_exactly_one_vm_sized_for_the_largest_server() {
+    let mut h = H::new(cfg());
+    assert!(matches!(h.start(1, 16384), StartReply::Queued { .. }));
+    assert!(matches!(h.start(2, 1024), StartReply::Queued { .. }));
+    let provisions: Vec<String> = h
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::ProvisionNode { server_type, .. } => Some(server_type),
+            _ => None,
+        })
+        .collect();
+    // 17 GB queued: cpx52 (24 GB, 20890 usable) holds both (82 % of it, below the
+    // threshold). Only one VM: the placeholder counts as capacity that is coming.
+    assert_eq!(provisions, vec!["cpx52".to_string()]);
+    assert_eq!(h.c.cloud_nodes(), 1);
+}
+
+#[test]
+fn placeholder_becomes_placeable_only_after_a_healthy_probe() {
+    let mut h = H::new(cfg());
+    h.start(1, 2048);
+    let node = h
+        .take()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::ProvisionNode { node, .. } => Some(node),
+            _ => None,
+        })
+        .unwrap();
+    h.at(10 * S);
+    h.input(Input::NodeProvisioned { node, provider_id: "4711".into(), address: "192.0.2.1".into() });
+    h.at(11 * S);
+    assert!(h.cmds.contains(&Command::ProbeHealth { node }));
+    assert!(start_cmds(&h.take()).is_empty(), "not before a healthy probe");
+    h.input(Input::HealthProbe { node, ok: true });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), node, WorldAction::InPlace)]);
+}
+
+#[test]
+fn provision_failure_removes_the_placeholder_and_a_late_vm_is_deleted() {
+    let mut h = H::new(cfg());
+    h.start(1, 2048);
+    let node = h
+        .take()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::ProvisionNode { node, .. } => Some(node),
+            _ => None,
+        })
+        .unwrap();
+    // Stop it re-buying immediately so we can look at the removal.
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
+    assert!(h.c.fleet().get(node).is_none());
+    assert_eq!(h.c.cloud_nodes(), 0);
+    h.take();
+    h.input(Input::NodeProvisioned { node, provider_id: "99".into(), address: "x".into() });
+    assert!(h.take().iter().any(|c| matches!(c, Command::DeleteNode { provider_id: Some(p), .. } if p == "99")));
+}
+
+#[test]
+fn scale_up_above_85_percent_not_at_it() {
+    let mut c = cfg();
+    c.catalogue.truncate(3);
+    c.scaling.interval_s = 120;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 20000, false);
+    // Usable 20000 - 3000 = 17000. 85 % = 14450.
+    assert!(matches!(h.start(1, 14450), StartReply::Placed { .. }));
+    h.started(1, d);
+    h.at(2 * MIN);
+    assert!(!h.take().iter().any(|c| matches!(c, Command::ProvisionNode { .. })), "exactly 85 % is not above");
+    assert!(matches!(h.start(2, 1000), StartReply::Placed { .. }));
+    h.started(2, d);
+    h.at(4 * MIN);
+    assert!(h.take().iter().any(|c| matches!(c, Command::ProvisionNode { .. })), "above 85 %");
+}
+
+/// Buy one VM for a queued server, boot it, run the server there.
+fn cloud_with_server(h: &mut H, server: u64, ram: u32) -> NodeId {
+    h.start(server, ram);
+    let node = h
+        .take()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::ProvisionNode { node, .. } => Some(node),
+            _ => None,
+        })
+        .expect("a VM is bought");
+    h.input(Input::NodeProvisioned { node, provider_id: format!("p{}", node.0), address: "a".into() });
+    h.up.insert(node);
+    let now = h.now;
+    h.at(now);
+    h.started(server, node);
+    node
+}
+
+#[test]
+fn scale_down_only_empty_idle_cloud_nodes_after_sustained_low_utilization() {
+    let mut c = cfg();
+    c.storage = Storage::Shared;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    let node = cloud_with_server(&mut h, 1, 8192);
+    assert!(matches!(h.start(2, 1024), StartReply::Placed { node: n } if n == d));
+    h.started(2, d);
+    h.take();
+    // Utilization is high while server 1 runs; stop it at minute 10.
+    h.at(10 * MIN);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node });
+    h.take();
+    // Low since the 12-min evaluation; the scale-up was at t=0 and cools down 30 min;
+    // sustained low for 30 min -> earliest at 42 min.
+    h.at(40 * MIN);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
+    h.at(44 * MIN);
+    let cmds = h.take();
+    assert!(cmds.iter().any(|c| matches!(c, Command::Publish(Event::ScaleDown { node: n, .. }) if *n == node)));
+    assert_eq!(h.c.fleet().get(node).unwrap().status(), NodeStatus::Draining, "draining before the delete completes");
+    assert!(cmds.iter().any(|c| matches!(c, Command::DeleteNode { node: n, provider_id: Some(_), .. } if *n == node)));
+    assert_eq!(h.start(3, 2048), StartReply::Placed { node: d }, "nothing lands on a draining node");
+    h.input(Input::NodeDeleted { node });
+    assert!(h.c.fleet().get(node).is_none());
+}
+
+#[test]
+fn a_cloud_node_holding_an_unarchived_world_is_not_deleted() {
+    let mut h = H::new(cfg()); // node-local storage
+    let node = cloud_with_server(&mut h, 1, 2048);
+    h.at(5 * MIN);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node });
+    // On a cloud node archiving starts at once (its timer is due now).
+    let now = h.now;
+    h.at(now);
+    let cmds = h.take();
+    assert!(cmds.contains(&Command::ArchiveWorld { server: ServerId(1), node }));
+    h.at(3 * 60 * MIN);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })), "world still on the node");
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(node) }));
+    h.input(Input::WorldArchived { server: ServerId(1) });
+    assert_eq!(h.status(1), None, "nothing left to track");
+    h.at(5 * 60 * MIN);
+    assert!(h.events().iter().any(|e| matches!(e, Event::ScaleDown { node: n, .. } if *n == node)));
+}
+
+#[test]
+fn restart_goes_back_to_the_worlds_node_or_moves_it() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    // Spread would now pick a (ties by id) anyway; load a so that b is less utilized.
+    assert_eq!(h.start(2, 1024), StartReply::Placed { node: a });
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a }, "back to its world");
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), a, WorldAction::InPlace)]);
+    h.started(1, a);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    // Fill a so the world's node has no room: the world moves.
+    assert_eq!(h.start(3, 4000), StartReply::Placed { node: b });
+    assert_eq!(h.start(4, 4000), StartReply::Placed { node: a });
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), b, WorldAction::MoveFrom(a))]);
+}
+
+#[test]
+fn health_needs_three_failures_five_seconds_apart_then_servers_are_lost_not_dropped() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: d });
+    h.started(1, d);
+    h.up.remove(&d);
+    // Next probe at 60 s; answer it and the retries with failures.
+    let mut fails = Vec::new();
+    for _ in 0..3 {
+        let t = h.c.deadline(Timer::Probe).unwrap().0;
+        h.at(t);
+        fails.push(t);
+        h.input(Input::HealthProbe { node: d, ok: false });
+    }
+    assert_eq!(fails, vec![60 * S, 65 * S, 70 * S]);
+    assert_eq!(h.c.fleet().get(d).unwrap().health, Health::Unhealthy);
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: d }), "within the grace period");
+    h.at(70 * S + 5 * MIN);
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: d }));
+    assert!(h.events().contains(&Event::ServerLost { server: ServerId(1), node: d }));
+    assert_eq!(h.start(1, 2048), StartReply::Busy, "never twice");
+    // The node comes back: its containers are reconciled.
+    h.up.insert(d);
+    let t = h.now + 2 * MIN;
+    h.at(t);
+    assert!(h.take().contains(&Command::ListContainers { node: d }));
+    h.input(Input::NodeContainers { node: d, servers: vec![ServerId(1)] });
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: d }));
+}
+
+#[test]
+fn shared_storage_cloud_node_is_fenced_then_its_servers_go_to_the_head() {
+    let mut c = cfg();
+    c.storage = Storage::Shared;
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let node = h.node("vm", NodeKind::Cloud, 8192, false);
+    let d = h.node("d", NodeKind::Dedicated, 4096, false);
+    assert_eq!(h.start(1, 4096), StartReply::Placed { node });
+    h.started(1, node);
+    assert_eq!(h.start(2, 3000), StartReply::Placed { node: d });
+    assert_eq!(h.start(3, 1000), StartReply::Placed { node });
+    h.started(3, node);
+    assert!(matches!(h.start(4, 3000), StartReply::Queued { .. }));
+    h.take();
+    h.up.remove(&node);
+    for _ in 0..3 {
+        let t = h.c.deadline(Timer::Probe).unwrap().0;
+        h.at(t);
+        while h.cmds.iter().any(|c| matches!(c, Command::ProbeHealth { node: n } if *n == node)) {
+            h.cmds.retain(|c| !matches!(c, Command::ProbeHealth { node: n } if *n == node));
+            h.input(Input::HealthProbe { node, ok: false });
+        }
+    }
+    let t = h.c.deadline(Timer::LostGrace).unwrap().0;
+    h.at(t);
+    let cmds = h.take();
+    assert!(cmds.iter().any(|c| matches!(c, Command::DeleteNode { node: n, .. } if *n == node)), "{cmds:#?}");
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node }), "not moved before the fence completes");
+    h.input(Input::NodeDeleted { node });
+    assert_eq!(h.status(1), Some(ServerStatus::Queued { position: 1 }));
+    assert_eq!(h.status(3), Some(ServerStatus::Queued { position: 2 }));
+    assert!(matches!(h.status(4), Some(ServerStatus::Queued { position: 3 })));
+}
+
+#[test]
+fn idle_shutdown_after_five_minutes_at_zero_players_but_never_without_a_report() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 16384, false);
+    h.start(1, 2048);
+    h.start(2, 2048);
+    h.started(1, d);
+    h.started(2, d);
+    h.input(Input::Players { server: ServerId(1), count: 3 });
+    h.at(MIN);
+    h.input(Input::Players { server: ServerId(1), count: 0 });
+    h.at(3 * MIN);
+    h.input(Input::Players { server: ServerId(1), count: 0 });
+    h.take();
+    h.at(6 * MIN - 1);
+    assert!(h.take().iter().all(|c| !matches!(c, Command::StopContainer { .. })));
+    h.at(6 * MIN);
+    assert_eq!(h.take(), vec![Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Idle }]);
+    h.at(60 * MIN);
+    assert_eq!(h.status(2), Some(ServerStatus::Running { node: d }), "no player count, never idle-stopped");
+    // A player coming back resets the clock.
+    h.input(Input::Players { server: ServerId(2), count: 0 });
+    h.at(63 * MIN);
+    h.input(Input::Players { server: ServerId(2), count: 1 });
+    h.at(70 * MIN);
+    assert_eq!(h.status(2), Some(ServerStatus::Running { node: d }));
+}
+
+#[test]
+fn reserved_plan_keeps_its_ram_while_stopped_and_gets_its_node_back() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Placed { node: a });
+    h.started(1, a);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 4096, "still booked");
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: Some(a) }));
+    // Others go around it.
+    assert_eq!(h.start(2, 4096), StartReply::Placed { node: b });
+    assert_eq!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Placed { node: a });
+    // A payperplay server releases its RAM.
+    h.started(2, b);
+    h.input(Input::StopRequested { server: ServerId(2) });
+    h.input(Input::ContainerExited { server: ServerId(2), node: b });
+    assert_eq!(h.c.fleet().get(b).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn best_fit_packs_spread_balances() {
+    for (strategy, expect_second) in [(PlacementStrategy::Spread, 1u32), (PlacementStrategy::BestFit, 0)] {
+        let mut c = cfg();
+        c.placement.strategy = strategy;
+        c.scaling.enabled = false;
+        let mut h = H::new(c);
+        let a = h.node("a", NodeKind::Dedicated, 16384, false);
+        let _b = h.node("b", NodeKind::Dedicated, 16384, false);
+        assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+        assert_eq!(h.start(2, 2048), StartReply::Placed { node: NodeId(expect_second) }, "{strategy:?}");
+    }
+}
+
+#[test]
+fn recovery_rebuilds_bookings_stops_duplicates_and_requeues() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    c.startup_delay_s = 120;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    let rec = |server, node, running, plan| ContainerRecord {
+        server: ServerId(server),
+        node,
+        ram_mb: 2048,
+        plan,
+        user: UserId(server),
+        running,
+    };
+    h.take();
+    h.input(Input::Recover(Snapshot {
+        containers: vec![
+            rec(1, a, true, Plan::PayPerPlay),
+            rec(1, b, true, Plan::PayPerPlay),
+            rec(2, b, false, Plan::Reserved),
+        ],
+        queued: vec![QueuedRecord {
+            server: ServerId(3),
+            ram_mb: 1024,
+            plan: Plan::PayPerPlay,
+            user: UserId(3),
+            queued_at: Millis(0),
+        }],
+    }));
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: a }));
+    assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: b, reason: StopReason::Cleanup }));
+    assert_eq!(h.c.fleet().get(b).unwrap().allocated_mb(), 2048, "reserved booking restored");
+    assert_eq!(h.status(3), Some(ServerStatus::Queued { position: 1 }));
+    h.at(120 * S);
+    assert_eq!(start_cmds(&h.take()).len(), 1, "the queued server starts after the startup delay");
+}
+
+#[test]
+fn stop_is_retried_until_the_exit_is_reported() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    h.start(1, 2048);
+    h.started(1, d);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.take();
+    h.at(2 * MIN);
+    assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Requested }));
+    h.input(Input::ContainerExited { server: ServerId(1), node: d });
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn same_inputs_same_outputs() {
+    let run = || {
+        let mut h = H::new(cfg());
+        let d = h.node("d", NodeKind::Dedicated, 8192, false);
+        for i in 0..20 {
+            h.start(i, 1024 + (i as u32 % 3) * 1024);
+            if i % 3 == 0 {
+                h.started(i, d);
+            }
+            h.at(i * 37 * S);
+        }
+        h.at(3 * 60 * MIN);
+        format!("{:?}", h.cmds)
+    };
+    assert_eq!(run(), run());
+}
