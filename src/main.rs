@@ -1,1 +1,233 @@
-fn main() {}
+//! `conductor`: clap subcommands only; the work lives in the crates.
+
+use clap::{Parser, Subcommand};
+use conductor_sim::{harness, scenario, SimError};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "conductor", version, about = "Fleet orchestration for pay-per-play game servers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay a scenario's trace through the engine against a simulated fleet and cloud.
+    Simulate {
+        scenario: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        policy: Option<String>,
+        /// `full`: the O(n) invariant check after every event (default: periodic).
+        #[arg(long, value_parser = ["full", "periodic"])]
+        check: Option<String>,
+        /// Directory for summary.json, decisions.csv, report.md and plots.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override any scenario key: `--set conductor.reactive.scale_up_threshold_percent=80`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// No summary table on stdout.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Load traces.
+    Trace {
+        #[command(subcommand)]
+        cmd: TraceCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TraceCmd {
+    /// Write a seeded synthetic trace (CSV) to stdout or --out.
+    Generate {
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        #[arg(long, default_value_t = 200)]
+        customers: u32,
+        #[arg(long, default_value_t = 40)]
+        peak: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// 0 = Monday.
+        #[arg(long, default_value_t = 0)]
+        start_weekday: u8,
+        /// Flash crowd `AT_S:STARTS:WITHIN_S` (repeatable).
+        #[arg(long = "flash")]
+        flash: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.cmd {
+        Cmd::Simulate { scenario, seed, policy, check, out, sets, quiet } => {
+            simulate(scenario, seed, policy, check.as_deref() == Some("full"), out, sets, quiet)
+        }
+        Cmd::Trace { cmd: TraceCmd::Generate { days, customers, peak, seed, start_weekday, flash, out } } => {
+            generate(days, customers, peak, seed, start_weekday, flash, out)
+        }
+    }
+}
+
+fn simulate(
+    path: PathBuf,
+    seed: Option<u64>,
+    policy: Option<String>,
+    check_full: bool,
+    out: Option<PathBuf>,
+    sets: Vec<String>,
+    quiet: bool,
+) -> ExitCode {
+    let started = Instant::now();
+    let loaded = match scenario::load(&path, &sets, policy.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let progress: Option<Box<dyn FnMut(u64, u64)>> = if std::io::stderr().is_terminal() && !quiet {
+        let mut last = Instant::now();
+        Some(Box::new(move |done, total| {
+            if last.elapsed().as_millis() >= 200 {
+                last = Instant::now();
+                let pct = done as f64 * 100.0 / total as f64;
+                let width = 40;
+                let filled = ((pct / 100.0) * width as f64) as usize;
+                eprint!(
+                    "\r[{}{}] {:5.1}% simulated",
+                    "#".repeat(filled.min(width)),
+                    " ".repeat(width - filled.min(width)),
+                    pct
+                );
+            }
+        }))
+    } else {
+        None
+    };
+    let opts = harness::RunOptions { seed, check_full, out: out.clone(), progress };
+    let result = match harness::run(&loaded, opts) {
+        Ok(r) => r,
+        Err(SimError::Input(e)) => {
+            eprintln!("\nerror: {e}");
+            return ExitCode::from(2);
+        }
+        Err(SimError::Run(e)) => {
+            eprintln!("\nerror: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if std::io::stderr().is_terminal() && !quiet {
+        eprint!("\r{}\r", " ".repeat(60));
+    }
+    let s = &result.summary;
+    if !quiet {
+        println!("scenario            {}", s.scenario);
+        println!("policy / seed       {} / {}", s.policy, s.seed);
+        println!("simulated           {:.1} h, {} events", s.duration_s / 3600.0, s.events);
+        println!(
+            "requests            {} (started {}, timed out {}, cancelled {}, queued at end {}, rejected {})",
+            s.requests, s.started, s.timed_out, s.cancelled, s.queued_at_end, s.rejected
+        );
+        println!("duplicates/ignored  {} / {}", s.duplicate_starts, s.ignored_rows);
+        println!(
+            "wait s              p50 {}  p95 {}  p99 {}  max {}  mean {}",
+            s.wait_s.p50, s.wait_s.p95, s.wait_s.p99, s.wait_s.max, s.wait_s.mean
+        );
+        println!("joins over 30 s     {:.2} %", s.joins_over_30s * 100.0);
+        println!(
+            "cost                €{:.2} (dedicated €{:.2}, cloud €{:.2})",
+            s.cost_eur.total, s.cost_eur.dedicated, s.cost_eur.cloud
+        );
+        println!(
+            "lower bound         €{:.2}  (ratio {})",
+            s.lower_bound_eur,
+            s.cost_ratio.map_or("n/a".to_string(), |r| format!("{r:.3}"))
+        );
+        println!("scale ups / downs   {} / {} (peak {} cloud nodes)", s.scale_ups, s.scale_downs, s.peak_cloud_nodes);
+        println!("invariant violations {}", s.invariant_violations);
+        if let Some(dir) = &out {
+            println!("results             {}", dir.display());
+        }
+    }
+    for v in &result.violations {
+        eprintln!("violation: {v}");
+    }
+    eprintln!("wall time {:.3} s", started.elapsed().as_secs_f64());
+    if s.invariant_violations > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn generate(
+    days: u32,
+    customers: u32,
+    peak: u32,
+    seed: u64,
+    start_weekday: u8,
+    flash: Vec<String>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    let mut flash_crowds = Vec::new();
+    for f in &flash {
+        let parts: Vec<Result<u64, _>> = f.split(':').map(str::parse::<u64>).collect();
+        match parts.as_slice() {
+            [Ok(at_s), Ok(starts), Ok(within_s)] => flash_crowds.push(conductor_sim::generate::FlashCrowd {
+                at_s: *at_s,
+                starts: *starts as u32,
+                within_s: *within_s,
+            }),
+            _ => {
+                eprintln!("error: --flash {f:?}: expected AT_S:STARTS:WITHIN_S");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if days == 0 || start_weekday > 6 {
+        eprintln!("error: --days must be at least 1 and --start-weekday 0..=6");
+        return ExitCode::from(2);
+    }
+    let params = conductor_sim::generate::GenParams {
+        days,
+        start_weekday,
+        customers,
+        peak_concurrent: peak,
+        flash_crowds,
+        ..Default::default()
+    };
+    let res = match &out {
+        Some(p) => std::fs::File::create(p)
+            .and_then(|f| conductor_sim::generate::generate(&params, seed, std::io::BufWriter::new(f))),
+        None => conductor_sim::generate::generate(&params, seed, std::io::stdout().lock()),
+    };
+    match res {
+        Ok(stats) => {
+            eprintln!(
+                "{} rows ({} starts, {} stops, {} player rows)",
+                stats.rows, stats.starts, stats.stops, stats.players_rows
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1192,6 +1192,7 @@ impl Conductor {
     fn scaling_context(&mut self) -> ScalingContext<'_> {
         let reserve = self.fleet.reserve();
         let (mut healthy, mut coming, mut allocated, mut holdable) = (0u64, 0u64, 0u64, 0u64);
+        let mut fit = self.fleet.max_available_mb();
         for n in self.fleet.iter().filter(|n| !n.system) {
             let fresh = crate::node::usable_mb(n.total_ram_mb, 1, reserve);
             if n.placeable() {
@@ -1201,6 +1202,7 @@ impl Conductor {
             } else if n.health == Health::Unknown && n.lifecycle != Lifecycle::Draining {
                 coming += n.usable_mb(reserve);
                 holdable = holdable.max(fresh);
+                fit = fit.max(fresh);
             }
         }
         let largest_queued_mb = self.queue.max_ram_mb();
@@ -1216,6 +1218,7 @@ impl Conductor {
             queued_ram_mb: self.queue.total_ram_mb(),
             largest_queued_mb,
             largest_holdable_mb: holdable,
+            largest_fit_mb: fit,
             cloud_nodes: self.cloud_nodes,
             max_cloud_nodes: self.cfg.scaling.max_cloud_nodes,
             last_scale_up: self.last_scale_up,

@@ -36,6 +36,9 @@ pub struct ScalingContext<'a> {
     pub largest_queued_mb: u32,
     /// The largest server any healthy or coming worker node could hold when empty.
     pub largest_holdable_mb: u64,
+    /// The largest server that fits somewhere right now: the most available RAM on a
+    /// healthy node, or a coming node's usable RAM.
+    pub largest_fit_mb: u64,
     pub cloud_nodes: u32,
     pub max_cloud_nodes: u32,
     pub last_scale_up: Option<Millis>,

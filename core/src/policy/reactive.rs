@@ -20,7 +20,14 @@ impl Reactive {
     }
 
     fn buy(&self, ctx: &ScalingContext, why: String) -> Option<ScaleUp> {
-        let i = choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb)?;
+        // Size for the whole queue, or, when that is less, for the deficit that brings
+        // (allocated + queued) back under the threshold: with an empty queue the
+        // original's rule would buy the cheapest type, however little it helps.
+        let threshold = self.cfg.scale_up_threshold_percent.max(1.0) / 100.0;
+        let needed = ((ctx.allocated_mb + ctx.queued_ram_mb) as f64 / threshold).ceil() as u64;
+        let deficit = needed.saturating_sub(ctx.worker_usable_mb());
+        let want = ctx.queued_ram_mb.max(deficit);
+        let i = choose_type(ctx.catalogue, ctx.reserve, want, ctx.largest_queued_mb)?;
         Some(ScaleUp { server_type: i, reason: why })
     }
 }
@@ -58,6 +65,18 @@ impl Policy for Reactive {
                 format!(
                     "queued {} MB server fits no node (largest holds {} MB)",
                     ctx.largest_queued_mb, ctx.largest_holdable_mb
+                ),
+            );
+        }
+        if ctx.queued_count > 0 && u64::from(ctx.largest_queued_mb) > ctx.largest_fit_mb {
+            // Fragmentation: the fleet has room in sum but no node (and no coming node)
+            // has room for the largest queued server, so the aggregate threshold alone
+            // might never fire while it times out.
+            return self.buy(
+                ctx,
+                format!(
+                    "queued {} MB server fits no node now (most free {} MB)",
+                    ctx.largest_queued_mb, ctx.largest_fit_mb
                 ),
             );
         }

@@ -1,0 +1,928 @@
+//! The discrete-event loop. It drives the unchanged core through the same calls the
+//! live driver uses: `handle`, `handle_timeout`, `poll_command`, `poll_timeout`.
+//!
+//! Three sources feed it, merged by time: the engine's own next deadline, the world's
+//! event queue (ordered by `(time, insertion sequence)`), and the trace, streamed one
+//! row at a time. At equal times the engine's timers fire first, then world events,
+//! then the trace row.
+
+use crate::generate;
+use crate::metrics::{round, CostStats, Summary, WaitHistogram, WaitStats};
+use crate::report::{self, ReportInput, Sample};
+use crate::scenario::{GenDef, Loaded, TraceSource};
+use crate::trace::{Action, TracePlan, TraceReader};
+use crate::world::{Host, Vm, World, HOUR_MS, MONTH_H};
+use conductor_core::model::{NodeId, NodeKind, Plan, ServerId, UserId};
+use conductor_core::node::{usable_mb, Lifecycle, NodeSpec};
+use conductor_core::*;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// How often the default mode runs the full invariant check.
+const FULL_CHECK_EVERY: u64 = 50_000;
+/// Violations kept verbatim for the report (all are counted).
+const VIOLATIONS_KEPT: usize = 20;
+
+pub struct RunOptions {
+    pub seed: Option<u64>,
+    /// Run the O(n) invariant check after every event.
+    pub check_full: bool,
+    pub out: Option<PathBuf>,
+    /// Called now and then with (simulated ms done, ms total).
+    pub progress: Option<Box<dyn FnMut(u64, u64)>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { seed: None, check_full: false, out: None, progress: None }
+    }
+}
+
+#[derive(Debug)]
+pub enum SimError {
+    /// Bad trace, scenario or usage: exit code 2.
+    Input(String),
+    /// The run itself failed (IO while writing results): exit code 1.
+    Run(String),
+}
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimError::Input(m) | SimError::Run(m) => f.write_str(m),
+        }
+    }
+}
+
+pub struct RunResult {
+    pub summary: Summary,
+    pub violations: Vec<String>,
+    /// Server-milliseconds from each start row to its stop row (or the end).
+    pub demanded_ms: u128,
+    /// Server-milliseconds from each placement to its stop.
+    pub served_ms: u128,
+    pub samples: Vec<Sample>,
+}
+
+enum Ev {
+    Deliver(Input),
+    StartDone { server: ServerId, node: NodeId, ok: bool },
+    StopDone { server: ServerId, node: NodeId },
+    Booted(NodeId),
+    Deleted(NodeId),
+    Probe(NodeId),
+    Archived { server: ServerId, node: NodeId },
+    List(NodeId),
+    Crash(NodeId),
+    Repair(NodeId),
+}
+
+struct Item {
+    t: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, o: &Self) -> bool {
+        (self.t, self.seq) == (o.t, o.seq)
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+        (o.t, o.seq).cmp(&(self.t, self.seq))
+    }
+}
+
+struct Row {
+    at_ms: u64,
+    line: u64,
+    server: ServerId,
+    action: Action,
+    ram_mb: u32,
+    plan: Plan,
+    players: u32,
+}
+
+/// Per-server bookkeeping of the measurements (only servers alive in the run).
+#[derive(Default)]
+struct Tracked {
+    ram_mb: u32,
+    /// The open request's time, until it started, failed or was cancelled.
+    requested_at: Option<u64>,
+    waited: bool,
+    served_since: Option<u64>,
+    demanded_since: Option<u64>,
+}
+
+struct Sim<'a> {
+    engine: Conductor,
+    world: World,
+    heap: BinaryHeap<Item>,
+    seq: u64,
+    /// Engine time = trace time + warmup (the engine runs its startup delay first).
+    warmup_ms: u64,
+    names: HashMap<NodeId, String>,
+    tracked: HashMap<ServerId, Tracked>,
+    waits: WaitHistogram,
+    interval_waits: Vec<u64>,
+    requests: u64,
+    started: u64,
+    timed_out: u64,
+    cancelled: u64,
+    rejected: u64,
+    duplicate_starts: u64,
+    ignored_rows: u64,
+    over_30s: u64,
+    idle_stops: u64,
+    peak_cloud: u32,
+    served_mb: u64,
+    served_ms: u128,
+    demanded_ms: u128,
+    bound: Bound,
+    events: u64,
+    violations: u64,
+    violation_lines: Vec<String>,
+    decisions: Box<dyn Write + 'a>,
+    dedicated_eur_per_ms: f64,
+}
+
+/// The clairvoyant lower bound: owned hosts, plus every instant's served RAM beyond
+/// the owned hosts' usable RAM at the catalogue's cheapest price per usable GB-hour.
+struct Bound {
+    owned_usable_mb: u64,
+    eur_per_mb_ms: f64,
+    last_ms: u64,
+    acc_eur: f64,
+}
+
+impl Bound {
+    fn advance(&mut self, now_ms: u64, served_mb: u64) {
+        let excess = served_mb.saturating_sub(self.owned_usable_mb);
+        self.acc_eur += (now_ms.saturating_sub(self.last_ms)) as f64 * excess as f64 * self.eur_per_mb_ms;
+        self.last_ms = now_ms.max(self.last_ms);
+    }
+}
+
+pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError> {
+    let sc = &loaded.scenario;
+    let seed = opts.seed.unwrap_or(sc.seed);
+    let mut reader = open_trace(loaded, seed)?;
+    let cfg = sc.conductor.clone();
+    let warmup_ms = cfg.startup_delay_s * 1000;
+    let duration_ms = loaded.duration_ms().map_err(SimError::Input)?.unwrap_or(0);
+
+    let decisions: Box<dyn Write> = match &opts.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| SimError::Run(format!("{}: {e}", dir.display())))?;
+            let p = dir.join("decisions.csv");
+            let f = std::fs::File::create(&p).map_err(|e| SimError::Run(format!("{}: {e}", p.display())))?;
+            Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+        }
+        None => Box::new(std::io::sink()),
+    };
+
+    let reserve = cfg.reserve.clone();
+    let owned_usable_mb: u64 = sc
+        .nodes
+        .iter()
+        .filter(|n| !n.system && n.kind == NodeKind::Dedicated)
+        .map(|n| usable_mb(n.ram_mb, 0, &reserve))
+        .sum();
+    let eur_per_mb_ms = cfg
+        .catalogue
+        .iter()
+        .map(|t| {
+            let hourly = t.monthly_cap_eur.map_or(t.hourly_eur, |cap| t.hourly_eur.min(cap / MONTH_H));
+            hourly / usable_mb(t.ram_mb, 0, &reserve) as f64 / HOUR_MS as f64
+        })
+        .fold(f64::INFINITY, f64::min);
+    let eur_per_mb_ms = if eur_per_mb_ms.is_finite() { eur_per_mb_ms } else { 0.0 };
+    let dedicated_eur_per_ms = sc.nodes.iter().map(|n| n.monthly_eur).sum::<f64>() / MONTH_H / HOUR_MS as f64;
+
+    let engine = Conductor::new(cfg.clone(), Millis(0)).map_err(|e| SimError::Input(format!("conductor.{e}")))?;
+    let world = World::new(
+        seed,
+        sc.timing.clone(),
+        sc.faults.clone(),
+        (sc.cloud.boot_s_min, sc.cloud.boot_s_max),
+        cfg.catalogue.clone(),
+    );
+    let mut sim = Sim {
+        engine,
+        world,
+        heap: BinaryHeap::new(),
+        seq: 0,
+        warmup_ms,
+        names: HashMap::new(),
+        tracked: HashMap::new(),
+        waits: WaitHistogram::default(),
+        interval_waits: Vec::new(),
+        requests: 0,
+        started: 0,
+        timed_out: 0,
+        cancelled: 0,
+        rejected: 0,
+        duplicate_starts: 0,
+        ignored_rows: 0,
+        over_30s: 0,
+        idle_stops: 0,
+        peak_cloud: 0,
+        served_mb: 0,
+        served_ms: 0,
+        demanded_ms: 0,
+        bound: Bound { owned_usable_mb, eur_per_mb_ms, last_ms: warmup_ms, acc_eur: 0.0 },
+        events: 0,
+        violations: 0,
+        violation_lines: Vec::new(),
+        decisions,
+        dedicated_eur_per_ms,
+    };
+    sim.write_decision_header();
+
+    for n in &sc.nodes {
+        let spec = NodeSpec {
+            name: n.id.clone(),
+            address: n.id.clone(),
+            kind: n.kind,
+            system: n.system,
+            total_ram_mb: n.ram_mb,
+            cores: n.cores,
+            hourly_eur: n.monthly_eur / MONTH_H,
+            labels: Default::default(),
+            provider_id: None,
+            server_type: None,
+        };
+        let Reply::NodeRegistered(id) = sim.engine.handle(Millis(0), Input::NodeRegistered(spec)) else {
+            unreachable!("registration always answers with the id")
+        };
+        sim.names.insert(id, n.id.clone());
+        sim.world.hosts.insert(id, Host { kind: n.kind, up: true, containers: Default::default(), vm: None });
+        if let Some(dt) = sim.world.next_crash_in_ms() {
+            sim.push(dt, Ev::Crash(id));
+        }
+        sim.drain(0);
+    }
+
+    let mut interner: HashMap<String, u64> = HashMap::new();
+    let mut pending = next_row(&mut reader, &mut interner)?;
+    // Plot samples: every `report.sample_s`, or about 2,000 over the run.
+    let expected_end = duration_ms.max(1);
+    let sample_ms = if sc.report.sample_s > 0 { sc.report.sample_s * 1000 } else { (expected_end / 2000).max(60_000) };
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut next_sample = 0u64;
+    let mut last_row_ms = 0u64;
+    let mut progress_at = 0u64;
+
+    loop {
+        let t_engine = sim.engine.poll_timeout().map(|m| m.0);
+        let t_heap = sim.heap.peek().map(|i| i.t);
+        let t_row = pending.as_ref().map(|r| r.at_ms + warmup_ms);
+        let end = warmup_ms + duration_ms.max(last_row_ms);
+        let t = [t_engine, t_heap, t_row].into_iter().flatten().min();
+        let Some(t) = t else { break };
+        if pending.is_none() && t > end {
+            break;
+        }
+        while next_sample + warmup_ms <= t && next_sample <= end.saturating_sub(warmup_ms) {
+            samples.push(sim.sample(next_sample + warmup_ms, next_sample));
+            next_sample += sample_ms;
+        }
+        if t_engine == Some(t) {
+            sim.engine.handle_timeout(Millis(t));
+            sim.drain(t);
+        } else if t_heap == Some(t) {
+            let item = sim.heap.pop().expect("peeked");
+            sim.world_event(item.t, item.ev);
+        } else {
+            let row = pending.take().expect("row is next");
+            last_row_ms = row.at_ms;
+            sim.row(t, row);
+            pending = next_row(&mut reader, &mut interner)?;
+        }
+        sim.events += 1;
+        if opts.check_full || sim.events % FULL_CHECK_EVERY == 0 {
+            sim.check(t);
+        }
+        if let Some(cb) = opts.progress.as_mut() {
+            if t >= progress_at {
+                cb(t.saturating_sub(warmup_ms), end.saturating_sub(warmup_ms).max(1));
+                progress_at = t + 3_600_000;
+            }
+        }
+    }
+    let end = warmup_ms + duration_ms.max(last_row_ms);
+    sim.check(end);
+    while next_sample <= end - warmup_ms {
+        samples.push(sim.sample(next_sample + warmup_ms, next_sample));
+        next_sample += sample_ms;
+    }
+    let result = sim.finish(end, &sc.name, &sc.policy, seed, samples);
+    if let Some(dir) = &opts.out {
+        write_outputs(dir, &result, &sc.name, &sc.policy, seed)?;
+    }
+    Ok(result)
+}
+
+fn open_trace(loaded: &Loaded, seed: u64) -> Result<TraceReader<Box<dyn BufRead>>, SimError> {
+    match &loaded.scenario.trace {
+        TraceSource::Path(_) => {
+            let path = loaded.trace_path().expect("path source");
+            let f = std::fs::File::open(&path).map_err(|e| SimError::Input(format!("{}: {e}", path.display())))?;
+            let r: Box<dyn BufRead> = Box::new(std::io::BufReader::with_capacity(1 << 16, f));
+            TraceReader::new(path.display().to_string(), r).map_err(|e| SimError::Input(e.to_string()))
+        }
+        TraceSource::Generate { generate: g } => {
+            let mut buf = Vec::new();
+            generate::generate(&gen_params(g, loaded), seed, &mut buf)
+                .map_err(|e| SimError::Run(format!("trace generator: {e}")))?;
+            let r: Box<dyn BufRead> = Box::new(std::io::Cursor::new(buf));
+            TraceReader::new(format!("{}#generated", loaded.path.display()), r)
+                .map_err(|e| SimError::Input(e.to_string()))
+        }
+    }
+}
+
+pub fn gen_params(g: &GenDef, loaded: &Loaded) -> generate::GenParams {
+    generate::GenParams {
+        days: g.days,
+        start_weekday: (loaded.start_week_offset_s / 86_400) as u8,
+        customers: g.customers,
+        peak_concurrent: g.peak_concurrent,
+        tier_mix: g.tier_mix,
+        always_on_fraction_large: g.always_on_fraction_large,
+        flash_crowds: g
+            .flash_crowds
+            .iter()
+            .map(|f| generate::FlashCrowd { at_s: f.at_s, starts: f.starts, within_s: f.within_s })
+            .collect(),
+        weekend_boost: g.weekend_boost,
+        players: g.players,
+    }
+}
+
+fn next_row(
+    reader: &mut TraceReader<Box<dyn BufRead>>,
+    interner: &mut HashMap<String, u64>,
+) -> Result<Option<Row>, SimError> {
+    let Some(r) = reader.next_row() else { return Ok(None) };
+    let r = r.map_err(|e| SimError::Input(e.to_string()))?;
+    let next = interner.len() as u64;
+    let id = match interner.get(r.server) {
+        Some(&id) => id,
+        None => {
+            interner.insert(r.server.to_string(), next);
+            next
+        }
+    };
+    Ok(Some(Row {
+        at_ms: r.at_ms,
+        line: r.line,
+        server: ServerId(id),
+        action: r.action,
+        ram_mb: r.ram_mb,
+        plan: match r.plan {
+            TracePlan::PayPerPlay => Plan::PayPerPlay,
+            TracePlan::Balanced => Plan::Balanced,
+            TracePlan::Reserved => Plan::Reserved,
+        },
+        players: r.players,
+    }))
+}
+
+impl Sim<'_> {
+    fn push(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Item { t, seq: self.seq, ev });
+    }
+
+    fn deliver(&mut self, t: u64, input: Input) {
+        self.engine.handle(Millis(t), input);
+        self.drain(t);
+    }
+
+    fn row(&mut self, t: u64, row: Row) {
+        let _ = row.line;
+        match row.action {
+            Action::Start => {
+                let input = Input::StartRequested {
+                    server: row.server,
+                    ram_mb: row.ram_mb,
+                    plan: row.plan,
+                    user: UserId(row.server.0),
+                };
+                // Account the request before the engine's events about it arrive.
+                let fresh =
+                    !self.engine.server_status(row.server).is_some_and(|s| !matches!(s, ServerStatus::Stopped { .. }));
+                if fresh {
+                    let tr = self.tracked.entry(row.server).or_default();
+                    tr.ram_mb = row.ram_mb;
+                    tr.requested_at = Some(t);
+                    tr.waited = false;
+                    if tr.demanded_since.is_none() {
+                        tr.demanded_since = Some(t);
+                    }
+                }
+                let reply = self.engine.handle(Millis(t), input);
+                match reply {
+                    Reply::Start(StartReply::Placed { .. } | StartReply::Queued { .. }) => self.requests += 1,
+                    Reply::Start(
+                        StartReply::AlreadyQueued { .. }
+                        | StartReply::AlreadyStarting { .. }
+                        | StartReply::AlreadyRunning { .. }
+                        | StartReply::Busy,
+                    ) => self.duplicate_starts += 1,
+                    _ => {
+                        self.rejected += 1;
+                        if let Some(tr) = self.tracked.get_mut(&row.server) {
+                            tr.requested_at = None;
+                            tr.demanded_since = None;
+                        }
+                        self.forget(row.server);
+                    }
+                }
+                self.drain(t);
+            }
+            Action::Stop => {
+                let reply = self.engine.handle(Millis(t), Input::StopRequested { server: row.server });
+                match reply {
+                    Reply::Stop(StopReply::Cancelled | StopReply::Stopping) => {
+                        if let Some(tr) = self.tracked.get_mut(&row.server) {
+                            if let Some(since) = tr.demanded_since.take() {
+                                self.demanded_ms += u128::from(t - since);
+                            }
+                        }
+                    }
+                    _ => self.ignored_rows += 1,
+                }
+                self.drain(t);
+            }
+            Action::Players => {
+                self.engine.handle(Millis(t), Input::Players { server: row.server, count: row.players });
+                self.drain(t);
+            }
+        }
+    }
+
+    fn drain(&mut self, now: u64) {
+        while let Some(cmd) = self.engine.poll_command() {
+            self.command(now, cmd);
+        }
+    }
+
+    fn command(&mut self, now: u64, cmd: Command) {
+        let api_ms = self.world.timing.api_s * 1000;
+        match cmd {
+            Command::StartContainer { server, node, world, .. } => {
+                let delay = self.world.start_delay_ms(world);
+                let ok = !self.world.start_fails();
+                self.push(now + delay, Ev::StartDone { server, node, ok });
+            }
+            Command::StopContainer { server, node, .. } => {
+                let delay = self.world.timing.container_stop_s * 1000;
+                self.push(now + delay, Ev::StopDone { server, node });
+            }
+            Command::ProvisionNode { node, name, server_type } => {
+                self.names.insert(node, name);
+                if self.world.provision_fails() {
+                    let reason = "provisioning failed (simulated)".to_string();
+                    self.push(now + api_ms, Ev::Deliver(Input::ProvisionFailed { node, reason }));
+                    return;
+                }
+                let t = self.world.server_type(&server_type).cloned().expect("the engine buys catalogue types");
+                let vm = Vm { created_ms: now, hourly_eur: t.hourly_eur, monthly_cap_eur: t.monthly_cap_eur };
+                self.world.hosts.insert(
+                    node,
+                    Host { kind: NodeKind::Cloud, up: false, containers: Default::default(), vm: Some(vm) },
+                );
+                let input =
+                    Input::NodeProvisioned { node, provider_id: format!("sim-{}", node.0), address: String::new() };
+                self.push(now + api_ms, Ev::Deliver(input));
+                let boot = self.world.boot_delay_ms();
+                self.push(now + api_ms + boot, Ev::Booted(node));
+            }
+            Command::DeleteNode { node, .. } => self.push(now + api_ms, Ev::Deleted(node)),
+            Command::ProbeHealth { node } => self.push(now, Ev::Probe(node)),
+            Command::ArchiveWorld { server, node } => {
+                let delay = self.world.timing.archive_s * 1000;
+                self.push(now + delay, Ev::Archived { server, node });
+            }
+            Command::ListContainers { node } => self.push(now, Ev::List(node)),
+            Command::Publish(e) => self.event(now, e),
+        }
+    }
+
+    fn world_event(&mut self, t: u64, ev: Ev) {
+        match ev {
+            Ev::Deliver(input) => self.deliver(t, input),
+            Ev::StartDone { server, node, ok } => {
+                let host = self.world.hosts.get_mut(&node).filter(|h| h.up);
+                match host {
+                    Some(h) if ok => {
+                        h.containers.insert(server);
+                        self.deliver(t, Input::ContainerStarted { server, node });
+                    }
+                    _ => {
+                        let reason = if ok { "node unreachable" } else { "container failed to start (simulated)" };
+                        self.deliver(t, Input::ContainerFailed { server, node, reason: reason.into() });
+                    }
+                }
+            }
+            Ev::StopDone { server, node } => {
+                if let Some(h) = self.world.hosts.get_mut(&node).filter(|h| h.up) {
+                    h.containers.remove(&server);
+                    self.deliver(t, Input::ContainerExited { server, node });
+                }
+            }
+            Ev::Booted(node) => {
+                if let Some(h) = self.world.hosts.get_mut(&node) {
+                    h.up = true;
+                    if let Some(dt) = self.world.next_crash_in_ms() {
+                        self.push(t + dt, Ev::Crash(node));
+                    }
+                }
+            }
+            Ev::Deleted(node) => {
+                if let Some(h) = self.world.hosts.remove(&node) {
+                    if let Some(vm) = h.vm {
+                        self.world.cloud_closed_eur += vm.bill(t);
+                    }
+                }
+                self.deliver(t, Input::NodeDeleted { node });
+            }
+            Ev::Probe(node) => {
+                let ok = self.world.hosts.get(&node).is_some_and(|h| h.up);
+                self.deliver(t, Input::HealthProbe { node, ok });
+            }
+            Ev::Archived { server, node } => {
+                if self.world.hosts.get(&node).is_some_and(|h| h.up) {
+                    self.deliver(t, Input::WorldArchived { server });
+                }
+            }
+            Ev::List(node) => {
+                if let Some(h) = self.world.hosts.get(&node).filter(|h| h.up) {
+                    let servers = h.containers.iter().copied().collect();
+                    self.deliver(t, Input::NodeContainers { node, servers });
+                }
+            }
+            Ev::Crash(node) => {
+                if let Some(h) = self.world.hosts.get_mut(&node).filter(|h| h.up) {
+                    h.up = false;
+                    h.containers.clear();
+                    self.world.crashes += 1;
+                    let repair = self.world.timing.node_repair_s * 1000;
+                    self.push(t + repair, Ev::Repair(node));
+                    let name = self.names.get(&node).cloned().unwrap_or_default();
+                    self.decision(t, "node_crash", None, Some(&name), "");
+                }
+            }
+            Ev::Repair(node) => {
+                if let Some(h) = self.world.hosts.get_mut(&node) {
+                    h.up = true;
+                    if let Some(dt) = self.world.next_crash_in_ms() {
+                        self.push(t + dt, Ev::Crash(node));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Measurements from the engine's published events.
+    fn event(&mut self, t: u64, e: Event) {
+        match &e {
+            Event::Placed { server, node, waited_ms, world } => {
+                let ram = self.tracked.get(server).map_or(0, |tr| tr.ram_mb);
+                let tr = self.tracked.entry(*server).or_default();
+                if tr.requested_at.is_some() && !tr.waited {
+                    tr.waited = true;
+                    let w = t - tr.requested_at.expect("checked");
+                    self.record_wait(w);
+                }
+                self.serve(t, *server, ram, true);
+                let detail = format!("waited_ms={waited_ms};world={world:?}");
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "place", Some(*server), Some(&name), &detail);
+            }
+            Event::Started { server, .. } => {
+                if let Some(tr) = self.tracked.get_mut(server) {
+                    if tr.requested_at.take().is_some() {
+                        self.started += 1;
+                    }
+                }
+            }
+            Event::StartFailed { server, reason } => {
+                if matches!(reason, FailReason::TooLarge { .. }) {
+                    self.decision(t, "start_failed", Some(*server), None, &reason.to_string());
+                    return;
+                }
+                self.close_unstarted(t, *server);
+                self.timed_out += 1;
+                self.serve(t, *server, 0, false);
+                self.end_demand(t, *server);
+                self.decision(t, "start_failed", Some(*server), None, &reason.to_string());
+                self.forget(*server);
+            }
+            Event::Cancelled { server } => {
+                self.close_unstarted(t, *server);
+                self.cancelled += 1;
+                self.forget(*server);
+            }
+            Event::StartAttemptFailed { server, node, reason } => {
+                self.serve(t, *server, 0, false);
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "start_attempt_failed", Some(*server), Some(&name), reason);
+            }
+            Event::Stopped { server, kind, node } => {
+                self.serve(t, *server, 0, false);
+                self.end_demand(t, *server);
+                if *kind == ExitKind::Idle {
+                    self.idle_stops += 1;
+                }
+                if *kind != ExitKind::Requested {
+                    let name = self.names.get(node).cloned().unwrap_or_default();
+                    self.decision(t, "stopped", Some(*server), Some(&name), &format!("{kind:?}"));
+                }
+                self.forget(*server);
+            }
+            Event::Requeued { server, node } => {
+                self.serve(t, *server, 0, false);
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "requeued", Some(*server), Some(&name), "node fenced or released");
+            }
+            Event::ScaleUp { node, server_type, policy, reason } => {
+                self.peak_cloud = self.peak_cloud.max(self.engine.cloud_nodes());
+                let name = self.names.get(node).cloned().unwrap_or_else(|| format!("{node}"));
+                self.decision(t, "scale_up", None, Some(&name), &format!("{server_type} by {policy}: {reason}"));
+            }
+            Event::ScaleDown { node, policy, reason } => {
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "scale_down", None, Some(&name), &format!("by {policy}: {reason}"));
+            }
+            Event::ServerLost { server, node } => {
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "server_lost", Some(*server), Some(&name), "");
+            }
+            Event::NodeHealthChanged { node, from, to } => {
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "node_health", None, Some(&name), &format!("{from:?}->{to:?}"));
+            }
+            Event::ProvisionFailed { node, reason } => {
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "provision_failed", None, Some(&name), reason);
+            }
+            Event::NodeFenced { node } => {
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "node_fenced", None, Some(&name), "");
+            }
+            Event::Queued { .. }
+            | Event::NodeProvisioned { .. }
+            | Event::NodeRemoved { .. }
+            | Event::WorldArchived { .. } => {}
+        }
+    }
+
+    fn record_wait(&mut self, w: u64) {
+        self.waits.add(w);
+        self.interval_waits.push(w);
+        if w > 30_000 {
+            self.over_30s += 1;
+        }
+    }
+
+    /// A request ends without a start: it counts with the time it waited, unless it
+    /// already had a placement (whose wait was recorded then).
+    fn close_unstarted(&mut self, t: u64, server: ServerId) {
+        if let Some(tr) = self.tracked.get_mut(&server) {
+            if let Some(at) = tr.requested_at.take() {
+                if !tr.waited {
+                    tr.waited = true;
+                    self.record_wait(t - at);
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, t: u64, server: ServerId, ram: u32, on: bool) {
+        let Some(tr) = self.tracked.get_mut(&server) else { return };
+        let ram = if on { ram } else { tr.ram_mb };
+        match (on, tr.served_since) {
+            (true, None) => {
+                self.bound.advance(t, self.served_mb);
+                tr.served_since = Some(t);
+                self.served_mb += u64::from(ram);
+            }
+            (false, Some(since)) => {
+                self.bound.advance(t, self.served_mb);
+                tr.served_since = None;
+                self.served_mb -= u64::from(ram);
+                self.served_ms += u128::from(t - since);
+            }
+            _ => {}
+        }
+    }
+
+    fn end_demand(&mut self, t: u64, server: ServerId) {
+        if let Some(since) = self.tracked.get_mut(&server).and_then(|tr| tr.demanded_since.take()) {
+            self.demanded_ms += u128::from(t - since);
+        }
+    }
+
+    /// Drop the measurement record of a server the engine no longer runs.
+    fn forget(&mut self, server: ServerId) {
+        let done = self
+            .tracked
+            .get(&server)
+            .is_some_and(|tr| tr.requested_at.is_none() && tr.served_since.is_none() && tr.demanded_since.is_none());
+        if done {
+            self.tracked.remove(&server);
+        }
+    }
+
+    fn check(&mut self, t: u64) {
+        let bad = self.engine.check_invariants();
+        if !bad.is_empty() {
+            self.violations += bad.len() as u64;
+            for b in bad {
+                if self.violation_lines.len() < VIOLATIONS_KEPT {
+                    self.violation_lines.push(format!("t={}: {b}", Millis(t.saturating_sub(self.warmup_ms))));
+                }
+            }
+        }
+    }
+
+    fn write_decision_header(&mut self) {
+        let _ = writeln!(self.decisions, "at_s,decision,server,node,detail");
+    }
+
+    fn decision(&mut self, t: u64, kind: &str, server: Option<ServerId>, node: Option<&str>, detail: &str) {
+        let at = t.saturating_sub(self.warmup_ms);
+        let server = server.map(|s| s.0.to_string()).unwrap_or_default();
+        let detail = detail.replace(',', ";");
+        let _ =
+            writeln!(self.decisions, "{}.{:03},{kind},{server},{},{detail}", at / 1000, at % 1000, node.unwrap_or(""));
+    }
+
+    fn sample(&mut self, t: u64, trace_t: u64) -> Sample {
+        self.bound.advance(t, self.served_mb);
+        let reserve = self.engine.config().reserve.clone();
+        let (mut capacity, mut ded, mut cloud, mut pending, mut allocated) = (0u64, 0u32, 0u32, 0u32, 0u64);
+        for n in self.engine.fleet().iter().filter(|n| !n.system) {
+            allocated += n.allocated_mb();
+            if n.placeable() {
+                capacity += n.usable_mb(&reserve);
+            }
+            match (n.kind, n.lifecycle) {
+                (NodeKind::Dedicated, _) => ded += 1,
+                (NodeKind::Cloud, Lifecycle::AwaitingProvision) => pending += 1,
+                (NodeKind::Cloud, _) => cloud += 1,
+            }
+        }
+        let wait_p95_s = if self.interval_waits.is_empty() {
+            0.0
+        } else {
+            self.interval_waits.sort_unstable();
+            let rank = ((0.95 * self.interval_waits.len() as f64).ceil() as usize).max(1);
+            self.interval_waits[rank - 1] as f64 / 1000.0
+        };
+        self.interval_waits.clear();
+        let dedicated = trace_t as f64 * self.dedicated_eur_per_ms;
+        Sample {
+            t_ms: trace_t,
+            demand_mb: self.engine.queue().total_ram_mb() + self.served_mb,
+            allocated_mb: allocated,
+            capacity_mb: capacity,
+            queue_len: self.engine.queue().len() as u32,
+            wait_p95_s,
+            nodes_dedicated: ded,
+            nodes_cloud: cloud,
+            nodes_pending: pending,
+            cost_eur: dedicated + self.world.cloud_cost_eur(t),
+            bound_eur: dedicated + self.bound.acc_eur,
+        }
+    }
+
+    fn finish(mut self, end: u64, scenario: &str, policy: &str, seed: u64, samples: Vec<Sample>) -> RunResult {
+        // Requests still open wait until the end; servers still served are served to the end.
+        let mut open: Vec<(ServerId, u64, bool)> =
+            self.tracked.iter().filter_map(|(&s, tr)| tr.requested_at.map(|at| (s, at, tr.waited))).collect();
+        open.sort();
+        for (_, at, waited) in &open {
+            if !waited {
+                self.record_wait(end - at);
+            }
+        }
+        let queued_at_end = open.len() as u64;
+        let mut still: Vec<ServerId> = self.tracked.keys().copied().collect();
+        still.sort();
+        for s in still {
+            self.serve(end, s, 0, false);
+            self.end_demand(end, s);
+        }
+        self.bound.advance(end, self.served_mb);
+        let run_ms = end - self.warmup_ms;
+        let dedicated = run_ms as f64 * self.dedicated_eur_per_ms;
+        let cloud = self.world.cloud_cost_eur(end);
+        let total = dedicated + cloud;
+        let lower = dedicated + self.bound.acc_eur;
+        let counters = self.engine.counters().clone();
+        let hours = run_ms as f64 / HOUR_MS as f64;
+        let s = |ms: u64| round(ms as f64 / 1000.0, 3);
+        let summary = Summary {
+            scenario: scenario.to_string(),
+            policy: policy.to_string(),
+            seed,
+            duration_s: s(run_ms),
+            requests: self.requests,
+            started: self.started,
+            timed_out: self.timed_out,
+            cancelled: self.cancelled,
+            queued_at_end,
+            rejected: self.rejected,
+            duplicate_starts: self.duplicate_starts,
+            ignored_rows: self.ignored_rows,
+            wait_s: WaitStats {
+                p50: s(self.waits.percentile_ms(50.0)),
+                p95: s(self.waits.percentile_ms(95.0)),
+                p99: s(self.waits.percentile_ms(99.0)),
+                max: s(self.waits.max_ms()),
+                mean: round(self.waits.mean_ms() / 1000.0, 3),
+            },
+            joins_over_30s: if self.waits.count() == 0 {
+                0.0
+            } else {
+                round(self.over_30s as f64 / self.waits.count() as f64, 6)
+            },
+            cost_eur: CostStats { total: round(total, 4), dedicated: round(dedicated, 4), cloud: round(cloud, 4) },
+            lower_bound_eur: round(lower, 4),
+            cost_ratio: (lower > 0.0).then(|| round(total / lower, 4)),
+            scale_ups: counters.scale_ups,
+            scale_downs: counters.scale_downs,
+            peak_cloud_nodes: self.peak_cloud,
+            churn_per_hour: if hours > 0.0 {
+                round((counters.scale_ups + counters.scale_downs) as f64 / hours, 4)
+            } else {
+                0.0
+            },
+            idle_stops: self.idle_stops,
+            crashes: self.world.crashes,
+            invariant_violations: self.violations,
+            events: self.events,
+        };
+        let _ = self.decisions.flush();
+        RunResult {
+            summary,
+            violations: self.violation_lines,
+            demanded_ms: self.demanded_ms,
+            served_ms: self.served_ms,
+            samples,
+        }
+    }
+}
+
+fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: u64) -> Result<(), SimError> {
+    let io = |p: &Path, e: std::io::Error| SimError::Run(format!("{}: {e}", p.display()));
+    let p = dir.join("summary.json");
+    let mut json = serde_json::to_string_pretty(&r.summary).expect("summary serializes");
+    json.push('\n');
+    std::fs::write(&p, json).map_err(|e| io(&p, e))?;
+    let s = &r.summary;
+    let rows: Vec<(String, String)> = vec![
+        ("requests".into(), s.requests.to_string()),
+        ("started".into(), s.started.to_string()),
+        ("timed out".into(), s.timed_out.to_string()),
+        ("cancelled".into(), s.cancelled.to_string()),
+        ("queued at end".into(), s.queued_at_end.to_string()),
+        (
+            "wait p50 / p95 / p99 / max (s)".into(),
+            format!("{} / {} / {} / {}", s.wait_s.p50, s.wait_s.p95, s.wait_s.p99, s.wait_s.max),
+        ),
+        ("joins over 30 s".into(), format!("{:.2} %", s.joins_over_30s * 100.0)),
+        (
+            "cost (€)".into(),
+            format!("{:.2} (dedicated {:.2}, cloud {:.2})", s.cost_eur.total, s.cost_eur.dedicated, s.cost_eur.cloud),
+        ),
+        ("lower bound (€)".into(), format!("{:.2}", s.lower_bound_eur)),
+        ("cost / bound".into(), s.cost_ratio.map_or("n/a".into(), |r| format!("{r:.3}"))),
+        ("scale ups / downs".into(), format!("{} / {}", s.scale_ups, s.scale_downs)),
+        ("peak cloud nodes".into(), s.peak_cloud_nodes.to_string()),
+        ("invariant violations".into(), s.invariant_violations.to_string()),
+    ];
+    let mut notes = vec![format!(
+        "Reproduce: `conductor simulate scenarios/{scenario}.toml --seed {seed} --policy {policy}`. Same scenario and seed give byte-identical summary.json and decisions.csv."
+    )];
+    notes.extend(r.violations.iter().map(|v| format!("violation: {v}")));
+    report::write_report(
+        dir,
+        &ReportInput { title: scenario, policy, seed, samples: &r.samples, summary_rows: &rows, notes: &notes },
+    )
+    .map_err(|e| SimError::Run(e.to_string()))
+}

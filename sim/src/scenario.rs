@@ -1,0 +1,404 @@
+//! Scenario files (TOML). Every table and key is optional; see `scenarios/README.md`.
+//! `--set dotted.key=value` overrides are applied to the parsed TOML before it is
+//! typed, so they reach every key, the engine's `[conductor]` table included.
+
+use conductor_core::config::Config;
+use conductor_core::model::{NodeKind, ServerType};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    /// The calendar time of the trace's t = 0, `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+    pub start: String,
+    /// Run at least this long: `"36h"`, `"7d"`, `"90m"`, `"600s"`.
+    pub duration: Option<String>,
+    pub policy: String,
+    pub trace: TraceSource,
+    pub nodes: Vec<NodeDef>,
+    pub cloud: CloudDef,
+    pub timing: Timing,
+    pub faults: Faults,
+    pub report: ReportDef,
+    pub conductor: Config,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "unnamed".into(),
+            seed: 1,
+            start: "2026-01-05T00:00:00Z".into(),
+            duration: None,
+            policy: "default".into(),
+            trace: TraceSource::default(),
+            nodes: Vec::new(),
+            cloud: CloudDef::default(),
+            timing: Timing::default(),
+            faults: Faults::default(),
+            report: ReportDef::default(),
+            conductor: Config::default(),
+        }
+    }
+}
+
+/// A trace file (relative to the scenario file) or a generator table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TraceSource {
+    Path(String),
+    Generate { generate: GenDef },
+}
+
+impl Default for TraceSource {
+    fn default() -> Self {
+        TraceSource::Generate { generate: GenDef::default() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenDef {
+    pub days: u32,
+    pub customers: u32,
+    pub peak_concurrent: u32,
+    pub tier_mix: [u32; 5],
+    pub always_on_fraction_large: f64,
+    pub weekend_boost: f64,
+    pub players: bool,
+    pub flash_crowds: Vec<FlashDef>,
+}
+
+impl Default for GenDef {
+    fn default() -> Self {
+        GenDef {
+            days: 1,
+            customers: 200,
+            peak_concurrent: 40,
+            tier_mix: [30, 40, 20, 8, 2],
+            always_on_fraction_large: 0.3,
+            weekend_boost: 1.6,
+            players: true,
+            flash_crowds: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashDef {
+    pub at_s: u64,
+    pub starts: u32,
+    pub within_s: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDef {
+    pub id: String,
+    #[serde(default = "dedicated")]
+    pub kind: NodeKind,
+    pub ram_mb: u32,
+    #[serde(default)]
+    pub system: bool,
+    #[serde(default)]
+    pub monthly_eur: f64,
+    #[serde(default = "four")]
+    pub cores: u32,
+}
+
+fn dedicated() -> NodeKind {
+    NodeKind::Dedicated
+}
+
+fn four() -> u32 {
+    4
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudDef {
+    /// Overrides `conductor.scaling.max_cloud_nodes` when set.
+    pub max_nodes: Option<u32>,
+    /// VM boot time (API call to a healthy Docker daemon), uniform in this range.
+    pub boot_s_min: u64,
+    pub boot_s_max: u64,
+    /// Overrides `conductor.catalogue` when non-empty.
+    pub types: Vec<ServerType>,
+}
+
+impl Default for CloudDef {
+    fn default() -> Self {
+        CloudDef { max_nodes: None, boot_s_min: 40, boot_s_max: 180, types: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    pub container_start_s_min: u64,
+    pub container_start_s_max: u64,
+    pub container_stop_s: u64,
+    /// Copying a world from the archive or another node before a start.
+    pub world_restore_s: u64,
+    pub world_move_s: u64,
+    pub archive_s: u64,
+    /// Cloud API latency of create and delete calls.
+    pub api_s: u64,
+    /// Node crash to the host being back (dedicated hosts reboot; VMs too).
+    pub node_repair_s: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            container_start_s_min: 10,
+            container_start_s_max: 60,
+            container_stop_s: 5,
+            world_restore_s: 30,
+            world_move_s: 45,
+            archive_s: 60,
+            api_s: 2,
+            node_repair_s: 900,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Probability that one provision call fails.
+    pub provision_failure_rate: f64,
+    /// Probability that one container start fails.
+    pub container_start_failure_rate: f64,
+    /// Expected crashes per node and day.
+    pub node_crashes_per_day: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportDef {
+    /// Seconds between plot samples; 0 = about 2,000 samples over the run.
+    pub sample_s: u64,
+}
+
+impl Default for ReportDef {
+    fn default() -> Self {
+        ReportDef { sample_s: 0 }
+    }
+}
+
+/// A loaded scenario with its file's location, for relative trace paths.
+pub struct Loaded {
+    pub scenario: Scenario,
+    pub path: PathBuf,
+    /// Hours since the Monday 00:00 UTC before `start`, for weekday/hour knowledge.
+    pub start_week_offset_s: u64,
+}
+
+impl Loaded {
+    pub fn trace_path(&self) -> Option<PathBuf> {
+        match &self.scenario.trace {
+            TraceSource::Path(p) => Some(self.path.parent().unwrap_or(Path::new(".")).join(p)),
+            TraceSource::Generate { .. } => None,
+        }
+    }
+
+    pub fn duration_ms(&self) -> Result<Option<u64>, String> {
+        self.scenario
+            .duration
+            .as_deref()
+            .map(|d| parse_duration_ms(d).map_err(|e| format!("duration: {e}")))
+            .transpose()
+    }
+}
+
+/// Load, apply overrides, type-check and validate. Errors name the file and the key.
+pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e))?;
+    for s in sets {
+        apply_set(&mut value, s).map_err(|e| format!("--set {s}: {e}"))?;
+    }
+    if let Some(p) = policy {
+        value.insert("policy".into(), toml::Value::String(p.into()));
+    }
+    let mut scenario: Scenario = toml::Value::Table(value)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim()))?;
+    if scenario.name == "unnamed" {
+        scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    }
+    apply_policy(&mut scenario).map_err(|e| format!("{}: policy: {e}", path.display()))?;
+    if let Some(max) = scenario.cloud.max_nodes {
+        scenario.conductor.scaling.max_cloud_nodes = max;
+    }
+    if !scenario.cloud.types.is_empty() {
+        scenario.conductor.catalogue = scenario.cloud.types.clone();
+    }
+    scenario.conductor.validate().map_err(|e| format!("{}: conductor.{e}", path.display()))?;
+    validate(&scenario).map_err(|e| format!("{}: {e}", path.display()))?;
+    let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
+    let loaded = Loaded { scenario, path: path.to_path_buf(), start_week_offset_s };
+    loaded.duration_ms().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(loaded)
+}
+
+/// Policy names the simulator accepts. `default` keeps `[conductor]` as written.
+pub const POLICIES: &[&str] = &["default", "reactive"];
+
+fn apply_policy(s: &mut Scenario) -> Result<(), String> {
+    match s.policy.as_str() {
+        "default" => Ok(()),
+        "reactive" => {
+            s.conductor.scaling.policies = vec!["reactive".into()];
+            Ok(())
+        }
+        other => Err(format!("unknown policy {other:?} (known: {})", POLICIES.join(", "))),
+    }
+}
+
+fn validate(s: &Scenario) -> Result<(), String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, n) in s.nodes.iter().enumerate() {
+        if n.id.is_empty() || !ids.insert(n.id.as_str()) {
+            return Err(format!("nodes[{i}].id: {:?} is empty or not unique", n.id));
+        }
+        if n.ram_mb < 512 {
+            return Err(format!("nodes[{i}].ram_mb: {} is below 512", n.ram_mb));
+        }
+        if !(n.monthly_eur.is_finite() && n.monthly_eur >= 0.0) {
+            return Err(format!("nodes[{i}].monthly_eur: must be a non-negative number"));
+        }
+    }
+    if s.cloud.boot_s_min > s.cloud.boot_s_max {
+        return Err("cloud.boot_s_min: must not exceed cloud.boot_s_max".into());
+    }
+    if s.timing.container_start_s_min > s.timing.container_start_s_max {
+        return Err("timing.container_start_s_min: must not exceed timing.container_start_s_max".into());
+    }
+    let rate = |name: &str, v: f64| {
+        if v.is_finite() && (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("faults.{name}: {v} is not a probability between 0 and 1"))
+        }
+    };
+    rate("provision_failure_rate", s.faults.provision_failure_rate)?;
+    rate("container_start_failure_rate", s.faults.container_start_failure_rate)?;
+    if !(s.faults.node_crashes_per_day.is_finite() && s.faults.node_crashes_per_day >= 0.0) {
+        return Err("faults.node_crashes_per_day: must be a non-negative number".into());
+    }
+    if let TraceSource::Generate { generate: g } = &s.trace {
+        if g.days == 0 || g.days > 366 {
+            return Err("trace.generate.days: must be between 1 and 366".into());
+        }
+        if g.tier_mix.iter().all(|&w| w == 0) {
+            return Err("trace.generate.tier_mix: at least one weight must be positive".into());
+        }
+    }
+    Ok(())
+}
+
+/// `a.b.c=value`: value is TOML if it parses as one (number, bool, array, quoted
+/// string), otherwise a bare string.
+pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), String> {
+    let (key, raw) = set.split_once('=').ok_or("expected dotted.key=value")?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err("empty key".into());
+    }
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("{p} is not a table"))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// `"36h"`, `"7d"`, `"90m"`, `"600s"` or a bare number of seconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 36h, 7d, 90m or 600s"))?;
+    let mul = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(mul).filter(|&v| v <= 400 * 86_400_000).ok_or_else(|| format!("{s:?} is longer than 400 days"))
+}
+
+/// Seconds from the Monday 00:00 UTC on or before `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn parse_start(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a UTC time like 2026-01-05T00:00:00Z");
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| bad());
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 (Howard Hinnant's civil-from-days inverse).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // 1970-01-01 was a Thursday: weekday index with Monday = 0 is (days + 3) mod 7.
+    let weekday = (days + 3).rem_euclid(7);
+    Ok((weekday * 86_400 + h * 3600 + mi * 60 + se) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_weekday_offsets() {
+        assert_eq!(parse_start("2026-01-05T00:00:00Z").unwrap(), 0, "a Monday");
+        assert_eq!(parse_start("2026-01-09T19:00:00Z").unwrap(), 4 * 86_400 + 19 * 3600, "Friday 19:00");
+        assert_eq!(parse_start("2024-02-29T00:00:00Z").unwrap(), 3 * 86_400, "leap day was a Thursday");
+        assert!(parse_start("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_start("yesterday").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("36h").unwrap(), 36 * 3_600_000);
+        assert_eq!(parse_duration_ms("600").unwrap(), 600_000);
+        assert!(parse_duration_ms("3w").is_err());
+        assert!(parse_duration_ms("").is_err());
+    }
+
+    #[test]
+    fn set_overrides_nested_keys_with_typed_values() {
+        let mut t: toml::Table = "[conductor.reactive]\nscale_up_threshold_percent = 85.0\n".parse().unwrap();
+        apply_set(&mut t, "conductor.reactive.scale_up_threshold_percent=80").unwrap();
+        apply_set(&mut t, "name=hello world").unwrap();
+        apply_set(&mut t, "cloud.max_nodes=3").unwrap();
+        assert_eq!(t["conductor"]["reactive"]["scale_up_threshold_percent"].as_integer(), Some(80));
+        assert_eq!(t["name"].as_str(), Some("hello world"));
+        assert_eq!(t["cloud"]["max_nodes"].as_integer(), Some(3));
+        assert!(apply_set(&mut t, "name.x=1").is_err(), "name is not a table");
+        assert!(apply_set(&mut t, "novalue").is_err());
+    }
+}
