@@ -58,6 +58,18 @@ enum TraceCmd {
         /// 0 = Monday.
         #[arg(long, default_value_t = 0)]
         start_weekday: u8,
+        /// Weights of the 2/4/8/16/32 GB tiers, e.g. `30,40,20,8,2`.
+        #[arg(long, default_value = "30,40,20,8,2")]
+        tier_mix: String,
+        /// Fraction of 16/32 GB servers that run 24/7.
+        #[arg(long, default_value_t = 0.3)]
+        always_on: f64,
+        /// Friday/Saturday evening demand multiplier.
+        #[arg(long, default_value_t = 1.6)]
+        weekend_boost: f64,
+        /// Leave out `players` rows.
+        #[arg(long)]
+        no_players: bool,
         /// Flash crowd `AT_S:STARTS:WITHIN_S` (repeatable).
         #[arg(long = "flash")]
         flash: Vec<String>,
@@ -78,8 +90,46 @@ fn main() -> ExitCode {
         Cmd::Simulate { scenario, seed, policy, check, out, sets, quiet } => {
             simulate(scenario, seed, policy, check.as_deref() == Some("full"), out, sets, quiet)
         }
-        Cmd::Trace { cmd: TraceCmd::Generate { days, customers, peak, seed, start_weekday, flash, out } } => {
-            generate(days, customers, peak, seed, start_weekday, flash, out)
+        Cmd::Trace {
+            cmd:
+                TraceCmd::Generate {
+                    days,
+                    customers,
+                    peak,
+                    seed,
+                    start_weekday,
+                    tier_mix,
+                    always_on,
+                    weekend_boost,
+                    no_players,
+                    flash,
+                    out,
+                },
+        } => {
+            let mix: Vec<Option<u32>> = tier_mix.split(',').map(|w| w.trim().parse().ok()).collect();
+            let tier_mix = match mix.as_slice() {
+                [Some(a), Some(b), Some(c), Some(d), Some(e)] if a + b + c + d + e > 0 => [*a, *b, *c, *d, *e],
+                _ => {
+                    eprintln!("error: --tier-mix {tier_mix:?}: expected five non-negative weights, not all zero");
+                    return ExitCode::from(2);
+                }
+            };
+            if !(0.0..=1.0).contains(&always_on) || !(weekend_boost.is_finite() && weekend_boost > 0.0) {
+                eprintln!("error: --always-on must be in 0..=1 and --weekend-boost positive");
+                return ExitCode::from(2);
+            }
+            let params = conductor_sim::generate::GenParams {
+                days,
+                start_weekday,
+                customers,
+                peak_concurrent: peak,
+                tier_mix,
+                always_on_fraction_large: always_on,
+                weekend_boost,
+                players: !no_players,
+                flash_crowds: Vec::new(),
+            };
+            generate(params, seed, flash, out)
         }
     }
 }
@@ -177,19 +227,15 @@ fn simulate(
 }
 
 fn generate(
-    days: u32,
-    customers: u32,
-    peak: u32,
+    mut params: conductor_sim::generate::GenParams,
     seed: u64,
-    start_weekday: u8,
     flash: Vec<String>,
     out: Option<PathBuf>,
 ) -> ExitCode {
-    let mut flash_crowds = Vec::new();
     for f in &flash {
         let parts: Vec<Result<u64, _>> = f.split(':').map(str::parse::<u64>).collect();
         match parts.as_slice() {
-            [Ok(at_s), Ok(starts), Ok(within_s)] => flash_crowds.push(conductor_sim::generate::FlashCrowd {
+            [Ok(at_s), Ok(starts), Ok(within_s)] => params.flash_crowds.push(conductor_sim::generate::FlashCrowd {
                 at_s: *at_s,
                 starts: *starts as u32,
                 within_s: *within_s,
@@ -200,18 +246,10 @@ fn generate(
             }
         }
     }
-    if days == 0 || start_weekday > 6 {
-        eprintln!("error: --days must be at least 1 and --start-weekday 0..=6");
+    if params.days == 0 || params.days > 366 || params.start_weekday > 6 {
+        eprintln!("error: --days must be 1..=366 and --start-weekday 0..=6");
         return ExitCode::from(2);
     }
-    let params = conductor_sim::generate::GenParams {
-        days,
-        start_weekday,
-        customers,
-        peak_concurrent: peak,
-        flash_crowds,
-        ..Default::default()
-    };
     let res = match &out {
         Some(p) => std::fs::File::create(p)
             .and_then(|f| conductor_sim::generate::generate(&params, seed, std::io::BufWriter::new(f))),

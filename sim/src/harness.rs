@@ -456,6 +456,9 @@ impl Sim<'_> {
                 let reply = self.engine.handle(Millis(t), Input::StopRequested { server: row.server });
                 match reply {
                     Reply::Stop(StopReply::Cancelled | StopReply::Stopping) => {
+                        // Serving ends with the demand; the exit that follows only
+                        // frees the node.
+                        self.serve(t, row.server, 0, false);
                         if let Some(tr) = self.tracked.get_mut(&row.server) {
                             if let Some(since) = tr.demanded_since.take() {
                                 self.demanded_ms += u128::from(t - since);

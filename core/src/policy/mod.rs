@@ -116,11 +116,17 @@ pub fn choose_type(
     if let Some((i, _)) = whole {
         return Some(i);
     }
+    best_per_gb(catalogue, reserve, u64::from(largest_mb))
+}
+
+/// The type with the lowest hourly price per usable GB among those with at least
+/// `min_usable_mb` usable; ties break by catalogue order.
+pub fn best_per_gb(catalogue: &[ServerType], reserve: &ReserveConfig, min_usable_mb: u64) -> Option<usize> {
     let per_gb = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, reserve) as f64 / 1024.0);
     catalogue
         .iter()
         .enumerate()
-        .filter(|(_, t)| holds_largest(t))
+        .filter(|(_, t)| type_usable_mb(t, reserve) >= min_usable_mb)
         .min_by(|(ia, a), (ib, b)| per_gb(a).total_cmp(&per_gb(b)).then(ia.cmp(ib)))
         .map(|(i, _)| i)
 }

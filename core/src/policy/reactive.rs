@@ -2,7 +2,7 @@
 //! queued RAM rather than server count, a scale-down that must be sustained, cooldowns
 //! set only when an action is executed).
 
-use super::{choose_type, Policy, ScaleDown, ScaleUp, ScalingContext};
+use super::{best_per_gb, choose_type, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::ReactiveConfig;
 use crate::model::NodeKind;
 use crate::node::{Health, Lifecycle};
@@ -20,14 +20,18 @@ impl Reactive {
     }
 
     fn buy(&self, ctx: &ScalingContext, why: String) -> Option<ScaleUp> {
-        // Size for the whole queue, or, when that is less, for the deficit that brings
-        // (allocated + queued) back under the threshold: with an empty queue the
-        // original's rule would buy the cheapest type, however little it helps.
+        if ctx.queued_count > 0 {
+            // The design's rule, sized by queued RAM (not by server count, the original's B8).
+            let i = choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb)?;
+            return Some(ScaleUp { server_type: i, reason: why });
+        }
+        // Nothing queued: the threshold fired on allocation alone. The cheapest type would
+        // add a sliver of capacity per cloud node slot, so buy the best price per usable
+        // GB among the types that cover the deficit to the threshold.
         let threshold = self.cfg.scale_up_threshold_percent.max(1.0) / 100.0;
-        let needed = ((ctx.allocated_mb + ctx.queued_ram_mb) as f64 / threshold).ceil() as u64;
+        let needed = (ctx.allocated_mb as f64 / threshold).ceil() as u64;
         let deficit = needed.saturating_sub(ctx.worker_usable_mb());
-        let want = ctx.queued_ram_mb.max(deficit);
-        let i = choose_type(ctx.catalogue, ctx.reserve, want, ctx.largest_queued_mb)?;
+        let i = best_per_gb(ctx.catalogue, ctx.reserve, deficit)?;
         Some(ScaleUp { server_type: i, reason: why })
     }
 }

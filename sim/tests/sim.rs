@@ -1,0 +1,212 @@
+//! Simulator tests: determinism, conservation, the lower bound, bad input, and tiny
+//! scenarios whose outcome is computed by hand.
+
+use conductor_sim::harness::{run, RunOptions};
+use conductor_sim::scenario;
+use std::path::{Path, PathBuf};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("conductor-sim-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const TINY: &str = r#"
+name = "tiny"
+duration = "1h"
+trace = "trace.csv"
+[[nodes]]
+id = "host"
+ram_mb = 4096
+monthly_eur = 73.0
+[cloud]
+max_nodes = 0
+[timing]
+container_start_s_min = 10
+container_start_s_max = 10
+container_stop_s = 5
+"#;
+
+#[test]
+fn exactly_three_one_gb_servers_fit_on_a_4_gb_host() {
+    // 4096 MB host: reserve 1000 MB, so 3096 MB usable: three 1 GB servers, not four.
+    // The fourth waits until s1 stops at 100 s and its exit is reported 5 s later.
+    let dir = tmp("tiny");
+    write(
+        &dir,
+        "trace.csv",
+        "at_s,server,action,ram_mb\n0,s1,start,1024\n0,s2,start,1024\n0,s3,start,1024\n0,s4,start,1024\n100,s1,stop,\n",
+    );
+    let sc = write(&dir, "tiny.toml", TINY);
+    let loaded = scenario::load(&sc, &[], None).unwrap();
+    let r = run(&loaded, RunOptions { check_full: true, ..Default::default() }).unwrap();
+    let s = &r.summary;
+    assert_eq!((s.requests, s.started, s.timed_out, s.cancelled, s.queued_at_end), (4, 4, 0, 0, 0));
+    assert_eq!(s.wait_s.p50, 0.0);
+    assert_eq!(s.wait_s.max, 105.0);
+    assert_eq!(s.wait_s.p95, 105.0, "nearest rank of 4 samples at 95 % is the 4th");
+    assert_eq!(s.joins_over_30s, 0.25);
+    // 73 €/month over 730 h is 0.1 €/h, one hour.
+    assert_eq!(s.cost_eur.total, 0.1);
+    assert_eq!(s.lower_bound_eur, 0.1, "never more than the owned host's usable RAM is served");
+    assert_eq!(s.cost_ratio, Some(1.0));
+    assert_eq!(s.invariant_violations, 0);
+    // Served (placement to the stop request): s1 0..100 s, s2/s3 0..3600 s, s4
+    // 105..3600 s; demanded: s4 from 0.
+    assert_eq!(r.served_ms, (100 + 3600 + 3600 + 3495) * 1000);
+    assert_eq!(r.demanded_ms, (100 + 3600 * 3) * 1000);
+}
+
+#[test]
+fn a_queued_server_times_out_after_ten_minutes_and_counts_its_wait() {
+    let dir = tmp("timeout");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,2048\n1,b,start,2048\n700,b,stop,\n800,a,stop,\n");
+    let sc = write(&dir, "t.toml", TINY);
+    let r = run(&scenario::load(&sc, &[], None).unwrap(), RunOptions::default()).unwrap();
+    let s = &r.summary;
+    assert_eq!((s.requests, s.started, s.timed_out), (2, 1, 1));
+    assert_eq!(s.wait_s.max, 600.0, "the starving request counts with its whole wait");
+    assert_eq!(s.ignored_rows, 1, "stopping a server that timed out is ignored, not an error");
+}
+
+#[test]
+fn duplicate_starts_and_ignored_stops_are_counted_not_errors() {
+    let dir = tmp("dups");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n5,a,start,1024\n6,zz,stop,\n");
+    let sc = write(&dir, "t.toml", TINY);
+    let r = run(&scenario::load(&sc, &[], None).unwrap(), RunOptions::default()).unwrap();
+    assert_eq!((r.summary.requests, r.summary.duplicate_starts, r.summary.ignored_rows), (1, 1, 1));
+}
+
+#[test]
+fn malformed_trace_stops_with_file_and_line() {
+    let dir = tmp("bad");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n\n3,b,start,lots\n");
+    let sc = write(&dir, "t.toml", TINY);
+    let err = run(&scenario::load(&sc, &[], None).unwrap(), RunOptions::default()).err().expect("an error");
+    let msg = err.to_string();
+    assert!(msg.contains("trace.csv:4: ram_mb"), "{msg}");
+    assert!(matches!(err, conductor_sim::SimError::Input(_)));
+}
+
+#[test]
+fn malformed_scenarios_name_the_field() {
+    let dir = tmp("badsc");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n");
+    let cases = [
+        ("unknown = 1\n", "unknown field `unknown`"),
+        ("[cloud]\nboot_s_min = 100\nboot_s_max = 10\n", "cloud.boot_s_min"),
+        ("[faults]\ncontainer_start_failure_rate = 2.0\n", "faults.container_start_failure_rate"),
+        (
+            "[conductor.reactive]\nscale_down_threshold_percent = 90\n",
+            "conductor.reactive.scale_down_threshold_percent",
+        ),
+        ("duration = \"3 weeks\"\n", "duration"),
+        ("policy = \"magic\"\n", "unknown policy"),
+        ("start = \"Monday\"\n", "start"),
+        ("[[nodes]]\nid = \"a\"\nram_mb = 100\n", "nodes[0].ram_mb"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let p = write(&dir, &format!("s{i}.toml"), &format!("trace = \"trace.csv\"\n{text}"));
+        let err = scenario::load(&p, &[], None).err().unwrap_or_else(|| panic!("case {i} loaded"));
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(err.contains(&format!("s{i}.toml")), "case {i} names the file: {err}");
+    }
+    let p = write(&dir, "ok.toml", "trace = \"trace.csv\"\n");
+    let err = scenario::load(&p, &["conductor.queue.timeout_s=0".into()], None).err().unwrap();
+    assert!(err.contains("conductor.queue.timeout_s"), "{err}");
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Shipped scenarios, cut to a window short enough for debug-mode tests.
+fn shortened(p: &Path, hours: u32, seed: u64) -> conductor_sim::RunResult {
+    let sets = vec![format!("duration=\"{hours}h\""), "trace.generate.days=1".to_string()];
+    let mut loaded = scenario::load(p, &[sets[0].clone()], None).unwrap();
+    if let scenario::TraceSource::Generate { generate } = &mut loaded.scenario.trace {
+        generate.days = 1;
+        generate.customers = generate.customers.min(2000);
+        generate.peak_concurrent = generate.peak_concurrent.min(200);
+    }
+    run(&loaded, RunOptions { seed: Some(seed), check_full: true, ..Default::default() }).unwrap()
+}
+
+#[test]
+fn every_shipped_scenario_loads_and_conserves_requests_under_full_checks() {
+    let all = shipped();
+    assert!(all.len() >= 5, "at least five shipped scenarios, found {}", all.len());
+    for p in all {
+        let r = shortened(&p, 6, 11);
+        let s = &r.summary;
+        assert_eq!(s.started + s.timed_out + s.cancelled + s.queued_at_end, s.requests, "{}", p.display());
+        assert_eq!(s.invariant_violations, 0, "{}: {:?}", p.display(), r.violations);
+        assert!(r.served_ms <= r.demanded_ms, "{}: served {} > demanded {}", p.display(), r.served_ms, r.demanded_ms);
+        assert!(
+            s.lower_bound_eur <= s.cost_eur.total + 1e-9,
+            "{}: bound {} above cost {}",
+            p.display(),
+            s.lower_bound_eur,
+            s.cost_eur.total
+        );
+    }
+}
+
+#[test]
+fn lower_bound_never_exceeds_cost_across_seeds_and_knobs() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/small-weekday.toml");
+    for (seed, threshold) in [(1u64, 85), (2, 60), (3, 95), (4, 70)] {
+        let sets = vec![
+            format!("conductor.reactive.scale_up_threshold_percent={threshold}"),
+            "faults.container_start_failure_rate=0.05".to_string(),
+            "faults.provision_failure_rate=0.1".to_string(),
+        ];
+        let loaded = scenario::load(&p, &sets, None).unwrap();
+        let r = run(&loaded, RunOptions { seed: Some(seed), ..Default::default() }).unwrap();
+        assert!(r.summary.lower_bound_eur <= r.summary.cost_eur.total, "seed {seed}: {:?}", r.summary);
+        assert_eq!(r.summary.invariant_violations, 0);
+    }
+}
+
+#[test]
+fn same_scenario_and_seed_give_identical_bytes() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/small-weekday.toml");
+    let sets = vec!["faults.node_crashes_per_day=0.5".to_string(), "faults.container_start_failure_rate=0.05".into()];
+    let outs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let out = tmp(&format!("det{i}"));
+            let loaded = scenario::load(&p, &sets, None).unwrap();
+            run(&loaded, RunOptions { seed: Some(5), out: Some(out.clone()), ..Default::default() }).unwrap();
+            out
+        })
+        .collect();
+    for f in ["summary.json", "decisions.csv", "report.md"] {
+        let a = std::fs::read(outs[0].join(f)).unwrap();
+        let b = std::fs::read(outs[1].join(f)).unwrap();
+        assert!(a.len() > 100, "{f} has content");
+        assert!(a == b, "{f} differs between two runs");
+    }
+    for png in ["demand_capacity.png", "queue_wait.png", "nodes.png", "cost.png"] {
+        assert!(outs[0].join(png).exists(), "{png}");
+    }
+    // A different seed changes the run (the seed reaches the world).
+    let loaded = scenario::load(&p, &sets, None).unwrap();
+    let other = run(&loaded, RunOptions { seed: Some(6), ..Default::default() }).unwrap();
+    let json = std::fs::read_to_string(outs[0].join("summary.json")).unwrap();
+    assert_ne!(serde_json::to_string_pretty(&other.summary).unwrap() + "\n", json);
+}
