@@ -66,9 +66,11 @@ struct Server {
     state: State,
     /// The node this server's RAM is booked on; written only by `bind`/`unbind`.
     bound: Option<NodeId>,
-    /// The node holding its un-archived world (node-local storage only).
+    /// The node holding its un-archived world (node-local storage only). Set when a
+    /// container has started there (after any copy), not at placement.
     world: Option<NodeId>,
-    archived: bool,
+    /// Which copy of the world that is: a fresh number each time the server starts.
+    world_gen: u64,
     /// Queue identity kept through a placement, so a failed start keeps its place.
     seq: i64,
     queued_at: Millis,
@@ -116,6 +118,10 @@ pub struct Conductor {
     last_scale_up: Option<Millis>,
     last_scale_down: Option<Millis>,
     overcommitted: BTreeSet<NodeId>,
+    /// Servers whose world has an archive copy. Kept after their record is dropped (it
+    /// grows with customers, not with the trace), so a restart restores it.
+    archived: BTreeSet<ServerId>,
+    world_gen_next: u64,
     // Timers.
     startup_pending: bool,
     next_queue_tick: Millis,
@@ -160,6 +166,8 @@ impl Conductor {
             last_scale_up: None,
             last_scale_down: None,
             overcommitted: BTreeSet::new(),
+            archived: BTreeSet::new(),
+            world_gen_next: 1,
             startup_pending: true,
             next_queue_tick: now.plus(s_to_ms(cfg.queue_tick_s)),
             next_scaling: now.plus(s_to_ms(cfg.scaling.interval_s)),
@@ -205,7 +213,7 @@ impl Conductor {
                 None => Reply::Ignored("unknown node"),
             },
             Input::Players { server, count } => self.on_players(server, count),
-            Input::WorldArchived { server } => self.on_world_archived(server),
+            Input::WorldArchived { server, generation } => self.on_world_archived(server, generation),
             Input::NodeContainers { node, servers } => self.on_node_containers(node, servers),
             Input::ReleaseLost { server } => self.on_release_lost(server),
             Input::Recover(snapshot) => self.on_recover(snapshot),
@@ -360,7 +368,7 @@ impl Conductor {
             state: State::Stopped,
             bound: None,
             world: None,
-            archived: false,
+            world_gen: 0,
             seq,
             queued_at: now,
             deadline,
@@ -453,6 +461,7 @@ impl Conductor {
             Some(State::AwaitingStart { node: n, since }) if n == node => {
                 self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
+                self.world_started(id, node);
                 self.counters.started += 1;
                 self.publish(Event::Started { server: id, node });
                 Reply::Ok
@@ -461,6 +470,7 @@ impl Conductor {
             Some(State::AwaitingExit { node: n, .. }) if n == node => Reply::Ignored("start report while stopping"),
             Some(State::Lost { node: n }) if n == node => {
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
+                self.world_started(id, node);
                 Reply::Ok
             }
             _ => {
@@ -484,7 +494,11 @@ impl Conductor {
                 self.queue_pass_wanted = true;
                 Reply::Ok
             }
-            Some(State::AwaitingExit { node: n, .. }) if n == node => self.on_container_exited(id, node),
+            Some(State::AwaitingExit { node: n, kind }) if n == node => {
+                // It never ran: no new world here.
+                self.finish_exit(id, node, kind);
+                Reply::Ok
+            }
             _ => Reply::Ignored("failure report for no pending start"),
         }
     }
@@ -496,10 +510,17 @@ impl Conductor {
             Some(State::Lost { node: n }) if n == node => ExitKind::Crashed,
             Some(State::AwaitingExit { node: n, kind }) if n == node => kind,
             Some(State::AwaitingStart { node: n, .. }) if n == node => {
-                return self.on_container_failed(id, node, "exited before it reported started".into())
+                // It ran (and wrote its world there) before it could report.
+                self.world_started(id, node);
+                return self.on_container_failed(id, node, "exited before it reported started".into());
             }
             _ => return Reply::Ignored("exit report for no container the engine tracks"),
         };
+        // A container that ran there and exited leaves the newest world on that node,
+        // even if its start report never arrived (stopped while starting).
+        if self.servers[&id].world != Some(node) {
+            self.world_started(id, node);
+        }
         self.finish_exit(id, node, kind);
         Reply::Ok
     }
@@ -602,7 +623,7 @@ impl Conductor {
             }
             None => {
                 let node = self.fleet.place(ram_mb, strategy)?;
-                let world = if s.archived && self.cfg.storage == Storage::NodeLocal {
+                let world = if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal {
                     WorldAction::RestoreFromArchive
                 } else {
                     WorldAction::InPlace
@@ -616,9 +637,6 @@ impl Conductor {
         // A reserved server's booking already holds its RAM on this node.
         if self.servers[&id].bound != Some(node) {
             self.bind(id, node);
-        }
-        if self.cfg.storage == Storage::NodeLocal {
-            self.set_world(id, Some(node));
         }
         self.unschedule_archive(id);
         let s = self.servers.get_mut(&id).expect("known");
@@ -755,9 +773,24 @@ impl Conductor {
         }
     }
 
-    fn on_world_archived(&mut self, id: ServerId) -> Reply {
-        let Some(s) = self.servers.get_mut(&id) else { return Reply::Ignored("unknown server") };
-        s.archived = true;
+    /// A container started: with node-local storage its world now lives on that node,
+    /// as a new generation (any copy it was moved or restored from is older).
+    fn world_started(&mut self, id: ServerId, node: NodeId) {
+        if self.cfg.storage != Storage::NodeLocal {
+            return;
+        }
+        self.set_world(id, Some(node));
+        let gen = self.world_gen_next;
+        self.world_gen_next += 1;
+        self.servers.get_mut(&id).expect("known").world_gen = gen;
+    }
+
+    fn on_world_archived(&mut self, id: ServerId, generation: u64) -> Reply {
+        let Some(s) = self.servers.get(&id) else { return Reply::Ignored("unknown server") };
+        if s.world_gen != generation || s.world.is_none() {
+            return Reply::Ignored("archive report for an older copy of the world");
+        }
+        self.archived.insert(id);
         let node = s.world;
         if s.state == State::Stopped && s.bound.is_none() {
             // The archive is now the authoritative copy; the node no longer holds it.
@@ -888,7 +921,16 @@ impl Conductor {
         let s = &self.servers[&sid];
         let state = s.state.clone();
         let world_here = s.world == Some(node);
-        if s.bound == Some(node) {
+        if s.bound != Some(node) {
+            // Only its world was there (it runs or starts elsewhere): that copy is gone.
+            if world_here {
+                self.set_world(sid, None);
+                self.unschedule_archive(sid);
+                self.forget_if_idle(sid);
+            }
+            return;
+        }
+        {
             if let State::AwaitingStart { since, .. } = state {
                 self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid));
             }
@@ -1053,6 +1095,9 @@ impl Conductor {
                     self.servers.get_mut(sid).expect("known").state =
                         State::AwaitingExit { node: id, kind: ExitKind::NodeLost };
                     self.finish_exit(*sid, id, ExitKind::NodeLost);
+                    // A start that was still on its way to the node must not come up
+                    // unseen after the server restarts elsewhere.
+                    self.out.push_back(Command::StopContainer { server: *sid, node: id, reason: StopReason::Cleanup });
                 }
                 State::AwaitingExit { kind, .. } if !present => self.finish_exit(*sid, id, *kind),
                 _ => {}
@@ -1075,6 +1120,8 @@ impl Conductor {
         // given up (a restore from the archive, if any, follows).
         self.unbind(id);
         self.set_world(id, None);
+        // Best effort, should the node come back with a late start.
+        self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
         self.requeue_at_head(id, node);
         Reply::Ok
     }
@@ -1116,7 +1163,7 @@ impl Conductor {
                     state: if c.running { State::Running { node: c.node } } else { State::Stopped },
                     bound: None,
                     world: None,
-                    archived: false,
+                    world_gen: 0,
                     seq,
                     queued_at: self.now,
                     deadline: self.now,
@@ -1156,7 +1203,7 @@ impl Conductor {
                 state: State::Stopped,
                 bound: None,
                 world: None,
-                archived: false,
+                world_gen: 0,
                 seq,
                 queued_at: q.queued_at,
                 deadline,
@@ -1411,7 +1458,8 @@ impl Conductor {
                 let retry = now.plus(ARCHIVE_RETRY_MS);
                 s.archive_due = Some(retry);
                 self.archives.insert((retry, id));
-                self.out.push_back(Command::ArchiveWorld { server: id, node });
+                let generation = s.world_gen;
+                self.out.push_back(Command::ArchiveWorld { server: id, node, generation });
             }
         }
         while let Some(&(t, id)) = self.provisions.first() {

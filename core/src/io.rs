@@ -59,8 +59,10 @@ pub enum Input {
         server: ServerId,
         count: u32,
     },
+    /// The archive of world copy `generation` is complete.
     WorldArchived {
         server: ServerId,
+        generation: u64,
     },
     /// The answer to `ListContainers`: the servers with a container on the node.
     NodeContainers {
@@ -133,9 +135,12 @@ pub enum Command {
     ProbeHealth {
         node: NodeId,
     },
+    /// Archive the server's world. `generation` names this copy: a server that ran
+    /// again since has a newer one, and a late report about the old copy is ignored.
     ArchiveWorld {
         server: ServerId,
         node: NodeId,
+        generation: u64,
     },
     ListContainers {
         node: NodeId,

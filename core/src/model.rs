@@ -85,7 +85,9 @@ pub enum WorldAction {
     InPlace,
     /// Restore the world from the archive onto the target node first.
     RestoreFromArchive,
-    /// Copy the world from the node that holds it to the target node first.
+    /// Copy the world from the node that holds it to the target node first. Once the
+    /// container has started, the driver deletes the source copy: it is a move, and the
+    /// engine no longer counts that world on the source node.
     MoveFrom(NodeId),
 }
 

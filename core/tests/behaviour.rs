@@ -441,11 +441,21 @@ fn a_cloud_node_holding_an_unarchived_world_is_not_deleted() {
     let now = h.now;
     h.at(now);
     let cmds = h.take();
-    assert!(cmds.contains(&Command::ArchiveWorld { server: ServerId(1), node }));
+    let generation = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::ArchiveWorld { server, node: n, generation } if *server == ServerId(1) && *n == node => {
+                Some(*generation)
+            }
+            _ => None,
+        })
+        .expect("archive command");
     h.at(3 * 60 * MIN);
     assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })), "world still on the node");
     assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(node) }));
-    h.input(Input::WorldArchived { server: ServerId(1) });
+    h.input(Input::WorldArchived { server: ServerId(1), generation: generation + 1 });
+    assert!(h.status(1).is_some(), "a report about another copy is ignored");
+    h.input(Input::WorldArchived { server: ServerId(1), generation });
     assert_eq!(h.status(1), None, "nothing left to track");
     h.at(5 * 60 * MIN);
     assert!(h.events().iter().any(|e| matches!(e, Event::ScaleDown { node: n, .. } if *n == node)));

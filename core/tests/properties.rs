@@ -15,12 +15,29 @@
 //! commands and of reports) is fair game. Container listings are computed when they
 //! are delivered, so they are true at that moment.
 //!
+//! Checked after every call: `check_invariants()` is empty; allocated <= usable on every
+//! node; system nodes hold nothing; at most one ScaleUp/ScaleDown per call; a scaled-down
+//! or removed node holds nothing (then or later), and a node removed other than by
+//! `NodeDeleted` held nothing before the call; `StartContainer` goes only to placeable
+//! nodes and matches the server's status; every accepted start (`Placed`/`Queued`) stays
+//! queued/starting/running/stopping/lost/booked until a `Cancelled`, `StartFailed` or
+//! `Stopped` event; no server runs twice (below); and, with node-local storage, no
+//! start runs an older world than one that still exists (below). A second test runs
+//! every case twice and compares the transcripts (determinism).
+//!
 //! "Running twice": a container copy counts as *being stopped* once the engine has
 //! issued a `StopContainer` for that server and node after the `StartContainer` that
 //! created it (the engine stops unexpected copies with `StopReason::Cleanup`; whether
 //! the stop is ever executed is the driver's business). At most one copy of a server
 //! that is not being stopped may exist, and the engine must not issue a start while one
 //! exists.
+//!
+//! World data (node-local storage): every run of a server that the engine did not
+//! disown leaves a newer version of its world on its node; `MoveFrom` and
+//! `RestoreFromArchive` copy a version when the start is executed; `ArchiveWorld`
+//! snapshots the node's copy when executed (and keeps it on the node); deleted nodes
+//! lose their copies and `ReleaseLost` gives up the copy on the lost node. A
+//! `StartContainer` must use a version at least as new as every surviving one.
 
 use conductor_core::config::{PlacementStrategy, QueueOrder};
 use conductor_core::model::{ServerType, Storage};
@@ -246,6 +263,7 @@ enum Report {
     Archived {
         server: ServerId,
         idx: u64,
+        generation: u64,
     },
     /// The listing is computed from the world when delivered.
     List {
@@ -276,6 +294,9 @@ struct World {
     archive: BTreeMap<ServerId, u64>,
     /// The last `ArchiveWorld` index issued per server.
     latest_archive: BTreeMap<ServerId, u64>,
+    /// Start commands that moved a world: once such a start is reported, the driver
+    /// deletes the source copy (a move, not a copy).
+    moves: BTreeMap<u64, (ServerId, NodeId)>,
 }
 
 impl World {
@@ -685,6 +706,9 @@ impl Driver {
                     if let Some(v) = copied {
                         w.copies.insert((server, node), v);
                     }
+                    if let WorldAction::MoveFrom(m) = world {
+                        w.moves.insert(idx, (server, m));
+                    }
                     w.containers.insert((server, node), idx);
                     out.push(Report::Started { server, node, inc: idx });
                 }
@@ -712,11 +736,11 @@ impl Driver {
                     out.push(Report::Deleted { node });
                 }
             }
-            Command::ArchiveWorld { server, node } => {
+            Command::ArchiveWorld { server, node, generation } => {
                 let copy = self.world.copies.get(&(server, node)).copied();
                 if let (false, Some(v)) = (failure || self.world.gone.contains(&node), copy) {
                     self.world.archive.insert(server, v);
-                    out.push(Report::Archived { server, idx });
+                    out.push(Report::Archived { server, idx, generation });
                 }
             }
             Command::ListContainers { node } => {
@@ -747,6 +771,9 @@ impl Driver {
                 if !current(&self.world, server, node, inc) {
                     return Ok(());
                 }
+                if let Some(src) = self.world.moves.remove(&inc) {
+                    self.world.copies.remove(&src);
+                }
                 Input::ContainerStarted { server, node }
             }
             Report::Failed { server, node, inc } | Report::Exited { server, node, inc } => {
@@ -765,11 +792,11 @@ impl Driver {
             }
             Report::ProvisionFailed { node } => Input::ProvisionFailed { node, reason: "test".into() },
             Report::Deleted { node } => Input::NodeDeleted { node },
-            Report::Archived { server, idx } => {
-                if self.world.latest_archive.get(&server) != Some(&idx) {
-                    return Ok(());
-                }
-                Input::WorldArchived { server }
+            Report::Archived { server, idx, generation } => {
+                // Stale reports are delivered too: the engine must tell them apart by
+                // their generation.
+                let _ = (idx, &self.world.latest_archive);
+                Input::WorldArchived { server, generation }
             }
             Report::List { node } => {
                 if self.world.gone.contains(&node) || self.world.down.contains(&node) {
@@ -919,11 +946,34 @@ fn run(setup: &Setup, ops: &[Op]) -> R<Vec<String>> {
     Ok(d.transcript)
 }
 
+/// Every reply and command of a case, up to and including a property failure.
+fn transcript(setup: &Setup, ops: &[Op]) -> Vec<String> {
+    let mut d = match Driver::new(setup) {
+        Ok(d) => d,
+        Err(e) => return vec![e],
+    };
+    for op in ops {
+        if let Err(e) = d.step(op) {
+            d.transcript.push(e);
+            break;
+        }
+    }
+    d.transcript
+}
+
 // ------------------------------------------------------------------ properties
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, max_shrink_iters: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        max_shrink_iters: 20_000,
+        failure_persistence: None,
+        // A fixed seed keeps CI reproducible; vary it locally to explore further.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x00C0_FFEE),
+        ..ProptestConfig::default()
+    })]
 
+    /// Found engine bugs A to D below (now fixed) before it passed.
     #[test]
     fn invariants_hold_after_every_step(setup in setup_strategy(), ops in prop::collection::vec(op_strategy(), 1..200)) {
         if let Err(e) = run(&setup, &ops) {
@@ -934,9 +984,7 @@ proptest! {
     #[test]
     fn same_inputs_give_the_same_commands(setup in setup_strategy(), ops in prop::collection::vec(op_strategy(), 1..200)) {
         // Property failures are the other test's business; compare whatever happened.
-        let a = run(&setup, &ops);
-        let b = run(&setup, &ops);
-        let (a, b) = (a.unwrap_or_else(|e| vec![e]), b.unwrap_or_else(|e| vec![e]));
+        let (a, b) = (transcript(&setup, &ops), transcript(&setup, &ops));
         prop_assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             prop_assert_eq!(x, y, "transcripts differ at line {}", i);
@@ -979,7 +1027,9 @@ impl Driver {
     fn until(&mut self, t: u64) -> R<()> {
         loop {
             while let Some(i) = self.pending.iter().position(|p| matches!(p.cmd, Command::ProbeHealth { .. })) {
-                self.exec(i, 0)?;
+                // Probes of unreachable nodes are lost (odd mode).
+                let lost = target_node(&self.pending[i].cmd).is_some_and(|n| self.world.down.contains(&n));
+                self.exec(i, u8::from(lost))?;
             }
             while let Some(i) = self.reports.iter().position(|r| matches!(r, Report::Probe { .. })) {
                 self.deliver(i, false)?;
@@ -1020,7 +1070,7 @@ fn run_and_stop(d: &mut Driver, server: u64) {
 
 fn expect_no_bug<T>(r: R<T>, bug: &str) {
     if let Err(e) = r {
-        panic!("ENGINE BUG ({bug}):\n{e}");
+        panic!("engine bug {bug} is back:\n{e}");
     }
 }
 
@@ -1061,17 +1111,17 @@ fn reports_of_one_attempt_in_any_order() {
     assert!(d.world.containers.is_empty());
 }
 
-// ------------------------------------------------------------------ engine bugs
+// ------------------------------------------------------------------ regressions
 //
-// The tests named `engine_bug_*` FAIL against the engine as it is: each is a minimal
-// repro of an engine bug the properties found, asserting the property itself.
+// Each `regression_bug_*` test is the minimal repro of an engine bug these properties
+// found, asserting the property itself; all four are fixed.
 
-/// ENGINE BUG A: after `WorldArchived` the engine forgets the server record
+/// Bug A (fixed): after `WorldArchived` the engine forgets the server record
 /// (`forget_if_idle`), and with it `archived = true`. The next start is `InPlace` on a
 /// node that does not hold the world instead of `RestoreFromArchive`: the server comes
 /// up with an empty world.
 #[test]
-fn engine_bug_a_archived_world_is_not_restored() {
+fn regression_bug_a_archived_world_is_not_restored() {
     let mut d = scripted(2, false);
     let a = d.nodes[0];
     assert_eq!(start(&mut d, 1, 1024).unwrap(), Reply::Start(StartReply::Placed { node: a }));
@@ -1084,12 +1134,12 @@ fn engine_bug_a_archived_world_is_not_restored() {
     expect_no_bug(start(&mut d, 1, 1024), "A: archived world not restored");
 }
 
-/// ENGINE BUG B: a server whose node is lost while its start command is in flight
+/// Bug B (fixed): a server whose node is lost while its start command is in flight
 /// becomes `Lost`; when the node is back, its listing does not show the container yet,
 /// so the engine records a `NodeLost` exit and sends no cleanup stop (unlike the
 /// reservation-timeout path). The start then lands, and a restart runs the server twice.
 #[test]
-fn engine_bug_b_start_in_flight_through_a_lost_node_runs_twice() {
+fn regression_bug_b_start_in_flight_through_a_lost_node_runs_twice() {
     let mut d = scripted(2, true);
     let a = d.nodes[0];
     assert_eq!(start(&mut d, 1, 2048).unwrap(), Reply::Start(StartReply::Placed { node: a }));
@@ -1109,13 +1159,13 @@ fn engine_bug_b_start_in_flight_through_a_lost_node_runs_twice() {
     expect_no_bug(start(&mut d, 1, 2048), "B: server runs twice");
 }
 
-/// ENGINE BUG C: `begin_start` moves the world pointer to the target node at placement,
+/// Bug C (fixed): `begin_start` moves the world pointer to the target node at placement,
 /// before the `MoveFrom` copy happened. If that start fails, the retry runs `InPlace`
 /// on the target, which never received the world, and the node that holds it no longer
 /// counts it (it may be scaled down). Likewise, if the target is deleted before the
 /// start, `evict` drops the world altogether and the retry starts empty.
 #[test]
-fn engine_bug_c_failed_move_loses_the_world() {
+fn regression_bug_c_failed_move_loses_the_world() {
     let mut d = scripted(3, false);
     let (a, b) = (d.nodes[0], d.nodes[1]);
     assert_eq!(start(&mut d, 1, 4096).unwrap(), Reply::Start(StartReply::Placed { node: a }));
@@ -1131,12 +1181,12 @@ fn engine_bug_c_failed_move_loses_the_world() {
     expect_no_bug(d.deliver_where(|r| matches!(r, Report::Failed { .. })), "C: world pointer moved too early");
 }
 
-/// ENGINE BUG D: a late `WorldArchived` from an archive taken before the server ran
+/// Bug D (fixed): a late `WorldArchived` from an archive taken before the server ran
 /// again is accepted once it has stopped again: the engine drops the newer, never
 /// archived world on the node (which may then be scaled down, and the next start
 /// restores the stale archive, or with bug A an empty world).
 #[test]
-fn engine_bug_d_late_world_archived_drops_a_newer_world() {
+fn regression_bug_d_late_world_archived_drops_a_newer_world() {
     let mut d = scripted(1, false);
     let a = d.nodes[0];
     start(&mut d, 1, 1024).unwrap();

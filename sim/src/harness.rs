@@ -73,7 +73,7 @@ enum Ev {
     Booted(NodeId),
     Deleted(NodeId),
     Probe(NodeId),
-    Archived { server: ServerId, node: NodeId },
+    Archived { server: ServerId, node: NodeId, generation: u64 },
     List(NodeId),
     Crash(NodeId),
     Repair(NodeId),
@@ -515,9 +515,9 @@ impl Sim<'_> {
             }
             Command::DeleteNode { node, .. } => self.push(now + api_ms, Ev::Deleted(node)),
             Command::ProbeHealth { node } => self.push(now, Ev::Probe(node)),
-            Command::ArchiveWorld { server, node } => {
+            Command::ArchiveWorld { server, node, generation } => {
                 let delay = self.world.timing.archive_s * 1000;
-                self.push(now + delay, Ev::Archived { server, node });
+                self.push(now + delay, Ev::Archived { server, node, generation });
             }
             Command::ListContainers { node } => self.push(now, Ev::List(node)),
             Command::Publish(e) => self.event(now, e),
@@ -566,9 +566,9 @@ impl Sim<'_> {
                 let ok = self.world.hosts.get(&node).is_some_and(|h| h.up);
                 self.deliver(t, Input::HealthProbe { node, ok });
             }
-            Ev::Archived { server, node } => {
+            Ev::Archived { server, node, generation } => {
                 if self.world.hosts.get(&node).is_some_and(|h| h.up) {
-                    self.deliver(t, Input::WorldArchived { server });
+                    self.deliver(t, Input::WorldArchived { server, generation });
                 }
             }
             Ev::List(node) => {
