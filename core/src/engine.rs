@@ -9,6 +9,7 @@ use crate::node::{Health, Lifecycle, NodeSpec};
 use crate::policy::{self, Policy, ScalingContext};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::time::Millis;
+use crate::timers::{Rounds, TimerSet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Stop commands are repeated this often until the container reports its exit.
@@ -77,6 +78,19 @@ struct Server {
     deadline: Millis,
     zero_players_since: Option<Millis>,
     archive_due: Option<Millis>,
+    /// Its entry in `stop_retries` (only while awaiting its exit).
+    stop_retry_at: Option<Millis>,
+}
+
+/// One node's health-probe state. A probe is either due (`due`) or outstanding (`out`),
+/// never both.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProbeState {
+    due: Option<Millis>,
+    /// When the outstanding probe was sent.
+    out: Option<Millis>,
+    /// Consecutive failed probes, below `health.failures_max`.
+    failures: u32,
 }
 
 /// Counters over the engine's life.
@@ -126,18 +140,21 @@ pub struct Conductor {
     startup_pending: bool,
     next_queue_tick: Millis,
     next_scaling: Millis,
-    probes_due: BTreeSet<(Millis, NodeId)>,
-    probe_due_of: BTreeMap<NodeId, Millis>,
-    probe_out: BTreeMap<NodeId, Millis>,
-    probe_timeouts: BTreeSet<(Millis, NodeId)>,
-    failures: BTreeMap<NodeId, u32>,
-    grace: BTreeSet<(Millis, NodeId)>,
-    reservations: BTreeSet<(Millis, ServerId)>,
-    stop_retries: BTreeSet<(Millis, ServerId)>,
-    idle: BTreeSet<(Millis, ServerId)>,
-    archives: BTreeSet<(Millis, ServerId)>,
-    provisions: BTreeSet<(Millis, NodeId)>,
-    deletes: BTreeSet<(Millis, NodeId)>,
+    /// Health probing, per node (indexed by node id): when the next probe is due, when
+    /// the outstanding one was sent, consecutive failures.
+    probes: Vec<ProbeState>,
+    /// Nodes by the time their next probe is due: nodes that came up together are probed
+    /// in one round per `health.interval_s`; a node that failed is retried on its own.
+    probe_rounds: Rounds<NodeId>,
+    /// Outstanding probes by the time they time out (sent + `health.probe_timeout_s`).
+    probe_timeouts: Rounds<NodeId>,
+    grace: TimerSet<NodeId>,
+    reservations: TimerSet<ServerId>,
+    stop_retries: TimerSet<ServerId>,
+    idle: TimerSet<ServerId>,
+    archives: TimerSet<ServerId>,
+    provisions: TimerSet<NodeId>,
+    deletes: TimerSet<NodeId>,
     queue_pass_wanted: bool,
     scaling_wanted: bool,
 }
@@ -171,18 +188,16 @@ impl Conductor {
             startup_pending: true,
             next_queue_tick: now.plus(s_to_ms(cfg.queue_tick_s)),
             next_scaling: now.plus(s_to_ms(cfg.scaling.interval_s)),
-            probes_due: BTreeSet::new(),
-            probe_due_of: BTreeMap::new(),
-            probe_out: BTreeMap::new(),
-            probe_timeouts: BTreeSet::new(),
-            failures: BTreeMap::new(),
-            grace: BTreeSet::new(),
-            reservations: BTreeSet::new(),
-            stop_retries: BTreeSet::new(),
-            idle: BTreeSet::new(),
-            archives: BTreeSet::new(),
-            provisions: BTreeSet::new(),
-            deletes: BTreeSet::new(),
+            probes: Vec::new(),
+            probe_rounds: Rounds::new(),
+            probe_timeouts: Rounds::new(),
+            grace: TimerSet::new(),
+            reservations: TimerSet::new(),
+            stop_retries: TimerSet::new(),
+            idle: TimerSet::new(),
+            archives: TimerSet::new(),
+            provisions: TimerSet::new(),
+            deletes: TimerSet::new(),
             queue_pass_wanted: false,
             scaling_wanted: false,
             now,
@@ -235,6 +250,7 @@ impl Conductor {
 
     /// The earliest moment the engine wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Millis> {
+        // Every timer keeps its earliest deadline in a field: this is a few loads.
         [
             Timer::StartupDelay,
             Timer::QueueTick,
@@ -256,21 +272,20 @@ impl Conductor {
     }
 
     pub fn deadline(&self, timer: Timer) -> Option<Millis> {
-        let first = |s: &BTreeSet<(Millis, _)>| s.first().map(|&(t, _)| t);
         match timer {
             Timer::StartupDelay => self.startup_pending.then(|| self.startup_end()),
             Timer::QueueTick => Some(self.next_queue_tick),
             Timer::QueueDeadline => self.queue.next_deadline(),
             Timer::Scaling => self.cfg.scaling.enabled.then_some(self.next_scaling),
-            Timer::Probe => self.probes_due.first().map(|&(t, _)| t),
-            Timer::ProbeTimeout => self.probe_timeouts.first().map(|&(t, _)| t),
-            Timer::LostGrace => self.grace.first().map(|&(t, _)| t),
-            Timer::Reservation => first(&self.reservations),
-            Timer::StopRetry => first(&self.stop_retries),
-            Timer::IdleShutdown => first(&self.idle),
-            Timer::Archive => first(&self.archives),
-            Timer::Provision => self.provisions.first().map(|&(t, _)| t),
-            Timer::Delete => self.deletes.first().map(|&(t, _)| t),
+            Timer::Probe => self.probe_rounds.first(),
+            Timer::ProbeTimeout => self.probe_timeouts.first(),
+            Timer::LostGrace => self.grace.first(),
+            Timer::Reservation => self.reservations.first(),
+            Timer::StopRetry => self.stop_retries.first(),
+            Timer::IdleShutdown => self.idle.first(),
+            Timer::Archive => self.archives.first(),
+            Timer::Provision => self.provisions.first(),
+            Timer::Delete => self.deletes.first(),
         }
     }
 
@@ -374,6 +389,7 @@ impl Conductor {
             deadline,
             zero_players_since: None,
             archive_due: None,
+            stop_retry_at: None,
         });
         s.seq = seq;
         s.queued_at = now;
@@ -395,6 +411,17 @@ impl Conductor {
         s.ram_mb = ram_mb;
         s.state = State::Queued;
         self.unschedule_archive(id);
+        let alone = self.queue.is_empty() && self.past_startup();
+        if alone {
+            // The queue pass would see this entry alone: place it without the round trip
+            // through the queue's indexes (same sequence number, same outcome).
+            self.queue_pass_wanted = false;
+            if let Some((node, world)) = self.choose_node(id, ram_mb) {
+                self.counters.placed += 1;
+                self.begin_start(id, node, world, 0);
+                return StartReply::Placed { node };
+            }
+        }
         self.queue.insert(QueueEntry {
             server: id,
             ram_mb,
@@ -406,7 +433,9 @@ impl Conductor {
             not_before: now,
             avoid: None,
         });
-        self.process_queue();
+        if !alone {
+            self.process_queue();
+        }
         match self.servers[&id].state {
             State::AwaitingStart { node, .. } => StartReply::Placed { node },
             _ => {
@@ -441,16 +470,19 @@ impl Conductor {
     fn request_exit(&mut self, id: ServerId, node: NodeId, kind: ExitKind) {
         let s = self.servers.get_mut(&id).expect("known server");
         if let State::AwaitingStart { since, .. } = s.state {
-            self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+            self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
         }
         s.state = State::AwaitingExit { node, kind };
+        let retry = self.now.plus(STOP_RETRY_MS);
+        debug_assert!(s.stop_retry_at.is_none(), "{id} has a stop retry already");
+        s.stop_retry_at = Some(retry);
         self.clear_idle(id);
         let reason = match kind {
             ExitKind::Idle => StopReason::Idle,
             _ => StopReason::Requested,
         };
         self.out.push_back(Command::StopContainer { server: id, node, reason });
-        self.stop_retries.insert((self.now.plus(STOP_RETRY_MS), id));
+        self.stop_retries.insert(retry, id);
     }
 
     // ---------------------------------------------------------------- container completions
@@ -459,7 +491,7 @@ impl Conductor {
         let state = self.servers.get(&id).map(|s| s.state.clone());
         match state {
             Some(State::AwaitingStart { node: n, since }) if n == node => {
-                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
                 self.world_started(id, node);
                 self.counters.started += 1;
@@ -487,7 +519,7 @@ impl Conductor {
         let state = self.servers.get(&id).map(|s| s.state.clone());
         match state {
             Some(State::AwaitingStart { node: n, since }) if n == node => {
-                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
                 self.unbind(id);
                 self.publish(Event::StartAttemptFailed { server: id, node, reason });
                 self.requeue_in_place(id, Some(node));
@@ -530,7 +562,7 @@ impl Conductor {
         let reserved = s.plan == Plan::Reserved;
         s.state = State::Stopped;
         self.clear_idle(id);
-        self.stop_retries.retain(|&(_, sid)| sid != id);
+        self.unschedule_stop_retry(id);
         if !reserved {
             self.unbind(id);
         }
@@ -549,7 +581,7 @@ impl Conductor {
             self.clear_idle(id);
         } else if s.zero_players_since.is_none() {
             s.zero_players_since = Some(self.now);
-            self.idle.insert((self.now.plus(s_to_ms(self.cfg.idle_shutdown_s)), id));
+            self.idle.insert(self.now.plus(s_to_ms(self.cfg.idle_shutdown_s)), id);
         }
         Reply::Ok
     }
@@ -558,7 +590,7 @@ impl Conductor {
         // The idle set holds at most one entry per server.
         if let Some(s) = self.servers.get_mut(&id) {
             if let Some(since) = s.zero_players_since.take() {
-                self.idle.remove(&(since.plus(s_to_ms(self.cfg.idle_shutdown_s)), id));
+                self.idle.remove(since.plus(s_to_ms(self.cfg.idle_shutdown_s)), id);
             }
         }
     }
@@ -581,8 +613,12 @@ impl Conductor {
         }
         let strict = self.cfg.queue.order == crate::config::QueueOrder::StrictFifo;
         let age_max_ms = s_to_ms(self.cfg.queue.skip_ahead_age_max_s);
-        for id in self.queue.order() {
-            let e = self.queue.get(id).expect("in queue").clone();
+        // Walk by sequence number; placing removes only the entry at hand, so this visits
+        // exactly the entries queued when the pass began, in order.
+        let mut after = None;
+        while let Some(e) = self.queue.next_after(after) {
+            let (id, e) = (e.server, e.clone());
+            after = Some(e.seq);
             if e.not_before > self.now {
                 // In backoff after a failed attempt: it keeps its place but does not
                 // block the others meanwhile.
@@ -642,7 +678,7 @@ impl Conductor {
         let s = self.servers.get_mut(&id).expect("known");
         s.state = State::AwaitingStart { node, since: self.now };
         let (ram_mb, plan) = (s.ram_mb, s.plan);
-        self.reservations.insert((self.now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
+        self.reservations.insert(self.now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
         self.publish(Event::Placed { server: id, node, waited_ms, world });
         self.out.push_back(Command::StartContainer { server: id, node, ram_mb, plan, world });
     }
@@ -764,12 +800,18 @@ impl Conductor {
         let delay = if n.kind == NodeKind::Cloud { 0 } else { s_to_ms(self.cfg.archive_after_s) };
         let due = self.now.plus(delay);
         self.servers.get_mut(&id).expect("known").archive_due = Some(due);
-        self.archives.insert((due, id));
+        self.archives.insert(due, id);
+    }
+
+    fn unschedule_stop_retry(&mut self, id: ServerId) {
+        if let Some(at) = self.servers.get_mut(&id).and_then(|s| s.stop_retry_at.take()) {
+            self.stop_retries.remove(at, id);
+        }
     }
 
     fn unschedule_archive(&mut self, id: ServerId) {
         if let Some(due) = self.servers.get_mut(&id).and_then(|s| s.archive_due.take()) {
-            self.archives.remove(&(due, id));
+            self.archives.remove(due, id);
         }
     }
 
@@ -811,6 +853,10 @@ impl Conductor {
         let system = spec.system;
         let total = spec.total_ram_mb;
         let id = self.fleet.register(spec, self.now);
+        let slot = id.0 as usize;
+        if self.probes.len() <= slot {
+            self.probes.resize(slot + 1, ProbeState::default());
+        }
         if kind == NodeKind::Cloud {
             self.cloud_nodes += 1;
         }
@@ -847,7 +893,7 @@ impl Conductor {
             self.cloud_nodes -= 1;
         }
         self.unschedule_probe(id);
-        self.failures.remove(&id);
+        self.probes[id.0 as usize].failures = 0;
         self.grace.retain(|&(_, n)| n != id);
         self.provisions.retain(|&(_, n)| n != id);
         self.deletes.retain(|&(_, n)| n != id);
@@ -875,7 +921,7 @@ impl Conductor {
         });
         // Booting: it must turn healthy within the provision timeout.
         self.provisions.retain(|&(_, n)| n != id);
-        self.provisions.insert((now.plus(s_to_ms(self.cfg.scaling.provision_timeout_s)), id));
+        self.provisions.insert(now.plus(s_to_ms(self.cfg.scaling.provision_timeout_s)), id);
         self.schedule_probe(id, now);
         self.publish(Event::NodeProvisioned { node: id });
         Reply::Ok
@@ -899,7 +945,12 @@ impl Conductor {
             // Deleted behind our back (or a crash): whatever ran there is gone.
             self.log.add(self.now, "warn", format!("node {} deleted without a delete command", n.name));
         }
-        // Everything on it is gone for certain now.
+        // Everything on it is gone for certain now. An empty node (the usual scale-down)
+        // has no server booked and no world stored, so there is nothing to look for.
+        if n.is_empty() {
+            self.remove_node(id);
+            return Reply::Ok;
+        }
         let mut on_node: Vec<(Millis, ServerId)> = self
             .servers
             .iter()
@@ -932,7 +983,7 @@ impl Conductor {
         }
         {
             if let State::AwaitingStart { since, .. } = state {
-                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid));
+                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid);
             }
             self.unbind(sid);
         }
@@ -941,7 +992,7 @@ impl Conductor {
             self.unschedule_archive(sid);
         }
         self.clear_idle(sid);
-        self.stop_retries.retain(|&(_, x)| x != sid);
+        self.unschedule_stop_retry(sid);
         match state {
             State::AwaitingStart { .. } | State::Running { .. } | State::Lost { .. } => self.requeue_at_head(sid, node),
             State::AwaitingExit { kind, .. } => {
@@ -958,39 +1009,50 @@ impl Conductor {
 
     fn schedule_probe(&mut self, id: NodeId, at: Millis) {
         self.unschedule_probe(id);
-        self.probes_due.insert((at, id));
-        self.probe_due_of.insert(id, at);
+        self.probes[id.0 as usize].due = Some(at);
+        self.probe_rounds.insert(at, id);
     }
 
     fn unschedule_probe(&mut self, id: NodeId) {
-        if let Some(at) = self.probe_due_of.remove(&id) {
-            self.probes_due.remove(&(at, id));
+        let Some(p) = self.probes.get_mut(id.0 as usize) else { return };
+        if let Some(at) = p.due.take() {
+            self.probe_rounds.cancel(at);
         }
-        if let Some(at) = self.probe_out.remove(&id) {
-            self.probe_timeouts.remove(&(at.plus(s_to_ms(self.cfg.health.probe_timeout_s)), id));
+        if let Some(sent) = p.out.take() {
+            self.probe_timeouts.cancel(sent.plus(s_to_ms(self.cfg.health.probe_timeout_s)));
         }
     }
 
     fn send_probes(&mut self) {
-        while let Some(&(at, id)) = self.probes_due.first() {
-            if at > self.now {
-                break;
+        let now = self.now;
+        let timeout_at = now.plus(s_to_ms(self.cfg.health.probe_timeout_s));
+        while let Some((at, nodes)) = self.probe_rounds.pop_due(now) {
+            for &id in &nodes {
+                let p = &mut self.probes[id.0 as usize];
+                if p.due != Some(at) {
+                    continue; // rescheduled or removed since it joined this round
+                }
+                p.due = None;
+                let Some(n) = self.fleet.get(id) else { continue };
+                if n.lifecycle == Lifecycle::AwaitingProvision {
+                    continue;
+                }
+                // A due probe and an outstanding one exclude each other (scheduling
+                // clears the outstanding one), so no earlier timeout is overwritten.
+                debug_assert!(p.out.is_none(), "probe of {id} sent twice");
+                p.out = Some(now);
+                self.probe_timeouts.insert(timeout_at, id);
+                self.out.push_back(Command::ProbeHealth { node: id });
             }
-            self.probes_due.remove(&(at, id));
-            self.probe_due_of.remove(&id);
-            let Some(n) = self.fleet.get(id) else { continue };
-            if n.lifecycle == Lifecycle::AwaitingProvision {
-                continue;
-            }
-            self.probe_out.insert(id, self.now);
-            self.probe_timeouts.insert((self.now.plus(s_to_ms(self.cfg.health.probe_timeout_s)), id));
-            self.out.push_back(Command::ProbeHealth { node: id });
+            self.probe_rounds.recycle(nodes);
         }
     }
 
     fn on_probe(&mut self, id: NodeId, ok: bool) -> Reply {
-        let Some(sent) = self.probe_out.remove(&id) else { return Reply::Ignored("no probe outstanding") };
-        self.probe_timeouts.remove(&(sent.plus(s_to_ms(self.cfg.health.probe_timeout_s)), id));
+        let Some(sent) = self.probes.get_mut(id.0 as usize).and_then(|p| p.out.take()) else {
+            return Reply::Ignored("no probe outstanding");
+        };
+        self.probe_timeouts.cancel(sent.plus(s_to_ms(self.cfg.health.probe_timeout_s)));
         self.probe_result(id, ok);
         Reply::Ok
     }
@@ -999,9 +1061,9 @@ impl Conductor {
         let Some(n) = self.fleet.get(id) else { return };
         let from = n.health;
         let now = self.now;
-        self.fleet.update(id, |n| n.last_probe_at = Some(now));
+        self.fleet.set_last_probe_at(id, now);
         if ok {
-            self.failures.remove(&id);
+            self.probes[id.0 as usize].failures = 0;
             if from != Health::Healthy {
                 self.fleet.update(id, |n| {
                     n.health = Health::Healthy;
@@ -1011,7 +1073,8 @@ impl Conductor {
                 self.grace.retain(|&(_, n)| n != id);
                 self.provisions.retain(|&(_, n)| n != id);
                 self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Healthy });
-                if from == Health::Unhealthy || self.servers.values().any(|s| s.bound == Some(id)) {
+                // A node's container count is the number of servers booked on it.
+                if from == Health::Unhealthy || self.fleet.get(id).is_some_and(|n| n.containers() > 0) {
                     self.out.push_back(Command::ListContainers { node: id });
                 }
                 self.queue_pass_wanted = true;
@@ -1020,7 +1083,7 @@ impl Conductor {
             return;
         }
         let failures = {
-            let f = self.failures.entry(id).or_default();
+            let f = &mut self.probes[id.0 as usize].failures;
             *f += 1;
             *f
         };
@@ -1028,13 +1091,13 @@ impl Conductor {
             self.schedule_probe(id, now.plus(s_to_ms(self.cfg.health.retry_spacing_s)));
             return;
         }
-        self.failures.remove(&id);
+        self.probes[id.0 as usize].failures = 0;
         if from == Health::Healthy {
             self.fleet.update(id, |n| {
                 n.health = Health::Unhealthy;
                 n.unhealthy_since = Some(now);
             });
-            self.grace.insert((now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id));
+            self.grace.insert(now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
             self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Unhealthy });
             self.scaling_wanted = true;
         }
@@ -1063,13 +1126,13 @@ impl Conductor {
             self.fleet.update(id, |n| n.lifecycle = Lifecycle::Draining);
             self.publish(Event::NodeFenced { node: id });
             self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
-            self.deletes.insert((self.now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id));
+            self.deletes.insert(self.now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id);
             return;
         }
         for sid in affected {
             let s = self.servers.get_mut(&sid).expect("known");
             if let State::AwaitingStart { since, .. } = s.state {
-                self.reservations.remove(&(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid));
+                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid);
             }
             s.state = State::Lost { node: id };
             self.clear_idle(sid);
@@ -1169,6 +1232,7 @@ impl Conductor {
                     deadline: self.now,
                     zero_players_since: None,
                     archive_due: None,
+                    stop_retry_at: None,
                 },
             );
             if c.running || c.plan == Plan::Reserved {
@@ -1209,6 +1273,7 @@ impl Conductor {
                 deadline,
                 zero_players_since: None,
                 archive_due: None,
+                stop_retry_at: None,
             });
             s.state = State::Queued;
             s.seq = seq;
@@ -1332,7 +1397,7 @@ impl Conductor {
         });
         self.unschedule_probe(id);
         self.fleet.update(id, |n| n.lifecycle = Lifecycle::AwaitingProvision);
-        self.provisions.insert((self.now.plus(s_to_ms(self.cfg.scaling.provision_timeout_s)), id));
+        self.provisions.insert(self.now.plus(s_to_ms(self.cfg.scaling.provision_timeout_s)), id);
         self.last_scale_up = Some(self.now);
         self.counters.scale_ups += 1;
         self.log.add(self.now, "info", format!("scale up {name} ({}) by {policy}: {}", t.name, up.reason));
@@ -1362,7 +1427,7 @@ impl Conductor {
             n.lifecycle = Lifecycle::Draining;
             n.draining_since = Some(now);
         });
-        self.deletes.insert((now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), down.node));
+        self.deletes.insert(now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), down.node);
         self.last_scale_down = Some(now);
         self.counters.scale_downs += 1;
         self.log.add(now, "info", format!("scale down {name} by {policy}: {}", down.reason));
@@ -1395,27 +1460,23 @@ impl Conductor {
             let waited_ms = now.since(e.queued_at);
             self.fail(e.server, FailReason::QueueTimeout { waited_ms });
         }
-        while let Some(&(t, id)) = self.probe_timeouts.first() {
-            if t > now {
-                break;
+        let timeout_ms = s_to_ms(self.cfg.health.probe_timeout_s);
+        while let Some((t, nodes)) = self.probe_timeouts.pop_due(now) {
+            for &id in &nodes {
+                let p = &mut self.probes[id.0 as usize];
+                if p.out.map(|sent| sent.plus(timeout_ms)) != Some(t) {
+                    continue; // answered (or unscheduled) since
+                }
+                p.out = None;
+                self.probe_result(id, false);
             }
-            self.probe_timeouts.remove(&(t, id));
-            self.probe_out.remove(&id);
-            self.probe_result(id, false);
+            self.probe_timeouts.recycle(nodes);
         }
         self.send_probes();
-        while let Some(&(t, id)) = self.grace.first() {
-            if t > now {
-                break;
-            }
-            self.grace.remove(&(t, id));
+        while let Some((_, id)) = self.grace.pop_due(now) {
             self.node_lost(id);
         }
-        while let Some(&(t, id)) = self.reservations.first() {
-            if t > now {
-                break;
-            }
-            self.reservations.remove(&(t, id));
+        while let Some((_, id)) = self.reservations.pop_due(now) {
             if let Some(State::AwaitingStart { node, .. }) = self.servers.get(&id).map(|s| s.state.clone()) {
                 // Whatever may have come up must not run unseen next to a retry.
                 self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
@@ -1424,22 +1485,18 @@ impl Conductor {
                 self.queue_pass_wanted = true;
             }
         }
-        while let Some(&(t, id)) = self.stop_retries.first() {
-            if t > now {
-                break;
-            }
-            self.stop_retries.remove(&(t, id));
-            if let Some(State::AwaitingExit { node, kind }) = self.servers.get(&id).map(|s| s.state.clone()) {
+        while let Some((_, id)) = self.stop_retries.pop_due(now) {
+            let Some(s) = self.servers.get_mut(&id) else { continue };
+            s.stop_retry_at = None;
+            if let State::AwaitingExit { node, kind } = s.state {
                 let reason = if kind == ExitKind::Idle { StopReason::Idle } else { StopReason::Requested };
+                let retry = now.plus(STOP_RETRY_MS);
+                s.stop_retry_at = Some(retry);
                 self.out.push_back(Command::StopContainer { server: id, node, reason });
-                self.stop_retries.insert((now.plus(STOP_RETRY_MS), id));
+                self.stop_retries.insert(retry, id);
             }
         }
-        while let Some(&(t, id)) = self.idle.first() {
-            if t > now {
-                break;
-            }
-            self.idle.remove(&(t, id));
+        while let Some((t, id)) = self.idle.pop_due(now) {
             let idle_ms = s_to_ms(self.cfg.idle_shutdown_s);
             let due = |s: &Server| s.zero_players_since.is_some_and(|z| z.plus(idle_ms) == t);
             if let Some(State::Running { node }) = self.servers.get(&id).filter(|s| due(s)).map(|s| s.state.clone()) {
@@ -1447,26 +1504,18 @@ impl Conductor {
                 self.request_exit(id, node, ExitKind::Idle);
             }
         }
-        while let Some(&(t, id)) = self.archives.first() {
-            if t > now {
-                break;
-            }
-            self.archives.remove(&(t, id));
+        while let Some((_, id)) = self.archives.pop_due(now) {
             let Some(s) = self.servers.get_mut(&id) else { continue };
             s.archive_due = None;
             if let (Some(node), State::Stopped, None) = (s.world, &s.state, s.bound) {
                 let retry = now.plus(ARCHIVE_RETRY_MS);
                 s.archive_due = Some(retry);
-                self.archives.insert((retry, id));
+                self.archives.insert(retry, id);
                 let generation = s.world_gen;
                 self.out.push_back(Command::ArchiveWorld { server: id, node, generation });
             }
         }
-        while let Some(&(t, id)) = self.provisions.first() {
-            if t > now {
-                break;
-            }
-            self.provisions.remove(&(t, id));
+        while let Some((_, id)) = self.provisions.pop_due(now) {
             let Some(n) = self.fleet.get(id) else { continue };
             if n.health == Health::Healthy {
                 continue;
@@ -1483,19 +1532,15 @@ impl Conductor {
             } else if empty {
                 self.fleet.update(id, |n| n.lifecycle = Lifecycle::Draining);
                 self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
-                self.deletes.insert((now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id));
+                self.deletes.insert(now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id);
             }
             self.scaling_wanted = true;
         }
-        while let Some(&(t, id)) = self.deletes.first() {
-            if t > now {
-                break;
-            }
-            self.deletes.remove(&(t, id));
+        while let Some((_, id)) = self.deletes.pop_due(now) {
             let Some(n) = self.fleet.get(id) else { continue };
             let (name, provider_id) = (n.name.clone(), n.provider_id.clone());
             self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
-            self.deletes.insert((now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id));
+            self.deletes.insert(now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id);
         }
     }
 

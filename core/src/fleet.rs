@@ -96,6 +96,14 @@ impl Fleet {
         Some(out)
     }
 
+    /// Record a probe answer (or timeout). Not an index key, so no re-index: this runs
+    /// for every node every `health.interval_s`.
+    pub(crate) fn set_last_probe_at(&mut self, id: NodeId, at: Millis) {
+        if let Some(n) = self.nodes.get_mut(id.0 as usize).and_then(Option::as_mut) {
+            n.last_probe_at = Some(at);
+        }
+    }
+
     /// Book `ram_mb` on the node for one server. The engine's server records are the
     /// only caller, through one helper, so a node's allocation is the sum of its servers.
     pub(crate) fn bind(&mut self, id: NodeId, ram_mb: u32) {

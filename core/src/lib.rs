@@ -27,6 +27,7 @@ pub mod node;
 pub mod policy;
 pub mod queue;
 pub mod time;
+mod timers;
 
 pub use config::Config;
 pub use engine::{Conductor, Counters, ServerStatus, Timer};

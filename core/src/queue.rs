@@ -9,7 +9,8 @@
 
 use crate::model::{NodeId, Plan, ServerId, UserId};
 use crate::time::Millis;
-use std::collections::{BTreeMap, BTreeSet};
+use crate::timers::TimerSet;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueEntry {
@@ -32,7 +33,7 @@ pub struct QueueEntry {
 pub struct StartQueue {
     by_seq: BTreeMap<i64, QueueEntry>,
     seq_of: BTreeMap<ServerId, i64>,
-    deadlines: BTreeSet<(Millis, i64)>,
+    deadlines: TimerSet<i64>,
     per_user: BTreeMap<UserId, u32>,
     total_ram_mb: u64,
     max_ram_mb_cache: Option<u32>,
@@ -65,7 +66,7 @@ impl StartQueue {
         assert!(!self.seq_of.contains_key(&e.server), "{} queued twice", e.server);
         assert!(!self.by_seq.contains_key(&e.seq), "queue sequence {} reused", e.seq);
         self.seq_of.insert(e.server, e.seq);
-        self.deadlines.insert((e.deadline, e.seq));
+        self.deadlines.insert(e.deadline, e.seq);
         *self.per_user.entry(e.user).or_default() += 1;
         self.total_ram_mb += u64::from(e.ram_mb);
         if let Some(m) = self.max_ram_mb_cache {
@@ -77,7 +78,7 @@ impl StartQueue {
     pub fn remove(&mut self, server: ServerId) -> Option<QueueEntry> {
         let seq = self.seq_of.remove(&server)?;
         let e = self.by_seq.remove(&seq).expect("seq_of and by_seq agree");
-        self.deadlines.remove(&(e.deadline, seq));
+        self.deadlines.remove(e.deadline, seq);
         let n = self.per_user.get_mut(&e.user).expect("per-user count exists");
         *n -= 1;
         if *n == 0 {
@@ -140,17 +141,24 @@ impl StartQueue {
         self.by_seq.values().map(|e| e.server).collect()
     }
 
+    /// The first entry after sequence number `seq` (from the head when `None`).
+    pub fn next_after(&self, seq: Option<i64>) -> Option<&QueueEntry> {
+        match seq {
+            None => self.by_seq.values().next(),
+            Some(seq) => {
+                self.by_seq.range((std::ops::Bound::Excluded(seq), std::ops::Bound::Unbounded)).next().map(|(_, e)| e)
+            }
+        }
+    }
+
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.deadlines.first().map(|&(t, _)| t)
+        self.deadlines.first()
     }
 
     /// Remove and return every entry whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Millis) -> Vec<QueueEntry> {
         let mut out = Vec::new();
-        while let Some(&(t, seq)) = self.deadlines.first() {
-            if t > now {
-                break;
-            }
+        while let Some((_, seq)) = self.deadlines.peek_due(now) {
             let server = self.by_seq[&seq].server;
             out.push(self.remove(server).expect("deadline entry is queued"));
         }
