@@ -16,7 +16,8 @@ use conductor_core::model::{NodeId, NodeKind, Plan, ServerId, UserId};
 use conductor_core::node::{usable_mb, Lifecycle, NodeSpec};
 use conductor_core::*;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -67,13 +68,25 @@ pub struct RunResult {
 }
 
 enum Ev {
-    Deliver(Input),
-    StartDone { server: ServerId, node: NodeId, ok: bool },
-    StopDone { server: ServerId, node: NodeId },
+    /// Boxed: inputs are large and rare here, and heap items move on every sift.
+    Deliver(Box<Input>),
+    StartDone {
+        server: ServerId,
+        node: NodeId,
+        ok: bool,
+    },
+    StopDone {
+        server: ServerId,
+        node: NodeId,
+    },
     Booted(NodeId),
     Deleted(NodeId),
     Probe(NodeId),
-    Archived { server: ServerId, node: NodeId, generation: u64 },
+    Archived {
+        server: ServerId,
+        node: NodeId,
+        generation: u64,
+    },
     List(NodeId),
     Crash(NodeId),
     Repair(NodeId),
@@ -84,6 +97,51 @@ struct Item {
     seq: u64,
     ev: Ev,
 }
+
+/// FxHash (as in rustc): the simulator's maps are keyed by ids and short server names
+/// from a trusted trace, so SipHash's flooding resistance buys nothing here. Iteration
+/// order never reaches an output (the few walks over these maps sort first).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 impl PartialEq for Item {
     fn eq(&self, o: &Self) -> bool {
@@ -128,11 +186,17 @@ struct Sim<'a> {
     engine: Conductor,
     world: World,
     heap: BinaryHeap<Item>,
+    /// World events due at the moment they were scheduled (probe answers, container
+    /// lists): in `(t, seq)` order by construction, so they skip the heap and are merged
+    /// with it by `(t, seq)`, which keeps the order exactly what the heap alone gave.
+    now_queue: VecDeque<Item>,
+    /// The time of the event being handled.
+    clock: u64,
     seq: u64,
     /// Engine time = trace time + warmup (the engine runs its startup delay first).
     warmup_ms: u64,
-    names: HashMap<NodeId, String>,
-    tracked: HashMap<ServerId, Tracked>,
+    names: FastMap<NodeId, String>,
+    tracked: FastMap<ServerId, Tracked>,
     waits: WaitHistogram,
     interval_waits: Vec<u64>,
     requests: u64,
@@ -221,10 +285,12 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         engine,
         world,
         heap: BinaryHeap::new(),
+        now_queue: VecDeque::new(),
+        clock: 0,
         seq: 0,
         warmup_ms,
-        names: HashMap::new(),
-        tracked: HashMap::new(),
+        names: FastMap::default(),
+        tracked: FastMap::default(),
         waits: WaitHistogram::default(),
         interval_waits: Vec::new(),
         requests: 0,
@@ -273,7 +339,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         sim.drain(0);
     }
 
-    let mut interner: HashMap<String, u64> = HashMap::new();
+    let mut interner: FastMap<String, u64> = FastMap::default();
     let mut pending = next_row(&mut reader, &mut interner)?;
     // Plot samples: every `report.sample_s`, or about 2,000 over the run.
     let expected_end = duration_ms.max(1);
@@ -285,7 +351,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
 
     loop {
         let t_engine = sim.engine.poll_timeout().map(|m| m.0);
-        let t_heap = sim.heap.peek().map(|i| i.t);
+        let t_heap = sim.next_world_t();
         let t_row = pending.as_ref().map(|r| r.at_ms + warmup_ms);
         let end = warmup_ms + duration_ms.max(last_row_ms);
         let t = [t_engine, t_heap, t_row].into_iter().flatten().min();
@@ -293,6 +359,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         if pending.is_none() && t > end {
             break;
         }
+        sim.clock = t;
         while next_sample + warmup_ms <= t && next_sample <= end.saturating_sub(warmup_ms) {
             samples.push(sim.sample(next_sample + warmup_ms, next_sample));
             next_sample += sample_ms;
@@ -301,7 +368,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
             sim.engine.handle_timeout(Millis(t));
             sim.drain(t);
         } else if t_heap == Some(t) {
-            let item = sim.heap.pop().expect("peeked");
+            let item = sim.pop_world().expect("peeked");
             sim.world_event(item.t, item.ev);
         } else {
             let row = pending.take().expect("row is next");
@@ -372,7 +439,7 @@ pub fn gen_params(g: &GenDef, loaded: &Loaded) -> generate::GenParams {
 
 fn next_row(
     reader: &mut TraceReader<Box<dyn BufRead>>,
-    interner: &mut HashMap<String, u64>,
+    interner: &mut FastMap<String, u64>,
 ) -> Result<Option<Row>, SimError> {
     let Some(r) = reader.next_row() else { return Ok(None) };
     let r = r.map_err(|e| SimError::Input(e.to_string()))?;
@@ -402,7 +469,33 @@ fn next_row(
 impl Sim<'_> {
     fn push(&mut self, t: u64, ev: Ev) {
         self.seq += 1;
-        self.heap.push(Item { t, seq: self.seq, ev });
+        let item = Item { t, seq: self.seq, ev };
+        if t == self.clock {
+            self.now_queue.push_back(item);
+        } else {
+            self.heap.push(item);
+        }
+    }
+
+    /// The next world event's time, from the heap and the same-time queue.
+    fn next_world_t(&self) -> Option<u64> {
+        match (self.heap.peek(), self.now_queue.front()) {
+            (Some(h), Some(q)) => Some(h.t.min(q.t)),
+            (h, q) => h.or(q).map(|i| i.t),
+        }
+    }
+
+    fn pop_world(&mut self) -> Option<Item> {
+        let from_queue = match (self.heap.peek(), self.now_queue.front()) {
+            (Some(h), Some(q)) => (q.t, q.seq) < (h.t, h.seq),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if from_queue {
+            self.now_queue.pop_front()
+        } else {
+            self.heap.pop()
+        }
     }
 
     fn deliver(&mut self, t: u64, input: Input) {
@@ -498,7 +591,7 @@ impl Sim<'_> {
                 self.names.insert(node, name);
                 if self.world.provision_fails() {
                     let reason = "provisioning failed (simulated)".to_string();
-                    self.push(now + api_ms, Ev::Deliver(Input::ProvisionFailed { node, reason }));
+                    self.push(now + api_ms, Ev::Deliver(Box::new(Input::ProvisionFailed { node, reason })));
                     return;
                 }
                 let t = self.world.server_type(&server_type).cloned().expect("the engine buys catalogue types");
@@ -509,7 +602,7 @@ impl Sim<'_> {
                 );
                 let input =
                     Input::NodeProvisioned { node, provider_id: format!("sim-{}", node.0), address: String::new() };
-                self.push(now + api_ms, Ev::Deliver(input));
+                self.push(now + api_ms, Ev::Deliver(Box::new(input)));
                 let boot = self.world.boot_delay_ms();
                 self.push(now + api_ms + boot, Ev::Booted(node));
             }
@@ -526,7 +619,7 @@ impl Sim<'_> {
 
     fn world_event(&mut self, t: u64, ev: Ev) {
         match ev {
-            Ev::Deliver(input) => self.deliver(t, input),
+            Ev::Deliver(input) => self.deliver(t, *input),
             Ev::StartDone { server, node, ok } => {
                 let host = self.world.hosts.get_mut(&node).filter(|h| h.up);
                 match host {
