@@ -151,25 +151,18 @@ fn simulate(
             return ExitCode::from(2);
         }
     };
-    let progress: Option<Box<dyn FnMut(u64, u64)>> = if std::io::stderr().is_terminal() && !quiet {
-        let mut last = Instant::now();
-        Some(Box::new(move |done, total| {
-            if last.elapsed().as_millis() >= 200 {
-                last = Instant::now();
-                let pct = done as f64 * 100.0 / total as f64;
-                let width = 40;
-                let filled = ((pct / 100.0) * width as f64) as usize;
-                eprint!(
-                    "\r[{}{}] {:5.1}% simulated",
-                    "#".repeat(filled.min(width)),
-                    " ".repeat(width - filled.min(width)),
-                    pct
-                );
-            }
-        }))
-    } else {
-        None
-    };
+    // A progress bar on long runs, only when stderr is a terminal.
+    let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% simulated, {elapsed} elapsed")
+                .expect("static template"),
+        );
+        bar
+    });
+    let progress: Option<Box<dyn FnMut(u64, u64)>> = bar.clone().map(|bar| -> Box<dyn FnMut(u64, u64)> {
+        Box::new(move |done, total| bar.set_position(done.saturating_mul(1000) / total.max(1)))
+    });
     let opts = harness::RunOptions { seed, check_full, out: out.clone(), progress };
     let result = match harness::run(&loaded, opts) {
         Ok(r) => r,
@@ -182,8 +175,8 @@ fn simulate(
             return ExitCode::from(1);
         }
     };
-    if std::io::stderr().is_terminal() && !quiet {
-        eprint!("\r{}\r", " ".repeat(60));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let s = &result.summary;
     if !quiet {
