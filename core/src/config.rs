@@ -97,9 +97,9 @@ pub struct PlacementConfig {
 pub enum QueueOrder {
     /// Only the head may be placed; everything waits behind it.
     StrictFifo,
-    /// Later entries that fit may pass a head that does not, until the oldest waiting
-    /// entry has waited `skip_ahead_age_max_s`; then nothing passes it any more, so the
-    /// capacity that frees up goes to it.
+    /// Later entries that fit may pass entries that do not, but a pass stops at the first
+    /// entry that does not fit and has waited `skip_ahead_age_max_s`: nothing passes it
+    /// any more, so the capacity that frees up goes to it.
     #[default]
     SkipAhead,
 }
@@ -217,6 +217,9 @@ impl Default for ReactiveConfig {
     }
 }
 
+/// The longest duration any setting accepts: ten years, far from overflowing milliseconds.
+pub const DURATION_S_MAX: u64 = 10 * 365 * 86_400;
+
 /// A configuration value that cannot work, naming the field.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("{field}: {message}")]
@@ -245,6 +248,32 @@ impl Config {
         for (field, v) in positive {
             if v == 0 {
                 return Err(err(field, "must be at least 1"));
+            }
+        }
+        let durations = [
+            ("startup_delay_s", self.startup_delay_s),
+            ("queue_tick_s", self.queue_tick_s),
+            ("reservation_timeout_s", self.reservation_timeout_s),
+            ("idle_shutdown_s", self.idle_shutdown_s),
+            ("archive_after_s", self.archive_after_s),
+            ("queue.timeout_s", self.queue.timeout_s),
+            ("queue.skip_ahead_age_max_s", self.queue.skip_ahead_age_max_s),
+            ("queue.retry_backoff_s", self.queue.retry_backoff_s),
+            ("health.interval_s", self.health.interval_s),
+            ("health.retry_spacing_s", self.health.retry_spacing_s),
+            ("health.probe_timeout_s", self.health.probe_timeout_s),
+            ("health.lost_grace_s", self.health.lost_grace_s),
+            ("scaling.interval_s", self.scaling.interval_s),
+            ("scaling.provision_timeout_s", self.scaling.provision_timeout_s),
+            ("scaling.delete_timeout_s", self.scaling.delete_timeout_s),
+            ("reactive.scale_down_sustain_s", self.reactive.scale_down_sustain_s),
+            ("reactive.scale_down_cooldown_s", self.reactive.scale_down_cooldown_s),
+            ("reactive.scale_up_cooldown_s", self.reactive.scale_up_cooldown_s),
+            ("reactive.node_idle_s", self.reactive.node_idle_s),
+        ];
+        for (field, v) in durations {
+            if v > DURATION_S_MAX {
+                return Err(err(field, format!("{v} s is longer than {DURATION_S_MAX} s (ten years)")));
             }
         }
         if self.health.failures_max == 0 {
@@ -340,6 +369,10 @@ mod tests {
         let mut c = Config::default();
         c.catalogue[1].name = "cpx22".into();
         assert_eq!(c.validate().unwrap_err().field, "catalogue[1].name");
+
+        let mut c = Config::default();
+        c.reactive.node_idle_s = u64::MAX;
+        assert_eq!(c.validate().unwrap_err().field, "reactive.node_idle_s");
 
         let mut c = Config::default();
         c.health.failures_max = 0;

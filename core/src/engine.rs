@@ -439,7 +439,6 @@ impl Conductor {
             queued_at: now,
             deadline,
             not_before: now,
-            avoid: None,
         });
         if !alone {
             self.process_queue();
@@ -465,7 +464,15 @@ impl Conductor {
                 self.publish(Event::Cancelled { server: id });
                 StopReply::Cancelled
             }
-            State::AwaitingStart { node, .. } | State::Running { node } | State::Lost { node } => {
+            State::AwaitingStart { node, .. } => {
+                // The request ends here, cancelled by its user; the container that may
+                // be coming up is stopped.
+                self.counters.cancelled += 1;
+                self.publish(Event::Cancelled { server: id });
+                self.request_exit(id, node, ExitKind::Requested);
+                StopReply::Stopping
+            }
+            State::Running { node } | State::Lost { node } => {
                 self.request_exit(id, node, ExitKind::Requested);
                 StopReply::Stopping
             }
@@ -530,7 +537,7 @@ impl Conductor {
                 self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
                 self.unbind(id);
                 self.publish(Event::StartAttemptFailed { server: id, node, reason });
-                self.requeue_in_place(id, Some(node));
+                self.requeue_in_place(id);
                 self.queue_pass_wanted = true;
                 Reply::Ok
             }
@@ -692,7 +699,7 @@ impl Conductor {
     }
 
     /// Back into the queue with its original place and queue time, after a failed attempt.
-    fn requeue_in_place(&mut self, id: ServerId, avoid: Option<NodeId>) {
+    fn requeue_in_place(&mut self, id: ServerId) {
         let s = self.servers.get_mut(&id).expect("known");
         if s.deadline <= self.now {
             let waited_ms = self.now.since(s.queued_at);
@@ -709,7 +716,6 @@ impl Conductor {
             queued_at: s.queued_at,
             deadline: s.deadline,
             not_before: self.now.plus(s_to_ms(self.cfg.queue.retry_backoff_s)),
-            avoid,
         };
         self.queue.insert(e);
     }
@@ -732,7 +738,6 @@ impl Conductor {
             queued_at: s.queued_at,
             deadline,
             not_before: now,
-            avoid: Some(from),
         };
         self.queue.insert(e);
         self.publish(Event::Requeued { server: id, node: from });
@@ -877,7 +882,7 @@ impl Conductor {
     }
 
     fn catalogue_largest(cfg: &Config) -> u64 {
-        if cfg.scaling.max_cloud_nodes == 0 {
+        if cfg.scaling.max_cloud_nodes == 0 || !cfg.scaling.enabled {
             return 0;
         }
         cfg.catalogue.iter().map(|t| policy::type_usable_mb(t, &cfg.reserve)).max().unwrap_or(0)
@@ -1186,7 +1191,22 @@ impl Conductor {
 
     fn on_release_lost(&mut self, id: ServerId) -> Reply {
         let Some(s) = self.servers.get(&id) else { return Reply::Ignored("unknown server") };
-        let State::Lost { node } = s.state else { return Reply::Ignored("server is not lost") };
+        let (node, stopping) = match s.state {
+            State::Lost { node } => (node, None),
+            // Asked to stop while its node was lost: the stop can never be confirmed.
+            State::AwaitingExit { node, kind }
+                if self.fleet.get(node).is_some_and(|n| n.health == Health::Unhealthy) =>
+            {
+                (node, Some(kind))
+            }
+            _ => return Reply::Ignored("server is not lost"),
+        };
+        if let Some(kind) = stopping {
+            self.set_world(id, None);
+            self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
+            self.finish_exit(id, node, kind);
+            return Reply::Ok;
+        }
         // The operator vouches that the container is dead; the world on that node is
         // given up (a restore from the archive, if any, follows).
         self.unbind(id);
@@ -1203,7 +1223,7 @@ impl Conductor {
         let mut containers = snap.containers;
         containers.sort_by_key(|c| (c.server, !c.running, c.node));
         for c in containers {
-            if self.fleet.get(c.node).is_none_or(|n| n.system) {
+            if self.fleet.get(c.node).is_none_or(|n| n.system || n.lifecycle != Lifecycle::Active) {
                 self.log.add(self.now, "warn", format!("recovery: {} on unknown or system node {}", c.server, c.node));
                 self.out.push_back(Command::StopContainer {
                     server: c.server,
@@ -1288,6 +1308,8 @@ impl Conductor {
             s.queued_at = q.queued_at;
             s.deadline = deadline;
             self.unbind(q.server);
+            let s = self.servers.get_mut(&q.server).expect("just inserted");
+            (s.ram_mb, s.plan, s.user) = (q.ram_mb, q.plan, q.user);
             self.unschedule_archive(q.server);
             self.counters.requests += 1;
             self.queue.insert(QueueEntry {
@@ -1299,7 +1321,6 @@ impl Conductor {
                 queued_at: q.queued_at,
                 deadline,
                 not_before: self.now,
-                avoid: None,
             });
         }
         self.queue_pass_wanted = true;

@@ -7,7 +7,7 @@
 //! Servers requeued after their node was fenced go to the head (a sequence number below
 //! every other) with a fresh deadline.
 
-use crate::model::{NodeId, Plan, ServerId, UserId};
+use crate::model::{Plan, ServerId, UserId};
 use crate::time::Millis;
 use crate::timers::TimerSet;
 use std::collections::BTreeMap;
@@ -25,8 +25,6 @@ pub struct QueueEntry {
     pub deadline: Millis,
     /// Not placed before this (backoff after a failed attempt).
     pub not_before: Millis,
-    /// The node a previous failed attempt used, avoided on the next try when possible.
-    pub avoid: Option<NodeId>,
 }
 
 #[derive(Default)]
@@ -180,7 +178,6 @@ mod tests {
             queued_at: Millis(at),
             deadline: Millis(at + 600_000),
             not_before: Millis(at),
-            avoid: None,
         }
     }
 

@@ -248,6 +248,8 @@ fn per_user_and_total_queue_limits() {
     c.queue.len_max = 3;
     c.scaling.enabled = false;
     let mut h = H::new(c);
+    // A host that never turns healthy: the starts could fit it one day, so they queue.
+    h.input(Input::NodeRegistered(spec("down", NodeKind::Dedicated, 8192, false)));
     assert!(matches!(h.start_plan(1, 1024, Plan::PayPerPlay, 7), StartReply::Queued { .. }));
     assert!(matches!(h.start_plan(2, 1024, Plan::PayPerPlay, 7), StartReply::Queued { .. }));
     assert_eq!(
@@ -694,4 +696,72 @@ fn same_inputs_same_outputs() {
         format!("{:?}", h.cmds)
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn stopping_a_starting_server_cancels_its_request() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: d });
+    h.take();
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    let cmds = h.take();
+    assert!(cmds.contains(&Command::Publish(Event::Cancelled { server: ServerId(1) })));
+    assert!(cmds.contains(&Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Requested }));
+    assert_eq!(h.c.counters().cancelled, 1);
+}
+
+#[test]
+fn a_lost_server_asked_to_stop_can_still_be_released() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let d = h.node("d", NodeKind::Dedicated, 8192, false);
+    h.start(1, 2048);
+    h.started(1, d);
+    h.up.remove(&d);
+    h.at(10 * MIN);
+    for _ in 0..6 {
+        if h.status(1) == Some(ServerStatus::Lost { node: d }) {
+            break;
+        }
+        let t = h.now + MIN;
+        h.at(t);
+    }
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: d }));
+    h.input(Input::StopRequested { server: ServerId(1) });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: d }));
+    assert_eq!(h.input(Input::ReleaseLost { server: ServerId(1) }), Reply::Ok);
+    assert_eq!(h.status(1), None, "released: nothing booked, no world kept");
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn recovery_never_books_onto_a_placeholder() {
+    let mut h = H::new(cfg());
+    h.start(1, 2048);
+    let node = h
+        .take()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::ProvisionNode { node, .. } => Some(node),
+            _ => None,
+        })
+        .unwrap();
+    let rec = ContainerRecord {
+        server: ServerId(9),
+        node,
+        ram_mb: 1024,
+        plan: Plan::PayPerPlay,
+        user: UserId(9),
+        running: true,
+    };
+    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![] }));
+    assert!(h.take().contains(&Command::StopContainer { server: ServerId(9), node, reason: StopReason::Cleanup }));
+    assert_eq!(h.status(9), None);
+    // The placeholder can still fail and be removed without a panic.
+    h.input(Input::ProvisionFailed { node, reason: "x".into() });
+    assert!(h.c.fleet().get(node).is_none());
 }

@@ -256,12 +256,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     };
 
     let reserve = cfg.reserve.clone();
-    let owned_usable_mb: u64 = sc
-        .nodes
-        .iter()
-        .filter(|n| !n.system && n.kind == NodeKind::Dedicated)
-        .map(|n| usable_mb(n.ram_mb, 0, &reserve))
-        .sum();
+    let owned_usable_mb: u64 = sc.nodes.iter().filter(|n| !n.system).map(|n| usable_mb(n.ram_mb, 0, &reserve)).sum();
     let eur_per_mb_ms = cfg
         .catalogue
         .iter()
@@ -720,16 +715,18 @@ impl Sim<'_> {
                     self.decision(t, "start_failed", Some(*server), None, &reason.to_string());
                     return;
                 }
-                self.close_unstarted(t, *server);
-                self.timed_out += 1;
+                if self.close_unstarted(t, *server) {
+                    self.timed_out += 1;
+                }
                 self.serve(t, *server, 0, false);
                 self.end_demand(t, *server);
                 self.decision(t, "start_failed", Some(*server), None, &reason.to_string());
                 self.forget(*server);
             }
             Event::Cancelled { server } => {
-                self.close_unstarted(t, *server);
-                self.cancelled += 1;
+                if self.close_unstarted(t, *server) {
+                    self.cancelled += 1;
+                }
                 self.forget(*server);
             }
             Event::StartAttemptFailed { server, node, reason } => {
@@ -796,15 +793,16 @@ impl Sim<'_> {
 
     /// A request ends without a start: it counts with the time it waited, unless it
     /// already had a placement (whose wait was recorded then).
-    fn close_unstarted(&mut self, t: u64, server: ServerId) {
-        if let Some(tr) = self.tracked.get_mut(&server) {
-            if let Some(at) = tr.requested_at.take() {
-                if !tr.waited {
-                    tr.waited = true;
-                    self.record_wait(t - at);
-                }
-            }
+    /// Returns whether a request was open (requeued servers that had started are not a
+    /// new request, so their end is not counted again).
+    fn close_unstarted(&mut self, t: u64, server: ServerId) -> bool {
+        let Some(tr) = self.tracked.get_mut(&server) else { return false };
+        let Some(at) = tr.requested_at.take() else { return false };
+        if !tr.waited {
+            tr.waited = true;
+            self.record_wait(t - at);
         }
+        true
     }
 
     fn serve(&mut self, t: u64, server: ServerId, ram: u32, on: bool) {

@@ -113,7 +113,8 @@ pub struct Summary {
     pub timed_out: u64,
     pub cancelled: u64,
     pub queued_at_end: u64,
-    /// Requests no node type could ever hold, failed at once (not in the four above).
+    /// Starts no node type could ever hold (failed at once) or refused by the queue's
+    /// limits; not part of `requests`.
     pub rejected: u64,
     pub duplicate_starts: u64,
     pub ignored_rows: u64,

@@ -274,6 +274,32 @@ fn validate(s: &Scenario) -> Result<(), String> {
             return Err(format!("nodes[{i}].monthly_eur: must be a non-negative number"));
         }
     }
+    let t = &s.timing;
+    let secs = [
+        ("cloud.boot_s_min", s.cloud.boot_s_min),
+        ("cloud.boot_s_max", s.cloud.boot_s_max),
+        ("timing.container_start_s_min", t.container_start_s_min),
+        ("timing.container_start_s_max", t.container_start_s_max),
+        ("timing.container_stop_s", t.container_stop_s),
+        ("timing.world_restore_s", t.world_restore_s),
+        ("timing.world_move_s", t.world_move_s),
+        ("timing.archive_s", t.archive_s),
+        ("timing.api_s", t.api_s),
+        ("timing.node_repair_s", t.node_repair_s),
+        ("report.sample_s", s.report.sample_s),
+    ];
+    for (name, v) in secs {
+        if v > conductor_core::config::DURATION_S_MAX {
+            return Err(format!("{name}: {v} s is longer than ten years"));
+        }
+    }
+    let owned_cloud = s.nodes.iter().filter(|n| n.kind == NodeKind::Cloud).count();
+    if owned_cloud > s.conductor.scaling.max_cloud_nodes as usize {
+        return Err(format!(
+            "nodes: {owned_cloud} cloud nodes exceed cloud.max_nodes / conductor.scaling.max_cloud_nodes ({})",
+            s.conductor.scaling.max_cloud_nodes
+        ));
+    }
     if s.cloud.boot_s_min > s.cloud.boot_s_max {
         return Err("cloud.boot_s_min: must not exceed cloud.boot_s_max".into());
     }

@@ -38,14 +38,18 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Hetzner bills every started hour, up to the monthly cap.
+    /// Hetzner bills every started hour, at most the monthly cap per billing month of
+    /// 730 hours: full months cost the cap, the rest its hours up to the cap.
     pub fn bill(&self, until_ms: u64) -> f64 {
         let lifetime = until_ms.saturating_sub(self.created_ms);
-        let hours = lifetime.div_ceil(HOUR_MS).max(1) as f64;
-        let cost = hours * self.hourly_eur;
+        let hours = lifetime.div_ceil(HOUR_MS).max(1);
         match self.monthly_cap_eur {
-            Some(cap) => cost.min(cap),
-            None => cost,
+            Some(cap) => {
+                let month_h = MONTH_H as u64;
+                let (months, rest) = (hours / month_h, hours % month_h);
+                months as f64 * cap.min(month_h as f64 * self.hourly_eur) + (rest as f64 * self.hourly_eur).min(cap)
+            }
+            None => hours as f64 * self.hourly_eur,
         }
     }
 }
@@ -148,7 +152,11 @@ mod tests {
         assert_eq!(vm.bill(1), 0.01);
         assert_eq!(vm.bill(HOUR_MS), 0.01);
         assert_eq!(vm.bill(HOUR_MS + 1), 0.02);
-        assert_eq!(vm.bill(1000 * HOUR_MS), 5.0);
+        assert_eq!(vm.bill(700 * HOUR_MS), 5.0);
+        // Each billing month of 730 h is capped on its own.
+        assert_eq!(vm.bill(730 * HOUR_MS), 5.0);
+        assert_eq!(vm.bill(731 * HOUR_MS), 5.01);
+        assert_eq!(vm.bill(2 * 730 * HOUR_MS + 600 * HOUR_MS), 15.0);
     }
 
     #[test]

@@ -210,3 +210,36 @@ fn same_scenario_and_seed_give_identical_bytes() {
     let json = std::fs::read_to_string(outs[0].join("summary.json")).unwrap();
     assert_ne!(serde_json::to_string_pretty(&other.summary).unwrap() + "\n", json);
 }
+
+#[test]
+fn a_start_stopped_before_it_ran_is_cancelled_and_counts_add_up() {
+    let dir = tmp("restart");
+    write(
+        &dir,
+        "trace.csv",
+        "at_s,server,action,ram_mb\n0,s1,start,2048\n5,s1,stop,\n100,s1,start,2048\n200,s1,stop,\n",
+    );
+    let sc = write(&dir, "t.toml", TINY);
+    let r =
+        run(&scenario::load(&sc, &[], None).unwrap(), RunOptions { check_full: true, ..Default::default() }).unwrap();
+    let s = &r.summary;
+    assert_eq!((s.requests, s.started, s.cancelled, s.timed_out, s.queued_at_end), (2, 1, 1, 0, 0));
+}
+
+#[test]
+fn owned_cloud_nodes_count_as_owned_capacity_in_the_bound() {
+    let dir = tmp("ownedcloud");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,8192\n0,b,start,8192\n3000,a,stop,\n");
+    let sc = write(
+        &dir,
+        "t.toml",
+        "duration = \"1h\"\ntrace = \"trace.csv\"\n[[nodes]]\nid = \"vm\"\nkind = \"cloud\"\nram_mb = 65536\n[cloud]\nmax_nodes = 1\n",
+    );
+    let r = run(&scenario::load(&sc, &[], None).unwrap(), RunOptions::default()).unwrap();
+    assert_eq!(r.summary.cost_eur.total, 0.0);
+    assert_eq!(r.summary.lower_bound_eur, 0.0, "the owned VM serves both for free");
+    let err = scenario::load(&sc, &["cloud.max_nodes=0".into()], None).err().unwrap();
+    assert!(err.contains("cloud nodes exceed"), "{err}");
+    let err = scenario::load(&sc, &["timing.api_s=18446744073709551615".into()], None).err().unwrap();
+    assert!(err.contains("timing.api_s"), "{err}");
+}
