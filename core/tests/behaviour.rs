@@ -133,6 +133,17 @@ impl H {
         self.input(Input::ContainerStarted { server: ServerId(server), node });
     }
 
+    /// The node of the one VM bought since the last `take`.
+    fn bought(&mut self) -> NodeId {
+        self.take()
+            .into_iter()
+            .find_map(|c| match c {
+                Command::ProvisionNode { node, .. } => Some(node),
+                _ => None,
+            })
+            .expect("a VM is bought")
+    }
+
     fn status(&self, server: u64) -> Option<ServerStatus> {
         self.c.server_status(ServerId(server))
     }
@@ -327,14 +338,7 @@ fn zero_worker_rule_buys_exactly_one_vm_sized_for_the_largest_server() {
 fn placeholder_becomes_placeable_only_after_a_healthy_probe() {
     let mut h = H::new(cfg());
     h.start(1, 2048);
-    let node = h
-        .take()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ProvisionNode { node, .. } => Some(node),
-            _ => None,
-        })
-        .unwrap();
+    let node = h.bought();
     h.at(10 * S);
     h.input(Input::NodeProvisioned { node, provider_id: "4711".into(), address: "192.0.2.1".into() });
     h.at(11 * S);
@@ -348,14 +352,7 @@ fn placeholder_becomes_placeable_only_after_a_healthy_probe() {
 fn provision_failure_removes_the_placeholder_and_a_late_vm_is_deleted() {
     let mut h = H::new(cfg());
     h.start(1, 2048);
-    let node = h
-        .take()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ProvisionNode { node, .. } => Some(node),
-            _ => None,
-        })
-        .unwrap();
+    let node = h.bought();
     // Stop it re-buying immediately so we can look at the removal.
     h.input(Input::StopRequested { server: ServerId(1) });
     h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
@@ -387,14 +384,7 @@ fn scale_up_above_85_percent_not_at_it() {
 /// Buy one VM for a queued server, boot it, run the server there.
 fn cloud_with_server(h: &mut H, server: u64, ram: u32) -> NodeId {
     h.start(server, ram);
-    let node = h
-        .take()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ProvisionNode { node, .. } => Some(node),
-            _ => None,
-        })
-        .expect("a VM is bought");
+    let node = h.bought();
     h.input(Input::NodeProvisioned { node, provider_id: format!("p{}", node.0), address: "a".into() });
     h.up.insert(node);
     let now = h.now;
@@ -742,14 +732,7 @@ fn a_lost_server_asked_to_stop_can_still_be_released() {
 fn recovery_never_books_onto_a_placeholder() {
     let mut h = H::new(cfg());
     h.start(1, 2048);
-    let node = h
-        .take()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ProvisionNode { node, .. } => Some(node),
-            _ => None,
-        })
-        .unwrap();
+    let node = h.bought();
     let rec = ContainerRecord {
         server: ServerId(9),
         node,
