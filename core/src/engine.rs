@@ -648,7 +648,9 @@ impl Conductor {
             if strict || self.now.since(e.queued_at) >= age_max_ms {
                 break;
             }
-            if self.fleet.max_available_mb() == 0 {
+            // Nothing left in the queue fits any node: stop instead of walking the rest
+            // (a long queue would otherwise cost O(queue) on every capacity change).
+            if self.fleet.max_available_mb() < u64::from(self.queue.min_ram_mb()) {
                 break;
             }
         }

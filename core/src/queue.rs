@@ -34,7 +34,8 @@ pub struct StartQueue {
     deadlines: TimerSet<i64>,
     per_user: BTreeMap<UserId, u32>,
     total_ram_mb: u64,
-    max_ram_mb_cache: Option<u32>,
+    /// Queued servers by RAM size (a multiset), for the smallest and largest entry.
+    by_ram: BTreeMap<u32, u32>,
     next_tail: i64,
     next_head: i64,
 }
@@ -67,9 +68,7 @@ impl StartQueue {
         self.deadlines.insert(e.deadline, e.seq);
         *self.per_user.entry(e.user).or_default() += 1;
         self.total_ram_mb += u64::from(e.ram_mb);
-        if let Some(m) = self.max_ram_mb_cache {
-            self.max_ram_mb_cache = Some(m.max(e.ram_mb));
-        }
+        *self.by_ram.entry(e.ram_mb).or_default() += 1;
         self.by_seq.insert(e.seq, e);
     }
 
@@ -83,8 +82,10 @@ impl StartQueue {
             self.per_user.remove(&e.user);
         }
         self.total_ram_mb -= u64::from(e.ram_mb);
-        if self.max_ram_mb_cache == Some(e.ram_mb) {
-            self.max_ram_mb_cache = None;
+        let n = self.by_ram.get_mut(&e.ram_mb).expect("ram multiset holds every entry");
+        *n -= 1;
+        if *n == 0 {
+            self.by_ram.remove(&e.ram_mb);
         }
         Some(e)
     }
@@ -116,13 +117,14 @@ impl StartQueue {
     }
 
     /// The largest queued server (cached; recomputed after its entry leaves).
-    pub fn max_ram_mb(&mut self) -> u32 {
-        if let Some(m) = self.max_ram_mb_cache {
-            return m;
-        }
-        let m = self.by_seq.values().map(|e| e.ram_mb).max().unwrap_or(0);
-        self.max_ram_mb_cache = Some(m);
-        m
+    /// The largest queued server (0 if none).
+    pub fn max_ram_mb(&self) -> u32 {
+        self.by_ram.last_key_value().map_or(0, |(&r, _)| r)
+    }
+
+    /// The smallest queued server (0 if none).
+    pub fn min_ram_mb(&self) -> u32 {
+        self.by_ram.first_key_value().map_or(0, |(&r, _)| r)
     }
 
     pub fn user_count(&self, user: UserId) -> u32 {
