@@ -259,10 +259,8 @@ enum Report {
     Deleted {
         node: NodeId,
     },
-    /// `idx` is the index of the `ArchiveWorld` command.
     Archived {
         server: ServerId,
-        idx: u64,
         generation: u64,
     },
     /// The listing is computed from the world when delivered.
@@ -292,8 +290,6 @@ struct World {
     wver: BTreeMap<ServerId, u64>,
     copies: BTreeMap<(ServerId, NodeId), u64>,
     archive: BTreeMap<ServerId, u64>,
-    /// The last `ArchiveWorld` index issued per server.
-    latest_archive: BTreeMap<ServerId, u64>,
     /// Start commands that moved a world: once such a start is reported, the driver
     /// deletes the source copy (a move, not a copy).
     moves: BTreeMap<u64, (ServerId, NodeId)>,
@@ -552,9 +548,6 @@ impl Driver {
                         self.world.last_cleanup.insert((*server, *node), idx);
                     }
                 }
-                Command::ArchiveWorld { server, .. } => {
-                    self.world.latest_archive.insert(*server, idx);
-                }
                 Command::Publish(e) => match e {
                     Event::Cancelled { server } | Event::StartFailed { server, .. } | Event::Stopped { server, .. } => {
                         terminal.insert(*server);
@@ -740,7 +733,7 @@ impl Driver {
                 let copy = self.world.copies.get(&(server, node)).copied();
                 if let (false, Some(v)) = (failure || self.world.gone.contains(&node), copy) {
                     self.world.archive.insert(server, v);
-                    out.push(Report::Archived { server, idx, generation });
+                    out.push(Report::Archived { server, generation });
                 }
             }
             Command::ListContainers { node } => {
@@ -792,10 +785,9 @@ impl Driver {
             }
             Report::ProvisionFailed { node } => Input::ProvisionFailed { node, reason: "test".into() },
             Report::Deleted { node } => Input::NodeDeleted { node },
-            Report::Archived { server, idx, generation } => {
+            Report::Archived { server, generation } => {
                 // Stale reports are delivered too: the engine must tell them apart by
                 // their generation.
-                let _ = (idx, &self.world.latest_archive);
                 Input::WorldArchived { server, generation }
             }
             Report::List { node } => {

@@ -163,7 +163,6 @@ impl Ord for Item {
 
 struct Row {
     at_ms: u64,
-    line: u64,
     server: ServerId,
     action: Action,
     ram_mb: u32,
@@ -448,7 +447,6 @@ fn next_row(
     };
     Ok(Some(Row {
         at_ms: r.at_ms,
-        line: r.line,
         server: ServerId(id),
         action: r.action,
         ram_mb: r.ram_mb,
@@ -499,7 +497,6 @@ impl Sim<'_> {
     }
 
     fn row(&mut self, t: u64, row: Row) {
-        let _ = row.line;
         match row.action {
             Action::Start => {
                 let input = Input::StartRequested {

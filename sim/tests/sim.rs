@@ -137,8 +137,7 @@ fn shipped() -> Vec<PathBuf> {
 
 /// Shipped scenarios, cut to a window short enough for debug-mode tests.
 fn shortened(p: &Path, hours: u32, seed: u64) -> conductor_sim::RunResult {
-    let sets = vec![format!("duration=\"{hours}h\""), "trace.generate.days=1".to_string()];
-    let mut loaded = scenario::load(p, &[sets[0].clone()], None).unwrap();
+    let mut loaded = scenario::load(p, &[format!("duration=\"{hours}h\"")], None).unwrap();
     if let scenario::TraceSource::Generate { generate } = &mut loaded.scenario.trace {
         generate.days = 1;
         generate.customers = generate.customers.min(2000);
