@@ -34,7 +34,7 @@ fn fleet(nodes: u32) -> (Conductor, Vec<NodeId>) {
     c.handle_timeout(Millis(0));
     while c.poll_command().is_some() {}
     for &id in &ids {
-        c.handle(Millis(0), Input::HealthProbe { node: id, ok: true });
+        c.handle(Millis(0), Input::HealthProbes { results: vec![(id, true)] });
     }
     while c.poll_command().is_some() {}
     // Fill the fleet to about 60 % with 2-8 GB servers.

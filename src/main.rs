@@ -211,7 +211,8 @@ fn simulate(
     for v in &result.violations {
         eprintln!("violation: {v}");
     }
-    eprintln!("wall time {:.3} s", started.elapsed().as_secs_f64());
+    let wall = started.elapsed().as_secs_f64();
+    eprintln!("wall time {wall:.3} s ({} events, {:.2} M events/s)", s.events, s.events as f64 / wall.max(1e-9) / 1e6);
     if s.invariant_violations > 0 {
         ExitCode::from(1)
     } else {

@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::idmap::IdMap;
 use crate::io::*;
 use crate::log::DebugLog;
 use crate::model::{NodeId, NodeKind, Plan, ServerId, Storage, UserId, WorldAction};
@@ -121,7 +122,7 @@ pub struct Conductor {
     started_at: Millis,
     fleet: Fleet,
     queue: StartQueue,
-    servers: BTreeMap<ServerId, Server>,
+    servers: IdMap<Server>,
     policies: Vec<Box<dyn Policy>>,
     out: VecDeque<Command>,
     log: DebugLog,
@@ -148,6 +149,8 @@ pub struct Conductor {
     probe_rounds: Rounds<NodeId>,
     /// Outstanding probes by the time they time out (sent + `health.probe_timeout_s`).
     probe_timeouts: Rounds<NodeId>,
+    /// A reused buffer for `on_probes`.
+    probe_scratch: Vec<NodeId>,
     grace: TimerSet<NodeId>,
     reservations: TimerSet<ServerId>,
     stop_retries: TimerSet<ServerId>,
@@ -172,7 +175,7 @@ impl Conductor {
         Ok(Conductor {
             fleet: Fleet::new(cfg.reserve.clone()),
             queue: StartQueue::new(),
-            servers: BTreeMap::new(),
+            servers: IdMap::new(),
             policies,
             out: VecDeque::new(),
             log: DebugLog::new(cfg.debug_log_len),
@@ -191,6 +194,7 @@ impl Conductor {
             probes: Vec::new(),
             probe_rounds: Rounds::new(),
             probe_timeouts: Rounds::new(),
+            probe_scratch: Vec::new(),
             grace: TimerSet::new(),
             reservations: TimerSet::new(),
             stop_retries: TimerSet::new(),
@@ -222,6 +226,7 @@ impl Conductor {
             Input::NodeProvisioned { node, provider_id, address } => self.on_provisioned(node, provider_id, address),
             Input::ProvisionFailed { node, reason } => self.on_provision_failed(node, reason),
             Input::HealthProbe { node, ok } => self.on_probe(node, ok),
+            Input::HealthProbes { results } => self.on_probes(results),
             Input::NodeDeleted { node } => self.on_node_deleted(node),
             Input::NodeCpu { node, percent } => match self.fleet.update(node, |n| n.cpu_percent = percent) {
                 Some(()) => Reply::Ok,
@@ -384,7 +389,7 @@ impl Conductor {
         let now = self.now;
         let seq = self.queue.tail_seq();
         let deadline = now.plus(s_to_ms(self.cfg.queue.timeout_s));
-        let s = self.servers.entry(id).or_insert_with(|| Server {
+        let s = self.servers.get_or_insert_with(id, || Server {
             ram_mb,
             plan,
             user,
@@ -970,7 +975,7 @@ impl Conductor {
             .servers
             .iter()
             .filter(|(_, s)| s.bound == Some(id) || s.world == Some(id))
-            .map(|(&sid, s)| (s.queued_at, sid))
+            .map(|(sid, s)| (s.queued_at, sid))
             .collect();
         // Each requeue goes before everything, so walk newest first: the oldest
         // request ends up at the head.
@@ -1022,6 +1027,15 @@ impl Conductor {
 
     // ---------------------------------------------------------------- health
 
+    /// Regular probes run on a grid of `health.interval_s` (the next grid point after
+    /// now), so that all healthy nodes are probed in one round: one command and one
+    /// answer per interval, however many nodes. Retries after a failure keep their own
+    /// `retry_spacing_s` schedule.
+    fn next_probe_round(&self) -> Millis {
+        let interval = s_to_ms(self.cfg.health.interval_s).max(1);
+        Millis((self.now.0 / interval + 1) * interval)
+    }
+
     fn schedule_probe(&mut self, id: NodeId, at: Millis) {
         self.unschedule_probe(id);
         self.probes[id.0 as usize].due = Some(at);
@@ -1041,25 +1055,29 @@ impl Conductor {
     fn send_probes(&mut self) {
         let now = self.now;
         let timeout_at = now.plus(s_to_ms(self.cfg.health.probe_timeout_s));
-        while let Some((at, nodes)) = self.probe_rounds.pop_due(now) {
-            for &id in &nodes {
+        while let Some((at, mut nodes)) = self.probe_rounds.pop_due(now) {
+            nodes.retain(|&id| {
                 let p = &mut self.probes[id.0 as usize];
                 if p.due != Some(at) {
-                    continue; // rescheduled or removed since it joined this round
+                    return false; // rescheduled or removed since it joined this round
                 }
                 p.due = None;
-                let Some(n) = self.fleet.get(id) else { continue };
+                let Some(n) = self.fleet.get(id) else { return false };
                 if n.lifecycle == Lifecycle::AwaitingProvision {
-                    continue;
+                    return false;
                 }
                 // A due probe and an outstanding one exclude each other (scheduling
                 // clears the outstanding one), so no earlier timeout is overwritten.
                 debug_assert!(p.out.is_none(), "probe of {id} sent twice");
                 p.out = Some(now);
-                self.probe_timeouts.insert(timeout_at, id);
-                self.out.push_back(Command::ProbeHealth { node: id });
+                true
+            });
+            if nodes.is_empty() {
+                self.probe_rounds.recycle(nodes);
+                continue;
             }
-            self.probe_rounds.recycle(nodes);
+            self.probe_timeouts.insert_many(timeout_at, &nodes);
+            self.out.push_back(Command::ProbeHealth { nodes });
         }
     }
 
@@ -1070,6 +1088,48 @@ impl Conductor {
         self.probe_timeouts.cancel(sent.plus(s_to_ms(self.cfg.health.probe_timeout_s)));
         self.probe_result(id, ok);
         Reply::Ok
+    }
+
+    /// A round's results. The common case (a healthy node answers) is handled in bulk:
+    /// its timeout is cancelled and its next probe joins one round, without a lookup per
+    /// node in the timer maps.
+    fn on_probes(&mut self, results: Vec<(NodeId, bool)>) -> Reply {
+        let now = self.now;
+        let timeout_ms = s_to_ms(self.cfg.health.probe_timeout_s);
+        let next = self.next_probe_round();
+        let mut again = std::mem::take(&mut self.probe_scratch);
+        let mut cancels: Vec<(Millis, usize)> = Vec::new();
+        let mut answered = 0;
+        for (id, ok) in results {
+            let Some(sent) = self.probes.get_mut(id.0 as usize).and_then(|p| p.out.take()) else { continue };
+            answered += 1;
+            let t = sent.plus(timeout_ms);
+            match cancels.iter_mut().find(|(at, _)| *at == t) {
+                Some((_, n)) => *n += 1,
+                None => cancels.push((t, 1)),
+            }
+            let healthy = self.fleet.get(id).is_some_and(|n| n.health == Health::Healthy);
+            if ok && healthy {
+                let p = &mut self.probes[id.0 as usize];
+                p.failures = 0;
+                p.due = Some(next);
+                self.fleet.set_last_probe_at(id, now);
+                again.push(id);
+            } else {
+                self.probe_result(id, ok);
+            }
+        }
+        for (t, n) in cancels {
+            self.probe_timeouts.cancel_n(t, n);
+        }
+        self.probe_rounds.insert_many(next, &again);
+        again.clear();
+        self.probe_scratch = again;
+        if answered == 0 {
+            Reply::Ignored("no probe outstanding")
+        } else {
+            Reply::Ok
+        }
     }
 
     fn probe_result(&mut self, id: NodeId, ok: bool) {
@@ -1094,7 +1154,7 @@ impl Conductor {
                 }
                 self.queue_pass_wanted = true;
             }
-            self.schedule_probe(id, now.plus(s_to_ms(self.cfg.health.interval_s)));
+            self.schedule_probe(id, self.next_probe_round());
             return;
         }
         let failures = {
@@ -1116,7 +1176,7 @@ impl Conductor {
             self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Unhealthy });
             self.scaling_wanted = true;
         }
-        self.schedule_probe(id, now.plus(s_to_ms(self.cfg.health.interval_s)));
+        self.schedule_probe(id, self.next_probe_round());
     }
 
     /// The node stayed unhealthy past the grace period.
@@ -1131,7 +1191,7 @@ impl Conductor {
             .filter(|(_, s)| {
                 s.bound == Some(id) && matches!(s.state, State::Running { .. } | State::AwaitingStart { .. })
             })
-            .map(|(&sid, _)| sid)
+            .map(|(sid, _)| sid)
             .collect();
         if n.kind == NodeKind::Cloud && self.cfg.storage == Storage::Shared {
             // Fence: once the delete completes its containers are gone for certain, and
@@ -1162,7 +1222,7 @@ impl Conductor {
         }
         let listed: BTreeSet<ServerId> = listed.into_iter().collect();
         let ours: Vec<(ServerId, State)> =
-            self.servers.iter().filter(|(_, s)| s.bound == Some(id)).map(|(&sid, s)| (sid, s.state.clone())).collect();
+            self.servers.iter().filter(|(_, s)| s.bound == Some(id)).map(|(sid, s)| (sid, s.state.clone())).collect();
         for (sid, state) in &ours {
             let present = listed.contains(sid);
             match state {
@@ -1290,7 +1350,7 @@ impl Conductor {
                 .plus(s_to_ms(self.cfg.queue.timeout_s))
                 .max(self.startup_end().plus(s_to_ms(self.cfg.queue.timeout_s)));
             let seq = self.queue.tail_seq();
-            let s = self.servers.entry(q.server).or_insert_with(|| Server {
+            let s = self.servers.get_or_insert_with(q.server, || Server {
                 ram_mb: q.ram_mb,
                 plan: q.plan,
                 user: q.user,
@@ -1608,7 +1668,7 @@ impl Conductor {
             servers: self
                 .servers
                 .iter()
-                .map(|(&id, s)| ServerView {
+                .map(|(id, s)| ServerView {
                     id,
                     ram_mb: s.ram_mb,
                     plan: s.plan,

@@ -43,10 +43,15 @@ pub enum Input {
         node: NodeId,
         reason: String,
     },
-    /// The result of one `ProbeHealth` command: one attempt.
+    /// The result of probing one node: one attempt.
     HealthProbe {
         node: NodeId,
         ok: bool,
+    },
+    /// The results of one `ProbeHealth` command (or part of it), one attempt per node:
+    /// a driver probes a round's nodes concurrently and reports them together.
+    HealthProbes {
+        results: Vec<(NodeId, bool)>,
     },
     NodeDeleted {
         node: NodeId,
@@ -132,8 +137,11 @@ pub enum Command {
         name: String,
         provider_id: Option<String>,
     },
+    /// Probe these nodes once each (one round: nodes due at the same time). Answer with
+    /// `HealthProbes` (or one `HealthProbe` per node); a node not answered within
+    /// `health.probe_timeout_s` counts as a failed attempt.
     ProbeHealth {
-        node: NodeId,
+        nodes: Vec<NodeId>,
     },
     /// Archive the server's world. `generation` names this copy: a server that ran
     /// again since has a newer one, and a late report about the old copy is ignored.

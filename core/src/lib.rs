@@ -19,6 +19,7 @@
 pub mod config;
 pub mod engine;
 pub mod fleet;
+mod idmap;
 pub mod invariants;
 pub mod io;
 pub mod log;

@@ -122,12 +122,32 @@ impl<K: Ord + Copy> Rounds<K> {
     }
 
     /// Withdraw one live member of the round at `at` (the caller knows `key` is in it).
+    /// Add several members to the round at `at` with one map lookup.
+    pub(crate) fn insert_many(&mut self, at: Millis, keys: &[K]) {
+        if keys.is_empty() {
+            return;
+        }
+        let spare = &mut self.spare;
+        let r = self.by_time.entry(at).or_insert_with(|| Round { members: std::mem::take(spare), live: 0 });
+        r.members.extend_from_slice(keys);
+        r.live += keys.len();
+        if self.first.is_none_or(|f| at < f) {
+            self.first = Some(at);
+        }
+    }
+
     pub(crate) fn cancel(&mut self, at: Millis) {
+        self.cancel_n(at, 1);
+    }
+
+    /// Cancel `n` members of the round at `at`.
+    pub(crate) fn cancel_n(&mut self, at: Millis, n: usize) {
         let Some(r) = self.by_time.get_mut(&at) else {
             debug_assert!(false, "cancel of a round that does not exist");
             return;
         };
-        r.live -= 1;
+        debug_assert!(r.live >= n, "cancelled more members than the round holds");
+        r.live = r.live.saturating_sub(n);
         if r.live == 0 {
             let r = self.by_time.remove(&at).expect("present");
             self.recycle(r.members);

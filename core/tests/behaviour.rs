@@ -80,21 +80,19 @@ impl H {
     /// Answer probes of nodes that are up, until none is pending.
     fn pump(&mut self) {
         loop {
-            let probes: Vec<NodeId> = self
-                .cmds
-                .iter()
-                .filter_map(|c| match c {
-                    Command::ProbeHealth { node } if self.up.contains(node) => Some(*node),
-                    _ => None,
-                })
-                .collect();
-            if probes.is_empty() {
+            // Answer the probed nodes that are up; probes of the others stay pending.
+            let mut results = Vec::new();
+            for c in self.cmds.iter_mut() {
+                if let Command::ProbeHealth { nodes } = c {
+                    results.extend(nodes.iter().filter(|n| self.up.contains(n)).map(|&n| (n, true)));
+                    nodes.retain(|n| !self.up.contains(n));
+                }
+            }
+            self.cmds.retain(|c| !matches!(c, Command::ProbeHealth { nodes } if nodes.is_empty()));
+            if results.is_empty() {
                 return;
             }
-            self.cmds.retain(|c| !matches!(c, Command::ProbeHealth { node } if self.up.contains(node)));
-            for node in probes {
-                self.input(Input::HealthProbe { node, ok: true });
-            }
+            self.input(Input::HealthProbes { results });
         }
     }
 
@@ -342,7 +340,7 @@ fn placeholder_becomes_placeable_only_after_a_healthy_probe() {
     h.at(10 * S);
     h.input(Input::NodeProvisioned { node, provider_id: "4711".into(), address: "192.0.2.1".into() });
     h.at(11 * S);
-    assert!(h.cmds.contains(&Command::ProbeHealth { node }));
+    assert!(h.cmds.contains(&Command::ProbeHealth { nodes: vec![node] }));
     assert!(start_cmds(&h.take()).is_empty(), "not before a healthy probe");
     h.input(Input::HealthProbe { node, ok: true });
     assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), node, WorldAction::InPlace)]);
@@ -532,9 +530,9 @@ fn shared_storage_cloud_node_is_fenced_then_its_servers_go_to_the_head() {
     for _ in 0..3 {
         let t = h.c.deadline(Timer::Probe).unwrap().0;
         h.at(t);
-        while h.cmds.iter().any(|c| matches!(c, Command::ProbeHealth { node: n } if *n == node)) {
-            h.cmds.retain(|c| !matches!(c, Command::ProbeHealth { node: n } if *n == node));
-            h.input(Input::HealthProbe { node, ok: false });
+        while h.cmds.iter().any(|c| matches!(c, Command::ProbeHealth { nodes } if nodes.contains(&node))) {
+            h.cmds.retain(|c| !matches!(c, Command::ProbeHealth { nodes } if nodes.contains(&node)));
+            h.input(Input::HealthProbes { results: vec![(node, false)] });
         }
     }
     let t = h.c.deadline(Timer::LostGrace).unwrap().0;

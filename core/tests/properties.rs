@@ -575,8 +575,19 @@ impl Driver {
                 },
                 _ => {}
             }
-            if !matches!(cmd, Command::Publish(_)) {
-                self.pending.push(PendingCmd { idx, cmd, stop_inc });
+            match cmd {
+                Command::Publish(_) => {}
+                // A round's probes reach each node separately (and may be lost separately).
+                Command::ProbeHealth { nodes } => {
+                    for node in nodes {
+                        self.pending.push(PendingCmd {
+                            idx,
+                            cmd: Command::ProbeHealth { nodes: vec![node] },
+                            stop_inc,
+                        });
+                    }
+                }
+                _ => self.pending.push(PendingCmd { idx, cmd, stop_inc }),
             }
         }
 
@@ -712,7 +723,8 @@ impl Driver {
                 }
                 out.push(Report::Exited { server, node, inc: stop_inc });
             }
-            Command::ProbeHealth { node } => {
+            Command::ProbeHealth { nodes } => {
+                let node = nodes[0];
                 let ok = !failure && !self.world.gone.contains(&node);
                 out.push(Report::Probe { node, ok });
             }
@@ -922,9 +934,9 @@ fn target_node(c: &Command) -> Option<NodeId> {
     match c {
         Command::StartContainer { node, .. }
         | Command::StopContainer { node, .. }
-        | Command::ProbeHealth { node }
         | Command::ArchiveWorld { node, .. }
         | Command::ListContainers { node } => Some(*node),
+        Command::ProbeHealth { nodes } => Some(nodes[0]),
         _ => None,
     }
 }

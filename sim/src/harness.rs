@@ -81,7 +81,7 @@ enum Ev {
     },
     Booted(NodeId),
     Deleted(NodeId),
-    Probe(NodeId),
+    Probe(Vec<NodeId>),
     Archived {
         server: ServerId,
         node: NodeId,
@@ -599,7 +599,7 @@ impl Sim<'_> {
                 self.push(now + api_ms + boot, Ev::Booted(node));
             }
             Command::DeleteNode { node, .. } => self.push(now + api_ms, Ev::Deleted(node)),
-            Command::ProbeHealth { node } => self.push(now, Ev::Probe(node)),
+            Command::ProbeHealth { nodes } => self.push(now, Ev::Probe(nodes)),
             Command::ArchiveWorld { server, node, generation } => {
                 let delay = self.world.timing.archive_s * 1000;
                 self.push(now + delay, Ev::Archived { server, node, generation });
@@ -647,9 +647,10 @@ impl Sim<'_> {
                 }
                 self.deliver(t, Input::NodeDeleted { node });
             }
-            Ev::Probe(node) => {
-                let ok = self.world.hosts.get(&node).is_some_and(|h| h.up);
-                self.deliver(t, Input::HealthProbe { node, ok });
+            Ev::Probe(nodes) => {
+                let results = nodes.into_iter().map(|node| (node, self.world.hosts.get(&node).is_some_and(|h| h.up)));
+                let input = Input::HealthProbes { results: results.collect() };
+                self.deliver(t, input);
             }
             Ev::Archived { server, node, generation } => {
                 if self.world.hosts.get(&node).is_some_and(|h| h.up) {
