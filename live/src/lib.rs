@@ -1,1 +1,15 @@
-//! The live driver (see issue 5); not built yet.
+//! The live driver: the unchanged core against real Docker hosts (locally or over SSH),
+//! Hetzner Cloud (or its local emulator), with an HTTP API, Prometheus metrics and an
+//! embedded SQLite journal. See ARCHITECTURE.md for the codemap.
+
+pub mod api;
+pub mod control;
+pub mod docker;
+pub mod hetzner;
+pub mod metrics;
+pub mod slp;
+
+pub use docker::{
+    container_name, memory_limit_mb, ContainerInfo, ContainerSpec, DockerError, DockerNode, Endpoint, LABEL_NODE,
+    LABEL_PLAN, LABEL_RAM_MB, LABEL_SERVER,
+};
