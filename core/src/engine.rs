@@ -151,6 +151,10 @@ pub struct Conductor {
     probe_timeouts: Rounds<NodeId>,
     /// A reused buffer for `on_probes`.
     probe_scratch: Vec<NodeId>,
+    /// Nodes an operator drained (cloud ones are returned once empty).
+    operator_drained: BTreeSet<NodeId>,
+    /// Autoscaling paused by an operator.
+    scaling_paused: bool,
     grace: TimerSet<NodeId>,
     reservations: TimerSet<ServerId>,
     stop_retries: TimerSet<ServerId>,
@@ -195,6 +199,8 @@ impl Conductor {
             probe_rounds: Rounds::new(),
             probe_timeouts: Rounds::new(),
             probe_scratch: Vec::new(),
+            operator_drained: BTreeSet::new(),
+            scaling_paused: false,
             grace: TimerSet::new(),
             reservations: TimerSet::new(),
             stop_retries: TimerSet::new(),
@@ -233,6 +239,15 @@ impl Conductor {
                 None => Reply::Ignored("unknown node"),
             },
             Input::Players { server, count } => self.on_players(server, count),
+            Input::DrainNode { node } => self.on_drain_node(node),
+            Input::RemoveNode { node } => self.on_remove_node(node),
+            Input::SetScaling { enabled } => {
+                self.scaling_paused = !enabled;
+                self.log.add(self.now, "info", format!("autoscaling {}", if enabled { "resumed" } else { "paused" }));
+                self.publish(Event::ScalingSet { enabled });
+                Reply::Ok
+            }
+            Input::DeleteServer { server } => self.on_delete_server(server),
             Input::WorldArchived { server, generation } => self.on_world_archived(server, generation),
             Input::NodeContainers { node, servers } => self.on_node_containers(node, servers),
             Input::ReleaseLost { server } => self.on_release_lost(server),
@@ -332,6 +347,11 @@ impl Conductor {
 
     /// Servers the engine tracks (queued, placed, running, stopping, lost, or stopped
     /// with a booking or an un-archived world).
+    /// Whether autoscaling runs: enabled in the config and not paused by an operator.
+    pub fn scaling_enabled(&self) -> bool {
+        self.cfg.scaling.enabled && !self.scaling_paused
+    }
+
     pub fn tracked_servers(&self) -> usize {
         self.servers.len()
     }
@@ -590,6 +610,79 @@ impl Conductor {
         self.schedule_archive(id);
         self.forget_if_idle(id);
         self.queue_pass_wanted = true;
+    }
+
+    // ---------------------------------------------------------------- operator
+
+    fn on_drain_node(&mut self, id: NodeId) -> Reply {
+        let Some(n) = self.fleet.get(id) else { return Reply::Refused("unknown node") };
+        if n.lifecycle != Lifecycle::Active {
+            return Reply::Refused("node is not active (provisioning or already draining)");
+        }
+        let now = self.now;
+        self.fleet.update(id, |n| {
+            n.lifecycle = Lifecycle::Draining;
+            n.draining_since = Some(now);
+        });
+        self.operator_drained.insert(id);
+        self.log.add(now, "info", format!("node {id} drained by the operator"));
+        self.publish(Event::NodeDrained { node: id });
+        self.scaling_wanted = true;
+        Reply::Ok
+    }
+
+    fn on_remove_node(&mut self, id: NodeId) -> Reply {
+        let Some(n) = self.fleet.get(id) else { return Reply::Refused("unknown node") };
+        if n.kind == NodeKind::Cloud {
+            return Reply::Refused("cloud nodes are returned by scaling: drain it instead");
+        }
+        if n.containers() > 0 || n.worlds() > 0 || n.allocated_mb() > 0 {
+            return Reply::Refused("node holds containers, bookings or un-archived worlds: drain it first");
+        }
+        self.operator_drained.remove(&id);
+        self.remove_node(id);
+        Reply::Ok
+    }
+
+    fn on_delete_server(&mut self, id: ServerId) -> Reply {
+        let Some(s) = self.servers.get(&id) else { return Reply::Refused("unknown server") };
+        if s.state != State::Stopped {
+            return Reply::Refused("server is not stopped");
+        }
+        let world = s.world;
+        self.unschedule_archive(id);
+        self.unbind(id);
+        self.set_world(id, None);
+        self.servers.remove(&id);
+        self.archived.remove(&id);
+        if let Some(node) = world {
+            self.out.push_back(Command::DeleteWorld { server: id, node });
+        }
+        self.publish(Event::ServerDeleted { server: id });
+        Reply::Ok
+    }
+
+    /// Operator-drained cloud nodes are returned once empty (checked at each evaluation).
+    fn return_drained(&mut self) {
+        let ready: Vec<NodeId> = self
+            .operator_drained
+            .iter()
+            .copied()
+            .filter(|&id| self.fleet.get(id).is_some_and(|n| n.kind == NodeKind::Cloud && n.is_empty()))
+            .collect();
+        for id in ready {
+            self.operator_drained.remove(&id);
+            let n = self.fleet.get(id).expect("filtered");
+            let (name, provider_id) = (n.name.clone(), n.provider_id.clone());
+            self.deletes.insert(self.now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id);
+            self.counters.scale_downs += 1;
+            self.publish(Event::ScaleDown {
+                node: id,
+                policy: "operator".into(),
+                reason: "drained by the operator".into(),
+            });
+            self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
+        }
     }
 
     fn on_players(&mut self, id: ServerId, count: u32) -> Reply {
@@ -1432,7 +1525,10 @@ impl Conductor {
     /// One evaluation: at most one action.
     fn evaluate_scaling(&mut self) {
         self.scaling_wanted = false;
-        if !self.cfg.scaling.enabled {
+        if !self.operator_drained.is_empty() {
+            self.return_drained();
+        }
+        if !self.cfg.scaling.enabled || self.scaling_paused {
             return;
         }
         let mut policies = std::mem::take(&mut self.policies);

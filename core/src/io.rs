@@ -78,6 +78,24 @@ pub enum Input {
     ReleaseLost {
         server: ServerId,
     },
+    /// An operator drains a node: nothing new is placed on it; a drained cloud node is
+    /// returned once it is empty, a dedicated one waits for `RemoveNode`.
+    DrainNode {
+        node: NodeId,
+    },
+    /// An operator removes a dedicated host that holds no container and no world.
+    RemoveNode {
+        node: NodeId,
+    },
+    /// An operator pauses (false) or resumes (true) autoscaling.
+    SetScaling {
+        enabled: bool,
+    },
+    /// An operator deletes a stopped server and its world (`DeleteWorld` follows if a
+    /// copy is on a node).
+    DeleteServer {
+        server: ServerId,
+    },
     Recover(Snapshot),
 }
 
@@ -153,6 +171,11 @@ pub enum Command {
     ListContainers {
         node: NodeId,
     },
+    /// Delete the server's world copy on the node (after `DeleteServer`).
+    DeleteWorld {
+        server: ServerId,
+        node: NodeId,
+    },
     Publish(Event),
 }
 
@@ -220,6 +243,9 @@ pub enum Event {
     ProvisionFailed { node: NodeId, reason: String },
     NodeFenced { node: NodeId },
     NodeRemoved { node: NodeId, kind: NodeKind },
+    NodeDrained { node: NodeId },
+    ScalingSet { enabled: bool },
+    ServerDeleted { server: ServerId },
     WorldArchived { server: ServerId, node: NodeId },
 }
 
@@ -234,6 +260,8 @@ pub enum Reply {
     /// state for it (late or duplicated completions land here); nothing changed
     /// beyond a possible cleanup command.
     Ignored(&'static str),
+    /// An operator request that the engine refuses in this state (nothing changed).
+    Refused(&'static str),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

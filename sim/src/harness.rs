@@ -600,6 +600,8 @@ impl Sim<'_> {
             }
             Command::DeleteNode { node, .. } => self.push(now + api_ms, Ev::Deleted(node)),
             Command::ProbeHealth { nodes } => self.push(now, Ev::Probe(nodes)),
+            // The simulated world keeps no world copies beyond the engine's own record.
+            Command::DeleteWorld { .. } => {}
             Command::ArchiveWorld { server, node, generation } => {
                 let delay = self.world.timing.archive_s * 1000;
                 self.push(now + delay, Ev::Archived { server, node, generation });
@@ -777,6 +779,9 @@ impl Sim<'_> {
             Event::Queued { .. }
             | Event::NodeProvisioned { .. }
             | Event::NodeRemoved { .. }
+            | Event::NodeDrained { .. }
+            | Event::ScalingSet { .. }
+            | Event::ServerDeleted { .. }
             | Event::WorldArchived { .. } => {}
         }
     }
