@@ -409,10 +409,11 @@ fn scale_down_only_empty_idle_cloud_nodes_after_sustained_low_utilization() {
     h.input(Input::ContainerExited { server: ServerId(1), node });
     h.take();
     // Low since the 12-min evaluation; the scale-up was at t=0 and cools down 30 min;
-    // sustained low for 30 min -> earliest at 42 min.
-    h.at(40 * MIN);
-    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
+    // sustained low for 30 min -> earliest at 42 min; billed per started hour from its
+    // provisioning at t = 0, it is kept until the last minutes of that hour (55 to 59).
     h.at(44 * MIN);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
+    h.at(56 * MIN);
     let cmds = h.take();
     assert!(cmds.iter().any(|c| matches!(c, Command::Publish(Event::ScaleDown { node: n, .. }) if *n == node)));
     assert_eq!(h.c.fleet().get(node).unwrap().status(), NodeStatus::Draining, "draining before the delete completes");
