@@ -139,6 +139,9 @@ pub struct Conductor {
     last_scale_down: Option<Millis>,
     /// Demand (allocated + queued RAM) at the last sale, for the rebuy check.
     demand_at_last_sale_mb: Option<u64>,
+    /// Peak demand per minute over the last `scaling.rebuy_cooldown_s`, oldest first
+    /// (bounded by the minutes in that window).
+    demand_peaks: VecDeque<(u64, u64)>,
     /// Per catalogue type: not bought before this; and the next backoff if it fails again.
     type_backoff_until: Vec<Millis>,
     type_backoff_next_ms: Vec<u64>,
@@ -194,6 +197,7 @@ impl Conductor {
             last_scale_up: None,
             last_scale_down: None,
             demand_at_last_sale_mb: None,
+            demand_peaks: VecDeque::new(),
             type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
             overcommitted: BTreeSet::new(),
@@ -1351,7 +1355,8 @@ impl Conductor {
     // ---------------------------------------------------------------- scaling
 
     fn scaling_context(&self) -> ScalingContext<'_> {
-        ScalingContext::gather(
+        let recent_peak = self.demand_peaks.iter().map(|&(_, d)| d).max().unwrap_or(0);
+        let mut ctx = ScalingContext::gather(
             self.now,
             &self.fleet,
             &self.queue,
@@ -1360,7 +1365,22 @@ impl Conductor {
             self.last_scale_up,
             self.last_scale_down,
             self.demand_at_last_sale_mb,
-        )
+        );
+        ctx.recent_peak_demand_mb = recent_peak.max(ctx.demand_mb());
+        ctx
+    }
+
+    /// Remember this minute's demand; forget minutes older than the rebuy cooldown.
+    fn record_demand(&mut self, demand_mb: u64) {
+        let minute = self.now.0 / 60_000;
+        match self.demand_peaks.back_mut() {
+            Some((m, d)) if *m == minute => *d = (*d).max(demand_mb),
+            _ => self.demand_peaks.push_back((minute, demand_mb)),
+        }
+        let window_min = self.cfg.scaling.rebuy_cooldown_s.div_ceil(60);
+        while self.demand_peaks.front().is_some_and(|&(m, _)| m + window_min < minute) {
+            self.demand_peaks.pop_front();
+        }
     }
 
     /// One evaluation: at most one action. A scale-up the engine refuses (type in
@@ -1374,6 +1394,8 @@ impl Conductor {
         let mut policies = std::mem::take(&mut self.policies);
         let mut refusals = Vec::new();
         let mut vetoes = 0;
+        let demand_now = self.queue.total_ram_mb() + self.allocated_mb();
+        self.record_demand(demand_now);
         let (decision, demand) = {
             let ctx = self.scaling_context();
             for p in policies.iter_mut() {
@@ -1398,7 +1420,11 @@ impl Conductor {
                 for i in 0..policies.len() {
                     let Some(down) = policies[i].scale_down(&ctx) else { continue };
                     let Some(node) = ctx.fleet.get(down.node) else { continue };
-                    let kept = policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some());
+                    // No flapping: the rest must hold the peak demand of the last
+                    // rebuy cooldown, and no other policy may want the node kept.
+                    let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
+                    let kept = rest < ctx.recent_peak_demand_mb
+                        || policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some());
                     if kept {
                         vetoes += 1;
                         continue;
@@ -1407,7 +1433,7 @@ impl Conductor {
                     break;
                 }
             }
-            (decision, ctx.demand_mb())
+            (decision, ctx.recent_peak_demand_mb)
         };
         self.policies = policies;
         self.counters.scale_down_vetoes += vetoes;

@@ -55,9 +55,11 @@ impl Policy for Karpenter {
             return None;
         }
         let need = packed_mb.max(u64::from(ctx.largest_queued_mb));
-        let i = (0..ctx.catalogue.len())
-            .filter(|&i| ctx.type_ok(i) && type_usable_mb(&ctx.catalogue[i], ctx.reserve) >= need)
-            .min_by(|&a, &b| ctx.catalogue[a].hourly_eur.total_cmp(&ctx.catalogue[b].hourly_eur).then(a.cmp(&b)))?;
+        let i = ctx.choose_with(|ok| {
+            (0..ctx.catalogue.len())
+                .filter(|&i| ok(i) && type_usable_mb(&ctx.catalogue[i], ctx.reserve) >= need)
+                .min_by(|&a, &b| ctx.catalogue[a].hourly_eur.total_cmp(&ctx.catalogue[b].hourly_eur).then(a.cmp(&b)))
+        })?;
         Some(ScaleUp {
             server_type: i,
             reason: format!(

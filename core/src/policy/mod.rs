@@ -64,8 +64,10 @@ pub struct ScalingContext<'a> {
     pub cloud_eur_per_hour: f64,
     pub last_scale_up: Option<Millis>,
     pub last_scale_down: Option<Millis>,
-    /// Demand (allocated + queued RAM) when the last node was sold.
+    /// Peak demand over the last `scaling.rebuy_cooldown_s` when the last node was sold.
     pub demand_at_last_sale_mb: Option<u64>,
+    /// Peak demand (allocated + queued RAM) over the last `scaling.rebuy_cooldown_s`.
+    pub recent_peak_demand_mb: u64,
 }
 
 impl<'a> ScalingContext<'a> {
@@ -126,6 +128,7 @@ impl<'a> ScalingContext<'a> {
             last_scale_up,
             last_scale_down,
             demand_at_last_sale_mb,
+            recent_peak_demand_mb: allocated + queue.total_ram_mb(),
         }
     }
 
@@ -164,6 +167,12 @@ impl<'a> ScalingContext<'a> {
     /// Types a policy may choose from: available and affordable.
     pub fn type_ok(&self, i: usize) -> bool {
         self.type_available(i) && self.type_affordable(i)
+    }
+
+    /// `choose(type_ok)`, else `choose(type_available)`: if nothing is affordable the
+    /// policy still names what it needs, and the engine refuses it and counts it.
+    pub fn choose_with(&self, choose: impl Fn(&dyn Fn(usize) -> bool) -> Option<usize>) -> Option<usize> {
+        choose(&|i| self.type_ok(i)).or_else(|| choose(&|i| self.type_available(i)))
     }
 
     /// Queued servers by RAM, largest first, as (size, count).
@@ -383,14 +392,16 @@ pub fn best_per_gb(
 pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) -> Option<usize> {
     let need = demand_mb.max(u64::from(largest_mb)).max(1);
     let score = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, ctx.reserve).min(need) as f64 / 1024.0);
-    ctx.catalogue
-        .iter()
-        .enumerate()
-        .filter(|&(i, t)| ctx.type_ok(i) && type_usable_mb(t, ctx.reserve) >= u64::from(largest_mb))
-        .min_by(|(ia, a), (ib, b)| {
-            score(a).total_cmp(&score(b)).then(a.hourly_eur.total_cmp(&b.hourly_eur)).then(ia.cmp(ib))
-        })
-        .map(|(i, _)| i)
+    ctx.choose_with(|ok| {
+        ctx.catalogue
+            .iter()
+            .enumerate()
+            .filter(|&(i, t)| ok(i) && type_usable_mb(t, ctx.reserve) >= u64::from(largest_mb))
+            .min_by(|(ia, a), (ib, b)| {
+                score(a).total_cmp(&score(b)).then(a.hourly_eur.total_cmp(&b.hourly_eur)).then(ia.cmp(ib))
+            })
+            .map(|(i, _)| i)
+    })
 }
 
 /// First-fit decreasing of `sizes` (size, count; largest first) into `bins` (free MB

@@ -30,7 +30,9 @@ impl Reactive {
         if ctx.queued_count > 0 {
             // The design's rule, sized by queued RAM (not by server count, the original's B8).
             let i = if self.name == "seed" {
-                choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb, |i| ctx.type_ok(i))?
+                ctx.choose_with(|ok| {
+                    choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb, ok)
+                })?
             } else {
                 choose_for_demand(ctx, ctx.queued_ram_mb, ctx.largest_queued_mb)?
             };
@@ -42,8 +44,10 @@ impl Reactive {
         let threshold = self.cfg.scale_up_threshold_percent.max(1.0) / 100.0;
         let needed = (ctx.allocated_mb as f64 / threshold).ceil() as u64;
         let deficit = needed.saturating_sub(ctx.worker_usable_mb());
-        let i = best_per_gb(ctx.catalogue, ctx.reserve, deficit, |i| ctx.type_ok(i))
-            .or_else(|| best_per_gb(ctx.catalogue, ctx.reserve, 0, |i| ctx.type_ok(i)))?;
+        let i = ctx.choose_with(|ok| {
+            best_per_gb(ctx.catalogue, ctx.reserve, deficit, ok)
+                .or_else(|| best_per_gb(ctx.catalogue, ctx.reserve, 0, ok))
+        })?;
         Some(ScaleUp { server_type: i, reason: why })
     }
 }
