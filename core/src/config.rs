@@ -31,7 +31,14 @@ pub struct Config {
     pub queue: QueueConfig,
     pub health: HealthConfig,
     pub scaling: ScalingConfig,
+    /// The design's numbers, frozen: the baseline every other policy is measured against.
+    pub seed: ReactiveConfig,
     pub reactive: ReactiveConfig,
+    pub spare_pool: SparePoolConfig,
+    pub agones_buffer: AgonesBufferConfig,
+    pub cluster_autoscaler: ClusterAutoscalerConfig,
+    pub karpenter: KarpenterConfig,
+    pub predictive: PredictiveConfig,
     /// The VM types the cloud sells.
     pub catalogue: Vec<ServerType>,
 }
@@ -52,7 +59,13 @@ impl Default for Config {
             queue: QueueConfig::default(),
             health: HealthConfig::default(),
             scaling: ScalingConfig::default(),
+            seed: ReactiveConfig::default(),
             reactive: ReactiveConfig::default(),
+            spare_pool: SparePoolConfig::default(),
+            agones_buffer: AgonesBufferConfig::default(),
+            cluster_autoscaler: ClusterAutoscalerConfig::default(),
+            karpenter: KarpenterConfig::default(),
+            predictive: PredictiveConfig::default(),
             catalogue: default_catalogue(),
         }
     }
@@ -169,6 +182,30 @@ pub struct ScalingConfig {
     pub provision_timeout_s: u64,
     /// A delete command is repeated if the node is not gone after this long.
     pub delete_timeout_s: u64,
+    /// Where engine time 0 falls in the week: seconds since the Monday 00:00 UTC on or
+    /// before it (259200 when engine time is Unix time, whose epoch was a Thursday).
+    /// Policies with weekday/hour rules read the calendar through this.
+    pub calendar_week_offset_s: u64,
+    /// The engine refuses a scale-up whose type would push the hourly price of all
+    /// rented nodes (placeholders and draining ones included) above this.
+    pub budget_eur_per_hour: Option<f64>,
+    /// The engine never deletes a cloud node registered less than this long ago.
+    pub min_node_lifetime_s: u64,
+    /// Within this of a sale, the engine refuses a scale-up unless demand (allocated +
+    /// queued RAM) grew past what it was at the sale or a queued server fits nowhere.
+    pub rebuy_cooldown_s: u64,
+    /// Rented VMs are billed per started period of this length from their provisioning
+    /// (Hetzner: an hour); 0 turns billing-aware release off.
+    pub billing_period_s: u64,
+    /// An idle rented VM is released only in the last `release_window_s` of a billed
+    /// period, and not in its last `release_margin_s` (the delete must land in time):
+    /// releasing it earlier saves nothing.
+    pub release_window_s: u64,
+    pub release_margin_s: u64,
+    /// A VM type whose provisioning failed is not bought for this long, doubling on each
+    /// further failure up to `type_backoff_max_s` (Cluster Autoscaler's node-group backoff).
+    pub type_backoff_s: u64,
+    pub type_backoff_max_s: u64,
 }
 
 impl Default for ScalingConfig {
@@ -180,6 +217,15 @@ impl Default for ScalingConfig {
             max_cloud_nodes: 10,
             provision_timeout_s: 10 * 60,
             delete_timeout_s: 5 * 60,
+            calendar_week_offset_s: 0,
+            budget_eur_per_hour: None,
+            min_node_lifetime_s: 30 * 60,
+            rebuy_cooldown_s: 30 * 60,
+            billing_period_s: 3600,
+            release_window_s: 5 * 60,
+            release_margin_s: 60,
+            type_backoff_s: 5 * 60,
+            type_backoff_max_s: 30 * 60,
         }
     }
 }
@@ -202,6 +248,8 @@ pub struct ReactiveConfig {
     pub scale_up_cooldown_s: u64,
     /// Only cloud nodes empty for this long are returned.
     pub node_idle_s: u64,
+    /// Policies with a higher priority are asked first.
+    pub priority: i32,
 }
 
 impl Default for ReactiveConfig {
@@ -213,6 +261,237 @@ impl Default for ReactiveConfig {
             scale_down_cooldown_s: 30 * 60,
             scale_up_cooldown_s: 0,
             node_idle_s: 15 * 60,
+            priority: 10,
+        }
+    }
+}
+
+/// Warm headroom: keep `buffer_mb` of usable RAM free, or the Agones buffer percentage of
+/// allocated RAM (desired = allocated / (1 - pct)), whichever is more. Headroom is usable
+/// RAM of healthy and coming workers minus allocated and queued RAM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SparePoolConfig {
+    pub buffer_mb: u64,
+    pub buffer_percent: f64,
+    /// Never release below this many cloud nodes.
+    pub min_nodes: u32,
+    /// Never buy past this many cloud nodes (the engine's maximum still applies).
+    pub max_nodes: u32,
+    /// A node is released only after headroom without it has stayed at the target this long.
+    pub scale_down_sustain_s: u64,
+    /// The first matching override replaces `buffer_mb` and `buffer_percent`.
+    pub overrides: Vec<SpareOverride>,
+    pub priority: i32,
+}
+
+/// A calendar window with its own buffer, e.g. the design's "3 spares Friday/Saturday".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpareOverride {
+    /// `mon` … `sun`; empty means every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// UTC hours `[hour_from, hour_to)`.
+    #[serde(default)]
+    pub hour_from: u8,
+    #[serde(default = "twenty_four")]
+    pub hour_to: u8,
+    pub buffer_mb: u64,
+    #[serde(default)]
+    pub buffer_percent: f64,
+}
+
+fn twenty_four() -> u8 {
+    24
+}
+
+/// Weekday names as `SpareOverride::days` spells them, Monday first.
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Default for SparePoolConfig {
+    fn default() -> Self {
+        // The design's spare pool is one spare VM, three on Friday and Saturday; a spare
+        // is counted as 4 GB of usable RAM (a typical server and a half).
+        SparePoolConfig {
+            buffer_mb: 4096,
+            buffer_percent: 0.0,
+            min_nodes: 0,
+            max_nodes: 10,
+            scale_down_sustain_s: 10 * 60,
+            overrides: vec![SpareOverride {
+                days: vec!["fri".into(), "sat".into()],
+                hour_from: 0,
+                hour_to: 24,
+                buffer_mb: 3 * 4096,
+                buffer_percent: 0.0,
+            }],
+            priority: 5,
+        }
+    }
+}
+
+/// The Agones Fleet Autoscaler's Buffer policy with replicas counted in RAM slots of
+/// `replica_mb`. See [`crate::policy::AgonesBuffer`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgonesBufferConfig {
+    /// `"N"` replicas above allocated, or `"P%"` of the desired size.
+    pub buffer_size: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// The RAM one replica stands for.
+    pub replica_mb: u32,
+    /// Agones' `sync.fixedInterval.seconds`.
+    pub sync_interval_s: u64,
+    pub priority: i32,
+}
+
+impl Default for AgonesBufferConfig {
+    fn default() -> Self {
+        // Agones' documented example buffer (bufferSize 5) and its sync period (30 s).
+        // Replicas count the whole worker fleet here (owned hosts too), so the example's
+        // maxReplicas of 20 would not hold one owned host: the maximum is left to the
+        // engine's cloud node limit, and minReplicas 0 means "bufferSize" as in Agones.
+        AgonesBufferConfig {
+            buffer_size: "5".into(),
+            min_replicas: 0,
+            max_replicas: 100_000,
+            replica_mb: 2048,
+            sync_interval_s: 30,
+            priority: 10,
+        }
+    }
+}
+
+/// The Kubernetes Cluster Autoscaler's rules (FAQ defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterAutoscalerConfig {
+    /// `--scale-down-utilization-threshold`, as a percentage of usable RAM.
+    pub scale_down_utilization_threshold_percent: f64,
+    /// `--scale-down-unneeded-time`.
+    pub scale_down_unneeded_s: u64,
+    /// `--scale-down-delay-after-add`.
+    pub scale_down_delay_after_add_s: u64,
+    pub priority: i32,
+}
+
+impl Default for ClusterAutoscalerConfig {
+    fn default() -> Self {
+        ClusterAutoscalerConfig {
+            scale_down_utilization_threshold_percent: 50.0,
+            scale_down_unneeded_s: 10 * 60,
+            scale_down_delay_after_add_s: 10 * 60,
+            priority: 10,
+        }
+    }
+}
+
+/// An Agones `bufferSize`: an absolute number of replicas or a percentage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferSize {
+    Replicas(u32),
+    Percent(u32),
+}
+
+impl AgonesBufferConfig {
+    pub fn buffer(&self) -> Result<BufferSize, String> {
+        let s = self.buffer_size.trim();
+        let bad = || format!("{s:?} is neither a whole number of replicas nor a whole percentage like \"20%\"");
+        match s.strip_suffix('%') {
+            Some(p) => p.trim().parse().map(BufferSize::Percent).map_err(|_| bad()),
+            None => s.parse().map(BufferSize::Replicas).map_err(|_| bad()),
+        }
+    }
+
+    /// Agones' `ValidateBufferPolicy`, field by field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = |k: &str| format!("agones_buffer.{k}");
+        let buffer = self.buffer().map_err(|m| err(&f("buffer_size"), m))?;
+        if self.min_replicas > self.max_replicas {
+            return Err(err(
+                &f("min_replicas"),
+                format!("{} is above max_replicas ({})", self.min_replicas, self.max_replicas),
+            ));
+        }
+        match buffer {
+            BufferSize::Replicas(b) => {
+                if b == 0 {
+                    return Err(err(&f("buffer_size"), "must be above 0"));
+                }
+                if self.max_replicas < b {
+                    return Err(err(&f("max_replicas"), format!("{} is below buffer_size ({b})", self.max_replicas)));
+                }
+                if self.min_replicas != 0 && self.min_replicas < b {
+                    return Err(err(
+                        &f("min_replicas"),
+                        format!("{} must be 0 or at least buffer_size ({b})", self.min_replicas),
+                    ));
+                }
+            }
+            BufferSize::Percent(p) => {
+                if !(1..=99).contains(&p) {
+                    return Err(err(&f("buffer_size"), format!("{p}% is not between 1% and 99%")));
+                }
+                if self.min_replicas < 1 {
+                    return Err(err(&f("min_replicas"), "must be at least 1 with a percentage buffer"));
+                }
+            }
+        }
+        if self.max_replicas == 0 {
+            return Err(err(&f("max_replicas"), "must be at least 1"));
+        }
+        if self.replica_mb == 0 {
+            return Err(err(&f("replica_mb"), "must be at least 1"));
+        }
+        if self.sync_interval_s == 0 {
+            return Err(err(&f("sync_interval_s"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Karpenter's provisioning and consolidation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KarpenterConfig {
+    /// `consolidateAfter`: an empty node is deleted after this (Karpenter's default is
+    /// 0 s; one minute stops a node from going between two starts).
+    pub consolidate_after_s: u64,
+    pub priority: i32,
+}
+
+impl Default for KarpenterConfig {
+    fn default() -> Self {
+        KarpenterConfig { consolidate_after_s: 60, priority: 10 }
+    }
+}
+
+/// Forecast demand from the policy's own history (see [`crate::policy::Predictive`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PredictiveConfig {
+    /// Expected VM boot plus container start: the forecast looks this far ahead.
+    pub lead_s: u64,
+    /// Buy until forecast demand is at most this share of usable RAM.
+    pub target_utilization_percent: f64,
+    /// Release a node only if the forecast over this horizon fits without it.
+    pub scale_down_horizon_s: u64,
+    /// History needed before forecasting; less falls back to the reactive rules.
+    pub warmup_s: u64,
+    pub priority: i32,
+}
+
+impl Default for PredictiveConfig {
+    fn default() -> Self {
+        // The design: provisioning 3 min, scale up above 80 %; plus a minute of container start.
+        PredictiveConfig {
+            lead_s: 4 * 60,
+            target_utilization_percent: 80.0,
+            scale_down_horizon_s: 3600,
+            warmup_s: 86_400 + 3600,
+            priority: 20,
         }
     }
 }
@@ -270,6 +549,23 @@ impl Config {
             ("reactive.scale_down_cooldown_s", self.reactive.scale_down_cooldown_s),
             ("reactive.scale_up_cooldown_s", self.reactive.scale_up_cooldown_s),
             ("reactive.node_idle_s", self.reactive.node_idle_s),
+            ("seed.scale_down_sustain_s", self.seed.scale_down_sustain_s),
+            ("seed.scale_down_cooldown_s", self.seed.scale_down_cooldown_s),
+            ("seed.scale_up_cooldown_s", self.seed.scale_up_cooldown_s),
+            ("seed.node_idle_s", self.seed.node_idle_s),
+            ("scaling.min_node_lifetime_s", self.scaling.min_node_lifetime_s),
+            ("scaling.rebuy_cooldown_s", self.scaling.rebuy_cooldown_s),
+            ("scaling.billing_period_s", self.scaling.billing_period_s),
+            ("scaling.type_backoff_s", self.scaling.type_backoff_s),
+            ("scaling.type_backoff_max_s", self.scaling.type_backoff_max_s),
+            ("spare_pool.scale_down_sustain_s", self.spare_pool.scale_down_sustain_s),
+            ("agones_buffer.sync_interval_s", self.agones_buffer.sync_interval_s),
+            ("cluster_autoscaler.scale_down_unneeded_s", self.cluster_autoscaler.scale_down_unneeded_s),
+            ("cluster_autoscaler.scale_down_delay_after_add_s", self.cluster_autoscaler.scale_down_delay_after_add_s),
+            ("karpenter.consolidate_after_s", self.karpenter.consolidate_after_s),
+            ("predictive.lead_s", self.predictive.lead_s),
+            ("predictive.scale_down_horizon_s", self.predictive.scale_down_horizon_s),
+            ("predictive.warmup_s", self.predictive.warmup_s),
         ];
         for (field, v) in durations {
             if v > DURATION_S_MAX {
@@ -296,17 +592,21 @@ impl Config {
             }
         };
         pct("reserve.percent", self.reserve.percent)?;
-        pct("reactive.scale_up_threshold_percent", self.reactive.scale_up_threshold_percent)?;
-        pct("reactive.scale_down_threshold_percent", self.reactive.scale_down_threshold_percent)?;
-        if self.reactive.scale_down_threshold_percent >= self.reactive.scale_up_threshold_percent {
-            return Err(err(
-                "reactive.scale_down_threshold_percent",
-                format!(
-                    "{} must be below reactive.scale_up_threshold_percent ({})",
-                    self.reactive.scale_down_threshold_percent, self.reactive.scale_up_threshold_percent
-                ),
-            ));
+        for (name, r) in [("reactive", &self.reactive), ("seed", &self.seed)] {
+            pct(&format!("{name}.scale_up_threshold_percent"), r.scale_up_threshold_percent)?;
+            pct(&format!("{name}.scale_down_threshold_percent"), r.scale_down_threshold_percent)?;
+            if r.scale_down_threshold_percent >= r.scale_up_threshold_percent {
+                return Err(err(
+                    &format!("{name}.scale_down_threshold_percent"),
+                    format!(
+                        "{} must be below {name}.scale_up_threshold_percent ({})",
+                        r.scale_down_threshold_percent, r.scale_up_threshold_percent
+                    ),
+                ));
+            }
         }
+        self.validate_scaling()?;
+        self.validate_policies(&pct)?;
         if self.cloud_name_prefix.is_empty()
             || !self.cloud_name_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
@@ -337,6 +637,89 @@ impl Config {
                     format!("unknown policy {p:?} (known: {})", crate::policy::POLICY_NAMES.join(", ")),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_scaling(&self) -> Result<(), ConfigError> {
+        let sc = &self.scaling;
+        if let Some(b) = sc.budget_eur_per_hour {
+            if !(b.is_finite() && b >= 0.0) {
+                return Err(err("scaling.budget_eur_per_hour", "must be a non-negative number"));
+            }
+        }
+        if sc.calendar_week_offset_s >= 7 * 86_400 {
+            return Err(err("scaling.calendar_week_offset_s", "must be below 604800 (one week)"));
+        }
+        if sc.billing_period_s > 0 {
+            if sc.release_window_s > sc.billing_period_s {
+                return Err(err(
+                    "scaling.release_window_s",
+                    format!(
+                        "{} is longer than scaling.billing_period_s ({})",
+                        sc.release_window_s, sc.billing_period_s
+                    ),
+                ));
+            }
+            // At least one periodic evaluation must land in every release window.
+            if sc.release_window_s < sc.release_margin_s + sc.interval_s {
+                return Err(err(
+                    "scaling.release_window_s",
+                    format!(
+                        "{} must be at least scaling.release_margin_s + scaling.interval_s ({} s)",
+                        sc.release_window_s,
+                        sc.release_margin_s + sc.interval_s
+                    ),
+                ));
+            }
+        }
+        if sc.type_backoff_s > sc.type_backoff_max_s {
+            return Err(err(
+                "scaling.type_backoff_s",
+                format!("{} is above scaling.type_backoff_max_s ({})", sc.type_backoff_s, sc.type_backoff_max_s),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_policies(&self, pct: &dyn Fn(&str, f64) -> Result<(), ConfigError>) -> Result<(), ConfigError> {
+        let sp = &self.spare_pool;
+        pct("spare_pool.buffer_percent", sp.buffer_percent)?;
+        if sp.buffer_percent >= 100.0 {
+            return Err(err("spare_pool.buffer_percent", "must be below 100"));
+        }
+        if sp.min_nodes > sp.max_nodes {
+            return Err(err(
+                "spare_pool.min_nodes",
+                format!("{} is above spare_pool.max_nodes ({})", sp.min_nodes, sp.max_nodes),
+            ));
+        }
+        for (i, o) in sp.overrides.iter().enumerate() {
+            let f = |k: &str| format!("spare_pool.overrides[{i}].{k}");
+            if let Some(d) = o.days.iter().find(|d| !WEEKDAYS.contains(&d.as_str())) {
+                return Err(err(&f("days"), format!("{d:?} is not one of {}", WEEKDAYS.join(", "))));
+            }
+            if o.hour_from >= o.hour_to || o.hour_to > 24 {
+                return Err(err(
+                    &f("hour_from"),
+                    format!("[{}, {}) is not a window of hours within 0..24", o.hour_from, o.hour_to),
+                ));
+            }
+            pct(&f("buffer_percent"), o.buffer_percent)?;
+            if o.buffer_percent >= 100.0 {
+                return Err(err(&f("buffer_percent"), "must be below 100"));
+            }
+        }
+        self.agones_buffer.validate()?;
+        pct(
+            "cluster_autoscaler.scale_down_utilization_threshold_percent",
+            self.cluster_autoscaler.scale_down_utilization_threshold_percent,
+        )?;
+        pct("predictive.target_utilization_percent", self.predictive.target_utilization_percent)?;
+        if self.predictive.target_utilization_percent < 1.0 {
+            return Err(err("predictive.target_utilization_percent", "must be at least 1"));
         }
         Ok(())
     }

@@ -104,6 +104,12 @@ pub struct Counters {
     pub failed: u64,
     pub scale_ups: u64,
     pub scale_downs: u64,
+    /// Scale-ups refused because of `scaling.budget_eur_per_hour`.
+    pub budget_refusals: u64,
+    /// Scale-ups refused within `scaling.rebuy_cooldown_s` of a sale at the same demand.
+    pub rebuy_refusals: u64,
+    /// Scale-downs another policy vetoed.
+    pub scale_down_vetoes: u64,
 }
 
 /// The fleet orchestration engine. Pure: no IO, no clock, no randomness.
@@ -132,6 +138,14 @@ pub struct Conductor {
     largest_holdable_mb: u64,
     last_scale_up: Option<Millis>,
     last_scale_down: Option<Millis>,
+    /// Demand (allocated + queued RAM) at the last sale, for the rebuy check.
+    demand_at_last_sale_mb: Option<u64>,
+    /// Peak demand per minute over the last `scaling.rebuy_cooldown_s`, oldest first
+    /// (bounded by the minutes in that window).
+    demand_peaks: VecDeque<(u64, u64)>,
+    /// Per catalogue type: not bought before this; and the next backoff if it fails again.
+    type_backoff_until: Vec<Millis>,
+    type_backoff_next_ms: Vec<u64>,
     overcommitted: BTreeSet<NodeId>,
     /// Servers whose world has an archive copy. Kept after their record is dropped (it
     /// grows with customers, not with the trace), so a restart restores it.
@@ -189,6 +203,10 @@ impl Conductor {
             largest_holdable_mb: largest,
             last_scale_up: None,
             last_scale_down: None,
+            demand_at_last_sale_mb: None,
+            demand_peaks: VecDeque::new(),
+            type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
+            type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
             overcommitted: BTreeSet::new(),
             archived: BTreeSet::new(),
             world_gen_next: 1,
@@ -1026,6 +1044,8 @@ impl Conductor {
             return Reply::Ignored("duplicate provision report");
         }
         let now = self.now;
+        let server_type = n.server_type.clone();
+        self.type_succeeded(server_type.as_deref());
         self.fleet.update(id, |n| {
             n.lifecycle = Lifecycle::Active;
             n.provider_id = Some(provider_id);
@@ -1043,6 +1063,8 @@ impl Conductor {
     fn on_provision_failed(&mut self, id: NodeId, reason: String) -> Reply {
         match self.fleet.get(id) {
             Some(n) if n.lifecycle == Lifecycle::AwaitingProvision => {
+                let server_type = n.server_type.clone();
+                self.type_failed(server_type.as_deref());
                 self.publish(Event::ProvisionFailed { node: id, reason });
                 self.remove_node(id);
                 self.scaling_wanted = true;
@@ -1485,44 +1507,38 @@ impl Conductor {
 
     // ---------------------------------------------------------------- scaling
 
-    fn scaling_context(&mut self) -> ScalingContext<'_> {
-        let reserve = self.fleet.reserve();
-        let (mut healthy, mut coming, mut allocated, mut holdable) = (0u64, 0u64, 0u64, 0u64);
-        let mut fit = self.fleet.max_available_mb();
-        for n in self.fleet.iter().filter(|n| !n.system) {
-            let fresh = crate::node::usable_mb(n.total_ram_mb, 1, reserve);
-            if n.placeable() {
-                healthy += n.usable_mb(reserve);
-                allocated += n.allocated_mb();
-                holdable = holdable.max(fresh);
-            } else if n.health == Health::Unknown && n.lifecycle != Lifecycle::Draining {
-                coming += n.usable_mb(reserve);
-                holdable = holdable.max(fresh);
-                fit = fit.max(fresh);
-            }
+    fn scaling_context(&self) -> ScalingContext<'_> {
+        let recent_peak = self.demand_peaks.iter().map(|&(_, d)| d).max().unwrap_or(0);
+        let mut ctx = ScalingContext::gather(
+            self.now,
+            &self.fleet,
+            &self.queue,
+            &self.cfg,
+            &self.type_backoff_until,
+            self.last_scale_up,
+            self.last_scale_down,
+            self.demand_at_last_sale_mb,
+        );
+        ctx.recent_peak_demand_mb = recent_peak.max(ctx.demand_mb());
+        ctx
+    }
+
+    /// Remember this minute's demand; forget minutes older than the rebuy cooldown.
+    fn record_demand(&mut self, demand_mb: u64) {
+        let minute = self.now.0 / 60_000;
+        match self.demand_peaks.back_mut() {
+            Some((m, d)) if *m == minute => *d = (*d).max(demand_mb),
+            _ => self.demand_peaks.push_back((minute, demand_mb)),
         }
-        let largest_queued_mb = self.queue.max_ram_mb();
-        ScalingContext {
-            now: self.now,
-            fleet: &self.fleet,
-            reserve,
-            catalogue: &self.cfg.catalogue,
-            healthy_usable_mb: healthy,
-            coming_usable_mb: coming,
-            allocated_mb: allocated,
-            queued_count: self.queue.len(),
-            queued_ram_mb: self.queue.total_ram_mb(),
-            largest_queued_mb,
-            largest_holdable_mb: holdable,
-            largest_fit_mb: fit,
-            cloud_nodes: self.cloud_nodes,
-            max_cloud_nodes: self.cfg.scaling.max_cloud_nodes,
-            last_scale_up: self.last_scale_up,
-            last_scale_down: self.last_scale_down,
+        let window_min = self.cfg.scaling.rebuy_cooldown_s.div_ceil(60);
+        while self.demand_peaks.front().is_some_and(|&(m, _)| m + window_min < minute) {
+            self.demand_peaks.pop_front();
         }
     }
 
-    /// One evaluation: at most one action.
+    /// One evaluation: at most one action. A scale-up the engine refuses (type in
+    /// backoff, over budget, a rebuy too soon after a sale) passes the question to the
+    /// next policy; so does a scale-down another policy vetoes.
     fn evaluate_scaling(&mut self) {
         self.scaling_wanted = false;
         if !self.operator_drained.is_empty() {
@@ -1532,7 +1548,11 @@ impl Conductor {
             return;
         }
         let mut policies = std::mem::take(&mut self.policies);
-        let decision = {
+        let mut refusals = Vec::new();
+        let mut vetoes = 0;
+        let demand_now = self.queue.total_ram_mb() + self.allocated_mb();
+        self.record_demand(demand_now);
+        let (decision, demand) = {
             let ctx = self.scaling_context();
             for p in policies.iter_mut() {
                 p.observe(&ctx);
@@ -1541,27 +1561,71 @@ impl Conductor {
             let mut decision = None;
             for p in policies.iter_mut() {
                 if let Some(up) = p.scale_up(&ctx) {
-                    if !at_max {
-                        decision = Some((p.name(), Ok(up)));
-                        break;
+                    if at_max {
+                        continue;
                     }
+                    if let Some((kind, why)) = policy::refusal(&ctx, &up) {
+                        refusals.push((p.name(), kind, why));
+                        continue;
+                    }
+                    decision = Some((p.name(), Ok(up)));
+                    break;
                 }
             }
             if decision.is_none() {
-                for p in policies.iter_mut() {
-                    if let Some(down) = p.scale_down(&ctx) {
-                        decision = Some((p.name(), Err(down)));
-                        break;
+                for i in 0..policies.len() {
+                    let Some(down) = policies[i].scale_down(&ctx) else { continue };
+                    let Some(node) = ctx.fleet.get(down.node) else { continue };
+                    // No flapping: the rest must hold the peak demand of the last
+                    // rebuy cooldown, and no other policy may want the node kept.
+                    let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
+                    let kept = rest < ctx.recent_peak_demand_mb
+                        || policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some());
+                    if kept {
+                        vetoes += 1;
+                        continue;
                     }
+                    decision = Some((policies[i].name(), Err(down)));
+                    break;
                 }
             }
-            decision
+            (decision, ctx.recent_peak_demand_mb)
         };
         self.policies = policies;
+        self.counters.scale_down_vetoes += vetoes;
+        for (name, kind, why) in refusals {
+            match kind {
+                policy::Refusal::Budget => self.counters.budget_refusals += 1,
+                policy::Refusal::Rebuy => self.counters.rebuy_refusals += 1,
+                policy::Refusal::Backoff => {}
+            }
+            self.log.add(self.now, "warn", format!("scale-up by {name} refused: {why}"));
+        }
         match decision {
             Some((name, Ok(up))) => self.scale_up(name, up),
-            Some((name, Err(down))) => self.scale_down(name, down),
+            Some((name, Err(down))) => {
+                if self.scale_down(name, down) {
+                    self.demand_at_last_sale_mb = Some(demand);
+                }
+            }
             None => {}
+        }
+    }
+
+    /// A provisioning of `server_type` failed: back the type off, doubling each time.
+    fn type_failed(&mut self, server_type: Option<&str>) {
+        let Some(i) = server_type.and_then(|t| self.cfg.catalogue.iter().position(|c| c.name == t)) else { return };
+        let wait = self.type_backoff_next_ms[i];
+        self.type_backoff_until[i] = self.now.plus(wait);
+        self.type_backoff_next_ms[i] = wait.saturating_mul(2).min(s_to_ms(self.cfg.scaling.type_backoff_max_s));
+        let name = self.cfg.catalogue[i].name.clone();
+        self.log.add(self.now, "warn", format!("{name} backs off for {} s after a failed provisioning", wait / 1000));
+    }
+
+    /// A VM of `server_type` came up: its backoff starts over.
+    fn type_succeeded(&mut self, server_type: Option<&str>) {
+        if let Some(i) = server_type.and_then(|t| self.cfg.catalogue.iter().position(|c| c.name == t)) {
+            self.type_backoff_next_ms[i] = s_to_ms(self.cfg.scaling.type_backoff_s);
         }
     }
 
@@ -1597,8 +1661,9 @@ impl Conductor {
         self.out.push_back(Command::ProvisionNode { node: id, name, server_type: t.name });
     }
 
-    fn scale_down(&mut self, policy: &'static str, down: policy::ScaleDown) {
-        let Some(n) = self.fleet.get(down.node) else { return };
+    /// Whether the node was released.
+    fn scale_down(&mut self, policy: &'static str, down: policy::ScaleDown) -> bool {
+        let Some(n) = self.fleet.get(down.node) else { return false };
         // The engine's own safety check, whatever the policy says.
         if n.kind != NodeKind::Cloud || n.system || !n.is_empty() || n.lifecycle != Lifecycle::Active {
             self.log.add(
@@ -1606,7 +1671,15 @@ impl Conductor {
                 "warn",
                 format!("{policy} asked to delete {} which is not an empty active cloud node", n.name),
             );
-            return;
+            return false;
+        }
+        if self.now.since(n.registered_at) < s_to_ms(self.cfg.scaling.min_node_lifetime_s) {
+            self.log.add(
+                self.now,
+                "warn",
+                format!("{policy} asked to delete {} younger than scaling.min_node_lifetime_s", n.name),
+            );
+            return false;
         }
         let (name, provider_id) = (n.name.clone(), n.provider_id.clone());
         let now = self.now;
@@ -1620,6 +1693,7 @@ impl Conductor {
         self.log.add(now, "info", format!("scale down {name} by {policy}: {}", down.reason));
         self.publish(Event::ScaleDown { node: down.node, policy: policy.to_string(), reason: down.reason });
         self.out.push_back(Command::DeleteNode { node: down.node, name, provider_id });
+        true
     }
 
     // ---------------------------------------------------------------- time
@@ -1709,6 +1783,8 @@ impl Conductor {
             }
             let (name, provider_id, lifecycle, empty) =
                 (n.name.clone(), n.provider_id.clone(), n.lifecycle, n.is_empty());
+            let server_type = n.server_type.clone();
+            self.type_failed(server_type.as_deref());
             self.publish(Event::ProvisionFailed {
                 node: id,
                 reason: "no healthy report before the provision timeout".into(),

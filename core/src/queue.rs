@@ -122,6 +122,11 @@ impl StartQueue {
         self.by_ram.last_key_value().map_or(0, |(&r, _)| r)
     }
 
+    /// Queued servers by RAM as (size, count), smallest first.
+    pub fn sizes(&self) -> impl DoubleEndedIterator<Item = (u32, u32)> + '_ {
+        self.by_ram.iter().map(|(&r, &c)| (r, c))
+    }
+
     /// The smallest queued server (0 if none).
     pub fn min_ram_mb(&self) -> u32 {
         self.by_ram.first_key_value().map_or(0, |(&r, _)| r)

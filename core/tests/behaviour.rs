@@ -407,10 +407,11 @@ fn scale_down_only_empty_idle_cloud_nodes_after_sustained_low_utilization() {
     h.input(Input::ContainerExited { server: ServerId(1), node });
     h.take();
     // Low since the 12-min evaluation; the scale-up was at t=0 and cools down 30 min;
-    // sustained low for 30 min -> earliest at 42 min.
-    h.at(40 * MIN);
-    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
+    // sustained low for 30 min -> earliest at 42 min; billed per started hour from its
+    // provisioning at t = 0, it is kept until the last minutes of that hour (55 to 59).
     h.at(44 * MIN);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
+    h.at(56 * MIN);
     let cmds = h.take();
     assert!(cmds.iter().any(|c| matches!(c, Command::Publish(Event::ScaleDown { node: n, .. }) if *n == node)));
     assert_eq!(h.c.fleet().get(node).unwrap().status(), NodeStatus::Draining, "draining before the delete completes");
@@ -745,4 +746,140 @@ fn recovery_never_books_onto_a_placeholder() {
     // The placeholder can still fail and be removed without a panic.
     h.input(Input::ProvisionFailed { node, reason: "x".into() });
     assert!(h.c.fleet().get(node).is_none());
+}
+
+/// The VMs bought and sold in `events`, with their times.
+fn buys_and_sales(log: &[(u64, Event)]) -> (Vec<(u64, NodeId)>, Vec<(u64, NodeId)>) {
+    let mut buys = Vec::new();
+    let mut sales = Vec::new();
+    for (t, e) in log {
+        match e {
+            Event::ScaleUp { node, .. } => buys.push((*t, *node)),
+            Event::ScaleDown { node, .. } => sales.push((*t, *node)),
+            _ => {}
+        }
+    }
+    (buys, sales)
+}
+
+#[test]
+fn oscillating_load_never_buys_and_sells_within_the_cooldown() {
+    // A small owned host and bursts of six 2 GB servers every 40 minutes for 20 minutes:
+    // every burst needs cloud capacity, every lull leaves it idle.
+    let mut c = cfg();
+    c.storage = Storage::Shared;
+    c.scaling.policies = vec!["spare_pool".into(), "reactive".into()];
+    c.spare_pool.overrides.clear();
+    c.spare_pool.buffer_mb = 2048;
+    let cooldown_ms = c.scaling.rebuy_cooldown_s * S;
+    let lifetime_ms = c.scaling.min_node_lifetime_s * S;
+    let mut h = H::new(c);
+    h.node("d", NodeKind::Dedicated, 8192, false);
+    let mut log: Vec<(u64, Event)> = Vec::new();
+    let mut server = 0u64;
+    for cycle in 0..12u64 {
+        let t0 = cycle * 40 * MIN;
+        h.at(t0);
+        let first = server + 1;
+        for _ in 0..6 {
+            server += 1;
+            h.start(server, 2048);
+        }
+        // Run the burst for 20 minutes, booting bought VMs and starting placed servers.
+        for step in 0..20 {
+            h.at(t0 + step * MIN);
+            for cmd in h.take() {
+                match cmd {
+                    Command::ProvisionNode { node, .. } => {
+                        h.input(Input::NodeProvisioned {
+                            node,
+                            provider_id: format!("p{}", node.0),
+                            address: "a".into(),
+                        });
+                        h.up.insert(node);
+                    }
+                    Command::StartContainer { server, node, .. } => {
+                        h.input(Input::ContainerStarted { server, node });
+                    }
+                    Command::DeleteNode { node, .. } => {
+                        h.input(Input::NodeDeleted { node });
+                    }
+                    Command::Publish(e) => log.push((h.now, e)),
+                    _ => {}
+                }
+            }
+        }
+        for s in first..=server {
+            if let Some(ServerStatus::Running { node }) = h.status(s) {
+                h.input(Input::StopRequested { server: ServerId(s) });
+                h.input(Input::ContainerExited { server: ServerId(s), node });
+            }
+        }
+        for step in 20..40 {
+            h.at(t0 + step * MIN);
+            for cmd in h.take() {
+                match cmd {
+                    Command::DeleteNode { node, .. } => {
+                        h.input(Input::NodeDeleted { node });
+                    }
+                    Command::Publish(e) => log.push((h.now, e)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let (buys, sales) = buys_and_sales(&log);
+    assert!(!buys.is_empty(), "the bursts need cloud capacity");
+    for &(sold_at, node) in &sales {
+        let bought_at = buys.iter().find(|(_, n)| *n == node).map(|&(t, _)| t).expect("sold what was bought");
+        assert!(sold_at - bought_at >= lifetime_ms, "{node:?} bought at {bought_at} sold at {sold_at}");
+        if let Some(&(rebought, _)) = buys.iter().find(|&&(t, _)| t > sold_at) {
+            assert!(rebought - sold_at >= cooldown_ms, "sold at {sold_at}, bought again at {rebought}");
+        }
+    }
+}
+
+#[test]
+fn budget_cap_refuses_a_scale_up_and_counts_it() {
+    let mut c = cfg();
+    c.scaling.budget_eur_per_hour = Some(0.005);
+    let mut h = H::new(c);
+    assert!(matches!(h.start(1, 2048), StartReply::Queued { .. }));
+    assert!(!h.take().iter().any(|c| matches!(c, Command::ProvisionNode { .. })), "cpx22 costs more than the cap");
+    assert!(h.c.counters().budget_refusals >= 1);
+    assert!(
+        h.c.debug_log()
+            .entries()
+            .any(|e| matches!(&e.message, conductor_core::log::LogMessage::Text(t) if t.contains("budget"))),
+        "logged"
+    );
+}
+
+#[test]
+fn a_type_that_failed_to_provision_backs_off_and_the_next_cheapest_is_bought() {
+    let mut h = H::new(cfg());
+    h.start(1, 2048);
+    let first: Vec<String> = h
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::ProvisionNode { node, server_type, .. } => {
+                h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
+                Some(server_type)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first, vec!["cpx22".to_string()]);
+    // The failure asked for a new evaluation: another type, not cpx22 again.
+    let again: Vec<String> = h
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::ProvisionNode { server_type, .. } => Some(server_type),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0], "cpx22", "cpx22 is backing off");
 }

@@ -233,6 +233,8 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
     apply_policy(&mut scenario).map_err(|e| format!("{}: policy: {e}", path.display()))?;
+    let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
+    scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
     if let Some(max) = scenario.cloud.max_nodes {
         scenario.conductor.scaling.max_cloud_nodes = max;
     }
@@ -241,24 +243,52 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     }
     scenario.conductor.validate().map_err(|e| format!("{}: conductor.{e}", path.display()))?;
     validate(&scenario).map_err(|e| format!("{}: {e}", path.display()))?;
-    let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     let loaded = Loaded { scenario, path: path.to_path_buf(), start_week_offset_s };
     loaded.duration_ms().map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(loaded)
 }
 
-/// Policy names the simulator accepts. `default` keeps `[conductor]` as written.
-pub const POLICIES: &[&str] = &["default", "reactive"];
+/// Policy names the simulator accepts. Each maps to a stack of engine policies
+/// (`conductor.scaling.policies`); `default` is the best stack measured so far, unless
+/// `[conductor.scaling] policies` names other policies, which are then kept as written.
+pub const POLICIES: &[&str] =
+    &["default", "seed", "reactive", "spare_pool", "predictive", "agones_buffer", "cluster_autoscaler", "karpenter"];
+
+/// The stack `default` selects.
+pub const DEFAULT_STACK: &[&str] = &["spare_pool", "reactive"];
 
 fn apply_policy(s: &mut Scenario) -> Result<(), String> {
-    match s.policy.as_str() {
-        "default" => Ok(()),
-        "reactive" => {
-            s.conductor.scaling.policies = vec!["reactive".into()];
-            Ok(())
+    let scaling = &mut s.conductor.scaling;
+    let stack: &[&str] = match s.policy.as_str() {
+        "default" => {
+            if scaling.policies != conductor_core::config::ScalingConfig::default().policies {
+                return Ok(());
+            }
+            DEFAULT_STACK
         }
-        other => Err(format!("unknown policy {other:?} (known: {})", POLICIES.join(", "))),
-    }
+        "seed" => &["seed"],
+        "reactive" => &["reactive"],
+        // A spare pool alone never reacts to a queue it did not foresee: reactive backs it.
+        "spare_pool" => &["spare_pool", "reactive"],
+        "predictive" => &["predictive"],
+        "agones_buffer" => {
+            // Agones syncs every 30 s.
+            scaling.interval_s = scaling.interval_s.min(s.conductor.agones_buffer.sync_interval_s);
+            &["agones_buffer"]
+        }
+        "cluster_autoscaler" | "karpenter" => {
+            // Both scan every 10 s.
+            scaling.interval_s = scaling.interval_s.min(10);
+            if s.policy == "karpenter" {
+                &["karpenter"]
+            } else {
+                &["cluster_autoscaler"]
+            }
+        }
+        other => return Err(format!("unknown policy {other:?} (known: {})", POLICIES.join(", "))),
+    };
+    s.conductor.scaling.policies = stack.iter().map(|p| p.to_string()).collect();
+    Ok(())
 }
 
 fn validate(s: &Scenario) -> Result<(), String> {

@@ -6,25 +6,44 @@
 //! action of that evaluation. The engine, not the policy, enforces safety: the cloud
 //! node maximum, and that only empty, non-system, active cloud nodes are ever deleted.
 
+mod agones;
+mod cluster_autoscaler;
+mod karpenter;
+mod predictive;
 mod reactive;
+mod spare_pool;
 
+pub use agones::AgonesBuffer;
+pub use cluster_autoscaler::ClusterAutoscaler;
+pub use karpenter::Karpenter;
+pub use predictive::Predictive;
 pub use reactive::Reactive;
+pub use spare_pool::SparePool;
 
-use crate::config::{Config, ReserveConfig};
+use crate::config::{Config, ReserveConfig, ScalingConfig};
 use crate::fleet::Fleet;
-use crate::model::{NodeId, ServerType};
-use crate::node::usable_mb;
+use crate::model::{NodeId, NodeKind, ServerType};
+use crate::node::{usable_mb, Health, Lifecycle, Node};
+use crate::queue::StartQueue;
 use crate::time::Millis;
 
 /// Names accepted in `scaling.policies`.
-pub const POLICY_NAMES: &[&str] = &["reactive"];
+pub const POLICY_NAMES: &[&str] =
+    &["seed", "reactive", "spare_pool", "predictive", "agones_buffer", "cluster_autoscaler", "karpenter"];
+
+const DAY_S: u64 = 86_400;
+const WEEK_S: u64 = 7 * DAY_S;
 
 /// What a policy sees. All RAM figures are usable RAM (total minus system reserve).
 pub struct ScalingContext<'a> {
     pub now: Millis,
     pub fleet: &'a Fleet,
+    pub queue: &'a StartQueue,
     pub reserve: &'a ReserveConfig,
     pub catalogue: &'a [ServerType],
+    pub scaling: &'a ScalingConfig,
+    /// Per catalogue type: not bought before this (backoff after failed provisioning).
+    pub type_backoff_until: &'a [Millis],
     /// Usable RAM of healthy, active worker nodes.
     pub healthy_usable_mb: u64,
     /// Usable RAM of worker nodes on their way (placeholders, booting VMs).
@@ -41,14 +60,231 @@ pub struct ScalingContext<'a> {
     pub largest_fit_mb: u64,
     pub cloud_nodes: u32,
     pub max_cloud_nodes: u32,
+    /// Hourly price of every cloud node, placeholders and draining nodes included.
+    pub cloud_eur_per_hour: f64,
     pub last_scale_up: Option<Millis>,
     pub last_scale_down: Option<Millis>,
+    /// Peak demand over the last `scaling.rebuy_cooldown_s` when the last node was sold.
+    pub demand_at_last_sale_mb: Option<u64>,
+    /// Peak demand (allocated + queued RAM) over the last `scaling.rebuy_cooldown_s`.
+    pub recent_peak_demand_mb: u64,
 }
 
-impl ScalingContext<'_> {
+impl<'a> ScalingContext<'a> {
+    /// Sum up the fleet and the queue for one evaluation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather(
+        now: Millis,
+        fleet: &'a Fleet,
+        queue: &'a StartQueue,
+        cfg: &'a Config,
+        type_backoff_until: &'a [Millis],
+        last_scale_up: Option<Millis>,
+        last_scale_down: Option<Millis>,
+        demand_at_last_sale_mb: Option<u64>,
+    ) -> ScalingContext<'a> {
+        let reserve = fleet.reserve();
+        let (mut healthy, mut coming, mut allocated, mut holdable) = (0u64, 0u64, 0u64, 0u64);
+        let (mut cloud_nodes, mut cloud_eur) = (0u32, 0.0f64);
+        let mut fit = fleet.max_available_mb();
+        for n in fleet.iter() {
+            if n.kind == NodeKind::Cloud {
+                cloud_nodes += 1;
+                cloud_eur += n.hourly_eur;
+            }
+            if n.system {
+                continue;
+            }
+            let fresh = usable_mb(n.total_ram_mb, 1, reserve);
+            if n.placeable() {
+                healthy += n.usable_mb(reserve);
+                allocated += n.allocated_mb();
+                holdable = holdable.max(fresh);
+            } else if n.health == Health::Unknown && n.lifecycle != Lifecycle::Draining {
+                coming += n.usable_mb(reserve);
+                holdable = holdable.max(fresh);
+                fit = fit.max(fresh);
+            }
+        }
+        ScalingContext {
+            now,
+            fleet,
+            queue,
+            reserve,
+            catalogue: &cfg.catalogue,
+            scaling: &cfg.scaling,
+            type_backoff_until,
+            healthy_usable_mb: healthy,
+            coming_usable_mb: coming,
+            allocated_mb: allocated,
+            queued_count: queue.len(),
+            queued_ram_mb: queue.total_ram_mb(),
+            largest_queued_mb: queue.max_ram_mb(),
+            largest_holdable_mb: holdable,
+            largest_fit_mb: fit,
+            cloud_nodes,
+            max_cloud_nodes: cfg.scaling.max_cloud_nodes,
+            cloud_eur_per_hour: cloud_eur,
+            last_scale_up,
+            last_scale_down,
+            demand_at_last_sale_mb,
+            recent_peak_demand_mb: allocated + queue.total_ram_mb(),
+        }
+    }
+
     pub fn worker_usable_mb(&self) -> u64 {
         self.healthy_usable_mb + self.coming_usable_mb
     }
+
+    /// Allocated plus queued RAM: what the fleet is asked to hold.
+    pub fn demand_mb(&self) -> u64 {
+        self.allocated_mb + self.queued_ram_mb
+    }
+
+    /// Seconds since Monday 00:00 UTC.
+    pub fn week_s(&self) -> u64 {
+        (self.now.0 / 1000 + self.scaling.calendar_week_offset_s) % WEEK_S
+    }
+
+    /// UTC weekday (Monday = 0) and hour.
+    pub fn weekday_hour(&self) -> (u8, u8) {
+        let w = self.week_s();
+        ((w / DAY_S) as u8, ((w % DAY_S) / 3600) as u8)
+    }
+
+    /// Whether catalogue type `i` may be bought now: not in provisioning backoff.
+    pub fn type_available(&self, i: usize) -> bool {
+        self.type_backoff_until.get(i).is_none_or(|&t| self.now >= t)
+    }
+
+    /// Whether buying type `i` keeps rented nodes within `scaling.budget_eur_per_hour`.
+    pub fn type_affordable(&self, i: usize) -> bool {
+        self.scaling
+            .budget_eur_per_hour
+            .is_none_or(|cap| self.cloud_eur_per_hour + self.catalogue[i].hourly_eur <= cap + 1e-9)
+    }
+
+    /// Types a policy may choose from: available and affordable.
+    pub fn type_ok(&self, i: usize) -> bool {
+        self.type_available(i) && self.type_affordable(i)
+    }
+
+    /// `choose(type_ok)`, else `choose(type_available)`: if nothing is affordable the
+    /// policy still names what it needs, and the engine refuses it and counts it.
+    pub fn choose_with(&self, choose: impl Fn(&dyn Fn(usize) -> bool) -> Option<usize>) -> Option<usize> {
+        choose(&|i| self.type_ok(i)).or_else(|| choose(&|i| self.type_available(i)))
+    }
+
+    /// Queued servers by RAM, largest first, as (size, count).
+    pub fn queued_sizes_desc(&self) -> Vec<(u32, u32)> {
+        self.queue.sizes().rev().collect()
+    }
+
+    /// The engine would delete this node now: an empty, active, probed, non-system cloud
+    /// node older than `scaling.min_node_lifetime_s`.
+    pub fn deletable(&self, n: &Node) -> bool {
+        n.kind == NodeKind::Cloud
+            && !n.system
+            && n.lifecycle == Lifecycle::Active
+            && n.health != Health::Unknown
+            && n.is_empty()
+            && self.now.since(n.registered_at) >= self.scaling.min_node_lifetime_s * 1000
+    }
+
+    /// Billing-aware release: a VM billed per started period (from its provisioning) is
+    /// released only near the end of a period, since returning it earlier saves nothing.
+    /// Nodes with no known billing start (owned cloud nodes) may go at any time.
+    pub fn release_window_open(&self, n: &Node) -> bool {
+        let sc = self.scaling;
+        let Some(start) = n.provisioned_at else { return true };
+        if sc.billing_period_s == 0 {
+            return true;
+        }
+        let period_ms = sc.billing_period_s * 1000;
+        let into = self.now.since(start) % period_ms;
+        into >= period_ms - sc.release_window_s * 1000 && into < period_ms - sc.release_margin_s * 1000
+    }
+
+    /// Nodes a policy may release now: deletable and in their release window.
+    pub fn releasable(&self) -> impl Iterator<Item = &'a Node> + '_ {
+        self.fleet.iter().filter(|n| self.deletable(n) && self.release_window_open(n))
+    }
+
+    /// The usable RAM a node adds to the worker fleet (0 unless healthy or coming).
+    pub fn node_usable_mb(&self, n: &Node) -> u64 {
+        if n.placeable() || (n.health == Health::Unknown && n.lifecycle != Lifecycle::Draining) {
+            n.usable_mb(self.reserve)
+        } else {
+            0
+        }
+    }
+}
+
+/// Why the engine refuses a policy's scale-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The type is in provisioning backoff.
+    Backoff,
+    /// It would push rented nodes past `scaling.budget_eur_per_hour`.
+    Budget,
+    /// A node was sold within `scaling.rebuy_cooldown_s` at the same or higher demand.
+    Rebuy,
+}
+
+/// The engine's own checks on a scale-up, whatever the policy says.
+pub fn refusal(ctx: &ScalingContext, up: &ScaleUp) -> Option<(Refusal, String)> {
+    let t = &ctx.catalogue[up.server_type];
+    if !ctx.type_available(up.server_type) {
+        return Some((Refusal::Backoff, format!("{} is in provisioning backoff", t.name)));
+    }
+    if !ctx.type_affordable(up.server_type) {
+        let cap = ctx.scaling.budget_eur_per_hour.unwrap_or(0.0);
+        return Some((
+            Refusal::Budget,
+            format!(
+                "{} at {:.4} EUR/h on top of {:.4} EUR/h exceeds the budget of {cap:.4} EUR/h",
+                t.name, t.hourly_eur, ctx.cloud_eur_per_hour
+            ),
+        ));
+    }
+    if let (Some(sold), Some(demand)) = (ctx.last_scale_down, ctx.demand_at_last_sale_mb) {
+        let fits_nowhere = u64::from(ctx.largest_queued_mb) > ctx.largest_fit_mb;
+        if ctx.now.since(sold) < ctx.scaling.rebuy_cooldown_s * 1000 && ctx.demand_mb() <= demand && !fits_nowhere {
+            return Some((
+                Refusal::Rebuy,
+                format!(
+                    "a node was sold {} s ago at demand {demand} MB; demand is {} MB",
+                    ctx.now.since(sold) / 1000,
+                    ctx.demand_mb()
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Why a queued server needs a VM now, whatever the policy's thresholds say: no worker
+/// capacity at all, a server no node could ever hold, or one no node has room for now.
+pub fn urgent_need(ctx: &ScalingContext) -> Option<String> {
+    if ctx.queued_count == 0 {
+        return None;
+    }
+    if ctx.worker_usable_mb() == 0 {
+        return Some(format!("{} queued server(s) and no worker capacity", ctx.queued_count));
+    }
+    if u64::from(ctx.largest_queued_mb) > ctx.largest_holdable_mb {
+        return Some(format!(
+            "queued {} MB server fits no node (largest holds {} MB)",
+            ctx.largest_queued_mb, ctx.largest_holdable_mb
+        ));
+    }
+    if u64::from(ctx.largest_queued_mb) > ctx.largest_fit_mb {
+        return Some(format!(
+            "queued {} MB server fits no node now (most free {} MB)",
+            ctx.largest_queued_mb, ctx.largest_fit_mb
+        ));
+    }
+    None
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +309,11 @@ pub trait Policy {
     fn observe(&mut self, _ctx: &ScalingContext) {}
     fn scale_up(&mut self, ctx: &ScalingContext) -> Option<ScaleUp>;
     fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown>;
+    /// Asked before another policy's scale-down is executed: a reason to keep the node
+    /// vetoes it, so that combined policies do not sell what one of them would rebuy.
+    fn keep(&self, _ctx: &ScalingContext, _node: &Node) -> Option<String> {
+        None
+    }
 }
 
 /// The policies named in the configuration, highest priority first (stable for ties).
@@ -83,7 +324,13 @@ pub fn build(cfg: &Config) -> Vec<Box<dyn Policy>> {
         .iter()
         .map(|name| -> Box<dyn Policy> {
             match name.as_str() {
+                "seed" => Box::new(Reactive::seed(cfg.seed.clone())),
                 "reactive" => Box::new(Reactive::new(cfg.reactive.clone())),
+                "spare_pool" => Box::new(SparePool::new(cfg.spare_pool.clone())),
+                "agones_buffer" => Box::new(AgonesBuffer::new(cfg.agones_buffer.clone())),
+                "cluster_autoscaler" => Box::new(ClusterAutoscaler::new(cfg.cluster_autoscaler.clone())),
+                "karpenter" => Box::new(Karpenter::new(cfg.karpenter.clone())),
+                "predictive" => Box::new(Predictive::new(cfg.predictive.clone(), cfg.reactive.clone())),
                 other => unreachable!("Config::validate rejects unknown policy {other:?}"),
             }
         })
@@ -106,29 +353,80 @@ pub fn choose_type(
     reserve: &ReserveConfig,
     queued_ram_mb: u64,
     largest_mb: u32,
+    ok: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let holds_largest = |t: &ServerType| type_usable_mb(t, reserve) >= u64::from(largest_mb);
     let whole = catalogue
         .iter()
         .enumerate()
-        .filter(|(_, t)| holds_largest(t) && type_usable_mb(t, reserve) >= queued_ram_mb)
+        .filter(|&(i, t)| ok(i) && holds_largest(t) && type_usable_mb(t, reserve) >= queued_ram_mb)
         .min_by(|(ia, a), (ib, b)| a.hourly_eur.total_cmp(&b.hourly_eur).then(ia.cmp(ib)));
     if let Some((i, _)) = whole {
         return Some(i);
     }
-    best_per_gb(catalogue, reserve, u64::from(largest_mb))
+    best_per_gb(catalogue, reserve, u64::from(largest_mb), ok)
 }
 
 /// The type with the lowest hourly price per usable GB among those with at least
 /// `min_usable_mb` usable; ties break by catalogue order.
-pub fn best_per_gb(catalogue: &[ServerType], reserve: &ReserveConfig, min_usable_mb: u64) -> Option<usize> {
+pub fn best_per_gb(
+    catalogue: &[ServerType],
+    reserve: &ReserveConfig,
+    min_usable_mb: u64,
+    ok: impl Fn(usize) -> bool,
+) -> Option<usize> {
     let per_gb = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, reserve) as f64 / 1024.0);
     catalogue
         .iter()
         .enumerate()
-        .filter(|(_, t)| type_usable_mb(t, reserve) >= min_usable_mb)
+        .filter(|&(i, t)| ok(i) && type_usable_mb(t, reserve) >= min_usable_mb)
         .min_by(|(ia, a), (ib, b)| per_gb(a).total_cmp(&per_gb(b)).then(ia.cmp(ib)))
         .map(|(i, _)| i)
+}
+
+/// The VM type for `demand_mb` of new capacity (at least one server of `largest_mb`):
+/// the lowest price per usable GB *that the demand fills*, i.e. price / min(usable,
+/// demand). A type larger than the demand pays for RAM nobody asked for; once no type
+/// holds the demand this is plain price per usable GB. Only types the context allows
+/// (not in backoff, within budget) are chosen; ties go to the cheaper, then catalogue order.
+pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) -> Option<usize> {
+    let need = demand_mb.max(u64::from(largest_mb)).max(1);
+    let score = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, ctx.reserve).min(need) as f64 / 1024.0);
+    ctx.choose_with(|ok| {
+        ctx.catalogue
+            .iter()
+            .enumerate()
+            .filter(|&(i, t)| ok(i) && type_usable_mb(t, ctx.reserve) >= u64::from(largest_mb))
+            .min_by(|(ia, a), (ib, b)| {
+                score(a).total_cmp(&score(b)).then(a.hourly_eur.total_cmp(&b.hourly_eur)).then(ia.cmp(ib))
+            })
+            .map(|(i, _)| i)
+    })
+}
+
+/// First-fit decreasing of `sizes` (size, count; largest first) into `bins` (free MB
+/// each), opening new bins of `new_bin_mb`; returns how many new bins were opened and
+/// the RAM placed in the first new one. Sizes larger than a new bin are skipped.
+pub fn ffd(sizes: &[(u32, u32)], bins: &mut Vec<u64>, new_bin_mb: u64) -> (u32, u64) {
+    let existing = bins.len();
+    let mut first_new_mb = 0;
+    for &(size, count) in sizes {
+        let size = u64::from(size);
+        for _ in 0..count {
+            if let Some(b) = bins.iter_mut().find(|b| **b >= size) {
+                *b -= size;
+                continue;
+            }
+            if size > new_bin_mb {
+                break;
+            }
+            bins.push(new_bin_mb - size);
+        }
+    }
+    if bins.len() > existing {
+        first_new_mb = new_bin_mb - bins[existing];
+    }
+    ((bins.len() - existing) as u32, first_new_mb)
 }
 
 #[cfg(test)]
@@ -142,19 +440,111 @@ mod tests {
         let r = ReserveConfig::default();
         let name = |i: Option<usize>| i.map(|i| cat[i].name.as_str());
         // cpx22 (4096) is usable 3096: one 2 GB server fits.
-        assert_eq!(name(choose_type(&cat, &r, 2048, 2048)), Some("cpx22"));
+        let choose_type = |q, l| super::choose_type(&cat, &r, q, l, |_| true);
+        assert_eq!(name(choose_type(2048, 2048)), Some("cpx22"));
         // 3 x 2 GB = 6 GB: cpx32 usable 8192-1228 = 6964.
-        assert_eq!(name(choose_type(&cat, &r, 6144, 2048)), Some("cpx32"));
+        assert_eq!(name(choose_type(6144, 2048)), Some("cpx32"));
         // One 16 GB server: cpx42 usable 13927 is too small; cpx52 usable 20890 holds it.
-        assert_eq!(name(choose_type(&cat, &r, 16384, 16384)), Some("cpx52"));
+        assert_eq!(name(choose_type(16384, 16384)), Some("cpx52"));
         // A 32 GB server: only ccx43 (usable 55706) holds it.
-        assert_eq!(name(choose_type(&cat, &r, 32768, 32768)), Some("ccx43"));
+        assert_eq!(name(choose_type(32768, 32768)), Some("ccx43"));
         // 200 GB queued of 4 GB servers: nothing holds it all -> best price per usable GB.
-        let best = choose_type(&cat, &r, 200 * 1024, 4096).unwrap();
+        let best = choose_type(200 * 1024, 4096).unwrap();
         let per_gb = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, &r) as f64 / 1024.0);
         for t in &cat {
             assert!(per_gb(&cat[best]) <= per_gb(t));
         }
-        assert_eq!(choose_type(&cat, &r, 100_000, 100_000), None);
+        assert_eq!(choose_type(100_000, 100_000), None);
+    }
+}
+
+/// A fleet, a queue and a configuration to build contexts from in policy unit tests.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+    use crate::model::{Plan, ServerId, UserId};
+    use crate::node::NodeSpec;
+    use crate::queue::QueueEntry;
+    use std::collections::BTreeMap;
+
+    pub struct Kit {
+        pub fleet: Fleet,
+        pub queue: StartQueue,
+        pub cfg: Config,
+        pub backoff: Vec<Millis>,
+        pub last_up: Option<Millis>,
+        pub last_down: Option<Millis>,
+        next_server: u64,
+    }
+
+    impl Kit {
+        pub fn new(cfg: Config) -> Kit {
+            let backoff = vec![Millis::ZERO; cfg.catalogue.len()];
+            Kit {
+                fleet: Fleet::new(cfg.reserve.clone()),
+                queue: StartQueue::new(),
+                cfg,
+                backoff,
+                last_up: None,
+                last_down: None,
+                next_server: 1,
+            }
+        }
+
+        /// A healthy worker with `allocated_mb` booked in one server.
+        pub fn node(&mut self, kind: NodeKind, ram_mb: u32, allocated_mb: u32, at: Millis) -> NodeId {
+            let spec = NodeSpec {
+                name: format!("n{}", self.fleet.len()),
+                address: String::new(),
+                kind,
+                system: false,
+                total_ram_mb: ram_mb,
+                cores: 4,
+                hourly_eur: if kind == NodeKind::Cloud { 0.03 } else { 0.0 },
+                labels: BTreeMap::new(),
+                provider_id: None,
+                server_type: None,
+            };
+            let id = self.fleet.register(spec, at);
+            self.fleet.update(id, |n| {
+                n.health = Health::Healthy;
+                if kind == NodeKind::Cloud {
+                    n.provisioned_at = Some(at);
+                }
+            });
+            if allocated_mb > 0 {
+                self.fleet.bind(id, allocated_mb);
+            }
+            id
+        }
+
+        pub fn queue(&mut self, ram_mb: u32) {
+            let seq = self.queue.tail_seq();
+            let id = self.next_server;
+            self.next_server += 1;
+            self.queue.insert(QueueEntry {
+                server: ServerId(id),
+                ram_mb,
+                plan: Plan::PayPerPlay,
+                user: UserId(id),
+                seq,
+                queued_at: Millis::ZERO,
+                deadline: Millis::MAX,
+                not_before: Millis::ZERO,
+            });
+        }
+
+        pub fn ctx(&self, now: Millis) -> ScalingContext<'_> {
+            ScalingContext::gather(
+                now,
+                &self.fleet,
+                &self.queue,
+                &self.cfg,
+                &self.backoff,
+                self.last_up,
+                self.last_down,
+                None,
+            )
+        }
     }
 }

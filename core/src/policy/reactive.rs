@@ -1,14 +1,17 @@
 //! The design document's reactive policy, with the original's bugs fixed (sizing by
 //! queued RAM rather than server count, a scale-down that must be sustained, cooldowns
 //! set only when an action is executed).
+//!
+//! Two names share it: `seed` is the design's algorithm frozen with its numbers and its
+//! type choice (the baseline); `reactive` sizes VMs by price per usable GB the queued
+//! demand fills ([`super::choose_for_demand`]) and may get better defaults.
 
-use super::{best_per_gb, choose_type, Policy, ScaleDown, ScaleUp, ScalingContext};
+use super::{best_per_gb, choose_for_demand, choose_type, urgent_need, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::ReactiveConfig;
-use crate::model::NodeKind;
-use crate::node::{Health, Lifecycle};
 use crate::time::Millis;
 
 pub struct Reactive {
+    name: &'static str,
     cfg: ReactiveConfig,
     /// Since when utilization has been below the scale-down threshold.
     low_since: Option<Millis>,
@@ -16,13 +19,23 @@ pub struct Reactive {
 
 impl Reactive {
     pub fn new(cfg: ReactiveConfig) -> Reactive {
-        Reactive { cfg, low_since: None }
+        Reactive { name: "reactive", cfg, low_since: None }
+    }
+
+    pub fn seed(cfg: ReactiveConfig) -> Reactive {
+        Reactive { name: "seed", cfg, low_since: None }
     }
 
     fn buy(&self, ctx: &ScalingContext, why: String) -> Option<ScaleUp> {
         if ctx.queued_count > 0 {
             // The design's rule, sized by queued RAM (not by server count, the original's B8).
-            let i = choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb)?;
+            let i = if self.name == "seed" {
+                ctx.choose_with(|ok| {
+                    choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb, ok)
+                })?
+            } else {
+                choose_for_demand(ctx, ctx.queued_ram_mb, ctx.largest_queued_mb)?
+            };
             return Some(ScaleUp { server_type: i, reason: why });
         }
         // Nothing queued: the threshold fired on allocation alone. The cheapest type would
@@ -31,18 +44,21 @@ impl Reactive {
         let threshold = self.cfg.scale_up_threshold_percent.max(1.0) / 100.0;
         let needed = (ctx.allocated_mb as f64 / threshold).ceil() as u64;
         let deficit = needed.saturating_sub(ctx.worker_usable_mb());
-        let i = best_per_gb(ctx.catalogue, ctx.reserve, deficit)?;
+        let i = ctx.choose_with(|ok| {
+            best_per_gb(ctx.catalogue, ctx.reserve, deficit, ok)
+                .or_else(|| best_per_gb(ctx.catalogue, ctx.reserve, 0, ok))
+        })?;
         Some(ScaleUp { server_type: i, reason: why })
     }
 }
 
 impl Policy for Reactive {
     fn name(&self) -> &'static str {
-        "reactive"
+        self.name
     }
 
     fn priority(&self) -> i32 {
-        10
+        self.cfg.priority
     }
 
     fn observe(&mut self, ctx: &ScalingContext) {
@@ -56,37 +72,15 @@ impl Policy for Reactive {
     }
 
     fn scale_up(&mut self, ctx: &ScalingContext) -> Option<ScaleUp> {
-        let usable = ctx.worker_usable_mb();
-        if ctx.queued_count > 0 && usable == 0 {
-            // The zero-worker rule: no worker capacity at all (healthy or coming).
-            return self.buy(ctx, format!("{} queued server(s) and no worker capacity", ctx.queued_count));
-        }
-        if ctx.queued_count > 0 && u64::from(ctx.largest_queued_mb) > ctx.largest_holdable_mb {
-            // No node in the fleet could ever hold the largest queued server: waiting for
-            // utilization to rise would never help it.
-            return self.buy(
-                ctx,
-                format!(
-                    "queued {} MB server fits no node (largest holds {} MB)",
-                    ctx.largest_queued_mb, ctx.largest_holdable_mb
-                ),
-            );
-        }
-        if ctx.queued_count > 0 && u64::from(ctx.largest_queued_mb) > ctx.largest_fit_mb {
-            // Fragmentation: the fleet has room in sum but no node (and no coming node)
-            // has room for the largest queued server, so the aggregate threshold alone
-            // might never fire while it times out.
-            return self.buy(
-                ctx,
-                format!(
-                    "queued {} MB server fits no node now (most free {} MB)",
-                    ctx.largest_queued_mb, ctx.largest_fit_mb
-                ),
-            );
+        // No worker capacity, a server no node could ever hold, or fragmentation: waiting
+        // for utilization to rise would never help it.
+        if let Some(why) = urgent_need(ctx) {
+            return self.buy(ctx, why);
         }
         if ctx.last_scale_up.is_some_and(|t| ctx.now.since(t) < self.cfg.scale_up_cooldown_s * 1000) {
             return None;
         }
+        let usable = ctx.worker_usable_mb();
         if usable == 0 {
             return None;
         }
@@ -115,20 +109,11 @@ impl Policy for Reactive {
         }
         let idle_ms = self.cfg.node_idle_s * 1000;
         let node = ctx
-            .fleet
-            .iter()
-            .filter(|n| {
-                n.kind == NodeKind::Cloud
-                    && !n.system
-                    && n.lifecycle == Lifecycle::Active
-                    && n.health != Health::Unknown
-                    && n.is_empty()
-                    && ctx.now.since(n.empty_since) >= idle_ms
-            })
+            .releasable()
+            .filter(|n| ctx.now.since(n.empty_since) >= idle_ms)
             .min_by_key(|n| (n.empty_since, n.id))?;
         // Removing it must not push the rest over the scale-up threshold (no flapping).
-        let node_usable = if node.health == Health::Healthy { node.usable_mb(ctx.reserve) } else { 0 };
-        let rest = ctx.healthy_usable_mb.saturating_sub(node_usable) + ctx.coming_usable_mb;
+        let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
         if rest > 0 && ctx.allocated_mb as f64 * 100.0 / rest as f64 > self.cfg.scale_up_threshold_percent {
             return None;
         }
@@ -142,5 +127,40 @@ impl Policy for Reactive {
                 ctx.now.since(node.empty_since) / 60_000
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::Kit;
+    use super::*;
+    use crate::config::Config;
+    use crate::model::NodeKind;
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn buys_above_the_threshold_and_sells_an_idle_node_only_in_its_release_window() {
+        let mut k = Kit::new(Config::default());
+        k.node(NodeKind::Dedicated, 20000, 15000, Millis::ZERO); // usable 17000: 88 %
+        let mut p = Reactive::seed(k.cfg.seed.clone());
+        let ctx = k.ctx(Millis(2 * MIN));
+        p.observe(&ctx);
+        assert!(p.scale_up(&ctx).is_some(), "88 % > 85 %");
+
+        let mut k = Kit::new(Config::default());
+        k.node(NodeKind::Dedicated, 20000, 1000, Millis::ZERO);
+        let cloud = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+        let mut p = Reactive::new(k.cfg.reactive.clone());
+        p.observe(&k.ctx(Millis(MIN)));
+        // Low since minute 1: sustained 30 min at minute 31, but the VM's hour ends at 60.
+        let ctx = k.ctx(Millis(40 * MIN));
+        p.observe(&ctx);
+        assert_eq!(p.scale_down(&ctx), None, "not before the last minutes of its billed hour");
+        let ctx = k.ctx(Millis(56 * MIN));
+        p.observe(&ctx);
+        assert_eq!(p.scale_down(&ctx).map(|d| d.node), Some(cloud));
+        let ctx = k.ctx(Millis(59 * MIN + 30_000));
+        assert_eq!(p.scale_down(&ctx), None, "too close to the next hour for the delete to land");
     }
 }

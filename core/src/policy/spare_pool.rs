@@ -1,0 +1,193 @@
+//! Warm headroom (the design's spare pool, with Agones' buffer arithmetic).
+//!
+//! Headroom is usable RAM of healthy and coming workers minus allocated and queued RAM.
+//! The target is the larger of `buffer_mb` and the percentage buffer: with P % the
+//! fleet should hold allocated / (1 − P) (Agones' `ceil(allocated*100/(100-P))`), so the
+//! headroom target is that minus allocated. A calendar override (weekday and UTC hour
+//! window, the first that matches) replaces both numbers, e.g. the design's "3 spares
+//! on Friday and Saturday, 1 otherwise".
+//!
+//! Buys one VM per evaluation while headroom is below the target (up to `max_nodes`
+//! cloud nodes), sized for the deficit. Releases an empty cloud node once headroom
+//! without it has stayed at or above the target for `scale_down_sustain_s`, and vetoes
+//! other policies' sales that would take headroom below the target.
+
+use super::{choose_for_demand, Policy, ScaleDown, ScaleUp, ScalingContext};
+use crate::config::{SparePoolConfig, WEEKDAYS};
+use crate::model::NodeKind;
+use crate::node::Node;
+use crate::time::Millis;
+
+pub struct SparePool {
+    cfg: SparePoolConfig,
+    /// Since when headroom has exceeded the target by at least the smallest cloud node.
+    surplus_since: Option<Millis>,
+}
+
+impl SparePool {
+    pub fn new(cfg: SparePoolConfig) -> SparePool {
+        SparePool { cfg, surplus_since: None }
+    }
+
+    /// The headroom target in MB for this moment of the week.
+    pub fn target_mb(&self, ctx: &ScalingContext) -> u64 {
+        let (day, hour) = ctx.weekday_hour();
+        let (buffer_mb, pct) = self
+            .cfg
+            .overrides
+            .iter()
+            .find(|o| {
+                (o.days.is_empty() || o.days.iter().any(|d| d == WEEKDAYS[day as usize]))
+                    && (o.hour_from..o.hour_to).contains(&hour)
+            })
+            .map_or((self.cfg.buffer_mb, self.cfg.buffer_percent), |o| (o.buffer_mb, o.buffer_percent));
+        buffer_mb.max(percent_headroom_mb(ctx.allocated_mb, pct))
+    }
+
+    fn headroom_mb(ctx: &ScalingContext) -> i64 {
+        ctx.worker_usable_mb() as i64 - ctx.demand_mb() as i64
+    }
+
+    /// The longest-empty cloud node whose removal keeps the headroom target; with
+    /// `now` only one in its release window.
+    fn spare<'a>(&self, ctx: &ScalingContext<'a>, target: u64, now: bool) -> Option<&'a Node> {
+        let headroom = Self::headroom_mb(ctx);
+        ctx.fleet
+            .iter()
+            .filter(|n| ctx.deletable(n) && (!now || ctx.release_window_open(n)))
+            .filter(|n| headroom - ctx.node_usable_mb(n) as i64 >= target as i64)
+            .min_by_key(|n| (n.empty_since, n.id))
+    }
+}
+
+/// Headroom a percentage buffer asks for: allocated / (1 − pct) − allocated.
+pub fn percent_headroom_mb(allocated_mb: u64, pct: f64) -> u64 {
+    if pct <= 0.0 {
+        return 0;
+    }
+    let desired = (allocated_mb as f64 * 100.0 / (100.0 - pct)).ceil() as u64;
+    desired - allocated_mb
+}
+
+impl Policy for SparePool {
+    fn name(&self) -> &'static str {
+        "spare_pool"
+    }
+
+    fn priority(&self) -> i32 {
+        self.cfg.priority
+    }
+
+    fn observe(&mut self, ctx: &ScalingContext) {
+        let target = self.target_mb(ctx);
+        if ctx.queued_count == 0 && self.spare(ctx, target, false).is_some() {
+            self.surplus_since.get_or_insert(ctx.now);
+        } else {
+            self.surplus_since = None;
+        }
+    }
+
+    fn scale_up(&mut self, ctx: &ScalingContext) -> Option<ScaleUp> {
+        let target = self.target_mb(ctx);
+        let headroom = Self::headroom_mb(ctx);
+        if headroom >= target as i64 || ctx.cloud_nodes >= self.cfg.max_nodes {
+            return None;
+        }
+        let deficit = (target as i64 - headroom) as u64;
+        let i = choose_for_demand(ctx, deficit, ctx.largest_queued_mb)?;
+        Some(ScaleUp { server_type: i, reason: format!("headroom {headroom} MB below the spare target {target} MB") })
+    }
+
+    fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown> {
+        let since = self.surplus_since?;
+        if ctx.now.since(since) < self.cfg.scale_down_sustain_s * 1000 {
+            return None;
+        }
+        let cloud = ctx.fleet.iter().filter(|n| n.kind == NodeKind::Cloud).count() as u32;
+        if cloud <= self.cfg.min_nodes {
+            return None;
+        }
+        let target = self.target_mb(ctx);
+        let node = self.spare(ctx, target, true)?;
+        Some(ScaleDown {
+            node: node.id,
+            reason: format!(
+                "headroom {} MB stays above the spare target {target} MB without {}",
+                Self::headroom_mb(ctx),
+                node.name
+            ),
+        })
+    }
+
+    fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
+        let target = self.target_mb(ctx);
+        let without = Self::headroom_mb(ctx) - ctx.node_usable_mb(node) as i64;
+        (without < target as i64).then(|| format!("spare_pool: headroom without it {without} MB < {target} MB"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::Kit;
+    use super::*;
+    use crate::config::{Config, SpareOverride};
+
+    const MIN: u64 = 60_000;
+    const DAY: u64 = 24 * 60 * MIN;
+
+    #[test]
+    fn percentage_buffer_is_agones_arithmetic() {
+        assert_eq!(percent_headroom_mb(0, 20.0), 0);
+        // 8000 allocated at 20 %: desired 10000, headroom 2000.
+        assert_eq!(percent_headroom_mb(8000, 20.0), 2000);
+        assert_eq!(percent_headroom_mb(1000, 0.0), 0);
+        // ceil(1000 * 100 / 70) = 1429.
+        assert_eq!(percent_headroom_mb(1000, 30.0), 429);
+    }
+
+    #[test]
+    fn buys_below_the_calendar_target_and_releases_only_surplus() {
+        let mut cfg = Config::default();
+        cfg.spare_pool.overrides = vec![SpareOverride {
+            days: vec!["fri".into(), "sat".into()],
+            hour_from: 0,
+            hour_to: 24,
+            buffer_mb: 3 * 4096,
+            buffer_percent: 0.0,
+        }];
+        let mut k = Kit::new(cfg);
+        // Usable 20000 - 3000 = 17000, 9000 allocated: 8000 headroom.
+        k.node(NodeKind::Dedicated, 20000, 9000, Millis::ZERO);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        // Monday (engine time 0 is a Monday 00:00): 4096 target, 8000 headroom.
+        let ctx = k.ctx(Millis(10 * MIN));
+        assert_eq!(p.target_mb(&ctx), 4096);
+        assert_eq!(p.scale_up(&ctx), None);
+        // Friday: 12288 target.
+        let ctx = k.ctx(Millis(4 * DAY + 10 * MIN));
+        assert_eq!(p.target_mb(&ctx), 12288);
+        let up = p.scale_up(&ctx).expect("deficit 4288 MB");
+        assert!(up.reason.contains("below the spare target 12288"), "{}", up.reason);
+        // A queued server eats headroom.
+        k.queue(6000);
+        assert!(p.scale_up(&k.ctx(Millis(10 * MIN))).is_some(), "2000 MB headroom on a Monday");
+
+        // Monday with a 16 GB cloud node on top: 8000 + 13926 headroom, target 4096.
+        let mut k = Kit::new(Config::default());
+        k.node(NodeKind::Dedicated, 20000, 9000, Millis::ZERO);
+        let cloud = k.node(NodeKind::Cloud, 16384, 0, Millis::ZERO);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        for m in [40, 50] {
+            let ctx = k.ctx(Millis(m * MIN));
+            p.observe(&ctx);
+            assert_eq!(p.scale_down(&ctx), None, "at {m} min: not sustained or outside the release window");
+        }
+        let ctx = k.ctx(Millis(56 * MIN));
+        p.observe(&ctx);
+        assert_eq!(p.scale_down(&ctx).map(|d| d.node), Some(cloud));
+        // On Friday the node is needed: no release, and other policies' sales are vetoed.
+        let ctx = k.ctx(Millis(4 * DAY + 56 * MIN));
+        let node = k.fleet.get(cloud).unwrap();
+        assert!(p.keep(&ctx, node).is_some());
+    }
+}
