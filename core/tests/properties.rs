@@ -753,6 +753,8 @@ impl Driver {
                     out.push(Report::List { node });
                 }
             }
+            // The random inputs never delete servers.
+            Command::DeleteWorld { .. } => return Err("DeleteWorld without a DeleteServer".to_string()),
             Command::Publish(_) => unreachable!("events are not kept"),
         }
         self.check_world()?;
