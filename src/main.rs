@@ -36,6 +36,42 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run live: real Docker hosts (local or over SSH), Hetzner Cloud, the HTTP API.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Read real state and log every decision, but execute no mutating call.
+        #[arg(long)]
+        dry_run: bool,
+        /// Override `api.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// A local stand-in for the Hetzner Cloud API (try live mode without an account).
+    HetznerEmulator {
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: String,
+        /// The Bearer token it accepts; from `HCLOUD_TOKEN` if not given; any if neither.
+        #[arg(long)]
+        token: Option<String>,
+        /// How long a new VM takes to reach `running`.
+        #[arg(long, default_value_t = 2000)]
+        boot_ms: u64,
+        /// The first IPv4 address handed to new VMs (e.g. 127.0.0.4 to reach a local sshd).
+        #[arg(long)]
+        ipv4_start: Option<std::net::Ipv4Addr>,
+    },
+    /// Replay a live journal (the SQLite file of `conductor run`) through the simulator.
+    Replay {
+        journal: PathBuf,
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Directory for the exported scenario and the simulator's outputs.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Load traces.
     Trace {
         #[command(subcommand)]
@@ -90,6 +126,22 @@ fn main() -> ExitCode {
         Cmd::Simulate { scenario, seed, policy, check, out, sets, quiet } => {
             simulate(scenario, seed, policy, check.as_deref() == Some("full"), out, sets, quiet)
         }
+        Cmd::Run { config, dry_run, listen } => run_live(config, dry_run, listen),
+        Cmd::HetznerEmulator { listen, token, boot_ms, ipv4_start } => {
+            hetzner_emulator(listen, token, boot_ms, ipv4_start)
+        }
+        Cmd::Replay { journal, policy, sets, out } => {
+            let dir = out
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("conductor-replay-{}", std::process::id())));
+            match conductor_live::replay::export(&journal, &dir) {
+                Ok(scenario) => simulate(scenario, None, policy, false, out, sets, false),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Trace {
             cmd:
                 TraceCmd::Generate {
@@ -130,6 +182,54 @@ fn main() -> ExitCode {
                 flash_crowds: Vec::new(),
             };
             generate(params, seed, flash, out)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime")
+}
+
+fn run_live(config: PathBuf, dry_run: bool, listen: Option<String>) -> ExitCode {
+    let cfg = match conductor_live::config::LiveConfig::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = conductor_live::driver::RunOptions { dry_run, listen };
+    match runtime().block_on(conductor_live::driver::run(cfg, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn hetzner_emulator(
+    listen: String,
+    token: Option<String>,
+    boot_ms: u64,
+    ipv4_start: Option<std::net::Ipv4Addr>,
+) -> ExitCode {
+    use conductor_live::hetzner::{serve, EmulatorConfig};
+    let mut cfg = EmulatorConfig { boot_ms, ..EmulatorConfig::default() };
+    cfg.token = token.or_else(|| std::env::var("HCLOUD_TOKEN").ok()).filter(|t| !t.is_empty());
+    if let Some(ip) = ipv4_start {
+        cfg.ipv4_start = ip;
+    }
+    let res: std::io::Result<()> = runtime().block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen).await?;
+        println!("Hetzner Cloud API emulator on http://{}/v1", listener.local_addr()?);
+        serve(listener, cfg).await
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

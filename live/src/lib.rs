@@ -3,11 +3,15 @@
 //! embedded SQLite journal. See ARCHITECTURE.md for the codemap.
 
 pub mod api;
+pub mod config;
 pub mod control;
 pub mod docker;
+pub mod driver;
 pub mod hetzner;
 pub mod metrics;
+pub mod replay;
 pub mod slp;
+pub mod store;
 
 pub use docker::{
     container_name, memory_limit_mb, ContainerInfo, ContainerSpec, DockerError, DockerNode, Endpoint, LABEL_NODE,

@@ -1,0 +1,329 @@
+//! `conductor.toml`: the live driver's configuration (see `conductor.example.toml`).
+//! Secrets never live here: the API token comes from `CONDUCTOR_API_TOKEN` (or the
+//! file `api.token_file`), the Hetzner token from `HCLOUD_TOKEN` (or
+//! `hetzner.token_file`). Every error names the field.
+
+use crate::control::valid_name;
+use conductor_core::config::Config as CoreConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    pub api: ApiConfig,
+    pub database: DatabaseConfig,
+    pub containers: ContainerConfig,
+    pub ssh: SshConfig,
+    pub nodes: Vec<NodeConfig>,
+    pub hetzner: HetznerConfig,
+    pub players: PlayersConfig,
+    /// The core's configuration (`[conductor]`, the same table as in scenarios).
+    pub conductor: CoreConfig,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            api: ApiConfig::default(),
+            database: DatabaseConfig::default(),
+            containers: ContainerConfig::default(),
+            ssh: SshConfig::default(),
+            nodes: Vec::new(),
+            hetzner: HetznerConfig::default(),
+            players: PlayersConfig::default(),
+            conductor: CoreConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+    /// A file holding the API token, used when `CONDUCTOR_API_TOKEN` is not set.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: "127.0.0.1:8080".into(), token_file: None }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The SQLite file (journal, queue, node registry); relative to the config file.
+    pub path: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { path: "conductor.db".into() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerConfig {
+    pub image: String,
+    /// The port the game listens on inside the container.
+    pub container_port: u16,
+    pub env: BTreeMap<String, String>,
+    /// Seconds between SIGTERM and SIGKILL on stop.
+    pub stop_grace_s: u64,
+    /// A named Docker volume per server, mounted at /data (the world).
+    pub data_volumes: bool,
+    /// Default host port range of a node, `FROM-TO` inclusive.
+    pub ports: String,
+    /// Timeout of one Docker call (connect, start, list).
+    pub docker_timeout_s: u64,
+}
+
+impl Default for ContainerConfig {
+    fn default() -> Self {
+        ContainerConfig {
+            image: "itzg/minecraft-server:latest".into(),
+            container_port: 25565,
+            env: BTreeMap::from([("EULA".to_string(), "TRUE".to_string())]),
+            stop_grace_s: 30,
+            data_volumes: true,
+            ports: "25565-25664".into(),
+            docker_timeout_s: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConfig {
+    pub user: String,
+    /// Private key (key authentication only).
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    /// `true`: unknown and changed host keys are refused. `false`: unknown keys are
+    /// accepted and remembered, changed keys are still refused.
+    pub strict_host_keys: bool,
+    pub port: u16,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            user: "root".into(),
+            key: "/etc/conductor/id_ed25519".into(),
+            known_hosts: "/etc/conductor/known_hosts".into(),
+            strict_host_keys: true,
+            port: 22,
+        }
+    }
+}
+
+/// An owned (dedicated) host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    /// SSH host, or `local` for this machine's Docker socket.
+    pub address: String,
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    pub ram_mb: u32,
+    #[serde(default)]
+    pub system: bool,
+    #[serde(default)]
+    pub cores: u32,
+    #[serde(default)]
+    pub monthly_eur: f64,
+    /// Host port range for servers; defaults to `containers.ports`.
+    #[serde(default)]
+    pub ports: Option<String>,
+    /// The host name players connect to; defaults to `address` (127.0.0.1 for `local`).
+    #[serde(default)]
+    pub public_host: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HetznerConfig {
+    /// Rent VMs; without it the core's scaling still runs but nothing is bought.
+    pub enabled: bool,
+    pub api_url: String,
+    /// A file holding the token, used when `HCLOUD_TOKEN` is not set.
+    pub token_file: Option<PathBuf>,
+    pub location: String,
+    pub image: String,
+    /// Names of SSH keys stored in the Hetzner project, installed on new VMs.
+    pub ssh_keys: Vec<String>,
+    /// Public keys written into cloud-init (for the conductor's own key).
+    pub authorized_keys: Vec<String>,
+    /// SSH port of new VMs.
+    pub ssh_port: u16,
+    /// Seconds to wait for a created VM to report `running`.
+    pub boot_timeout_s: u64,
+}
+
+impl Default for HetznerConfig {
+    fn default() -> Self {
+        HetznerConfig {
+            enabled: false,
+            api_url: "https://api.hetzner.cloud/v1".into(),
+            token_file: None,
+            location: "nbg1".into(),
+            image: "debian-12".into(),
+            ssh_keys: Vec::new(),
+            authorized_keys: Vec::new(),
+            ssh_port: 22,
+            boot_timeout_s: 600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayersConfig {
+    /// Server List Ping of every running server this often (0 = never).
+    pub interval_s: u64,
+    pub timeout_s: u64,
+}
+
+impl Default for PlayersConfig {
+    fn default() -> Self {
+        PlayersConfig { interval_s: 60, timeout_s: 5 }
+    }
+}
+
+/// An inclusive host port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str) -> Result<PortRange, String> {
+        let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not FROM-TO"))?;
+        let from: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
+        let to: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
+        if from == 0 || to < from {
+            return Err(format!("{s:?} is empty or starts at 0"));
+        }
+        Ok(PortRange { from, to })
+    }
+}
+
+impl LiveConfig {
+    /// Reads and validates the file; relative paths are resolved against its folder.
+    pub fn load(path: &Path) -> Result<LiveConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg: LiveConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rel(&mut cfg.database.path);
+        rel(&mut cfg.ssh.key);
+        rel(&mut cfg.ssh.known_hosts);
+        if let Some(p) = cfg.api.token_file.as_mut() {
+            rel(p);
+        }
+        if let Some(p) = cfg.hetzner.token_file.as_mut() {
+            rel(p);
+        }
+        cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.conductor.validate().map_err(|e| format!("conductor.{e}"))?;
+        self.api.listen.parse::<std::net::SocketAddr>().map_err(|e| format!("api.listen: {e}"))?;
+        if self.containers.image.is_empty() {
+            return Err("containers.image: empty".into());
+        }
+        PortRange::parse(&self.containers.ports).map_err(|e| format!("containers.ports: {e}"))?;
+        for (k, _) in &self.containers.env {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("containers.env: {k:?} is not a variable name"));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = format!("nodes[{i}]");
+            if !valid_name(&n.name) {
+                return Err(format!("{at}.name: {:?} must be [a-z0-9-], 1-63 characters", n.name));
+            }
+            if !seen.insert(n.name.clone()) {
+                return Err(format!("{at}.name: {:?} appears twice", n.name));
+            }
+            if n.address.is_empty() || n.address.starts_with('-') || n.address.contains(char::is_whitespace) {
+                return Err(format!("{at}.address: {:?} is not a host", n.address));
+            }
+            if n.ram_mb == 0 {
+                return Err(format!("{at}.ram_mb: must be above 0"));
+            }
+            if let Some(p) = &n.ports {
+                PortRange::parse(p).map_err(|e| format!("{at}.ports: {e}"))?;
+            }
+        }
+        if self.players.interval_s > 0 && self.players.timeout_s == 0 {
+            return Err("players.timeout_s: must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A secret from an environment variable or, failing that, a file (trimmed). `None`
+/// if neither is set. The value is never logged.
+pub fn read_secret(env: &str, file: Option<&Path>) -> Result<Option<String>, String> {
+    if let Ok(v) = std::env::var(env) {
+        if !v.trim().is_empty() {
+            return Ok(Some(v.trim().to_string()));
+        }
+    }
+    match file {
+        Some(p) => {
+            let v = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let v = v.trim().to_string();
+            Ok(if v.is_empty() { None } else { Some(v) })
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fields_are_named() {
+        let parse = |s: &str| -> Result<LiveConfig, String> {
+            let c: LiveConfig = toml::from_str(s).map_err(|e| e.to_string())?;
+            c.validate().map(|_| c)
+        };
+        assert!(parse("").is_ok());
+        let e = parse("[[nodes]]\nname = \"A b\"\naddress = \"x\"\nram_mb = 1\n").unwrap_err();
+        assert!(e.starts_with("nodes[0].name"), "{e}");
+        let e = parse("[[nodes]]\nname = \"a\"\naddress = \"-oProxyCommand=x\"\nram_mb = 1\n").unwrap_err();
+        assert!(e.starts_with("nodes[0].address"), "{e}");
+        let e = parse("[containers]\nports = \"10-5\"\n").unwrap_err();
+        assert!(e.starts_with("containers.ports"), "{e}");
+        let e = parse("[api]\nlisten = \"nope\"\n").unwrap_err();
+        assert!(e.starts_with("api.listen"), "{e}");
+        let e = parse("[conductor.queue]\nlen_max = 0\n").unwrap_err();
+        assert!(e.starts_with("conductor."), "{e}");
+        let e = parse("[api]\ntoken = \"secret\"\n").unwrap_err();
+        assert!(e.contains("unknown field"), "tokens are never read from the config: {e}");
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(PortRange::parse("25565-25664"), Ok(PortRange { from: 25565, to: 25664 }));
+        assert!(PortRange::parse("0-5").is_err());
+        assert!(PortRange::parse("5").is_err());
+        assert!(PortRange::parse("a-b").is_err());
+    }
+}

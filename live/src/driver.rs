@@ -1,0 +1,1378 @@
+//! The live driver: one task owns the engine. It waits on the engine's next deadline,
+//! on adapter results and on API calls, feeds one input at a time (journaled first),
+//! then drains the engine's commands and hands them to adapter tasks. An adapter
+//! failure (or panic) becomes a failure input and a log line; it never ends the loop.
+
+use crate::config::{read_secret, LiveConfig, PortRange};
+use crate::control::{
+    valid_name, ApiCall, ApiError, Decision, FleetInfo, NewNode, NodeInfo, QueueEntry, ServerInfo, StartBody,
+    StartOutcome, StopOutcome,
+};
+use crate::docker::{memory_limit_mb, ContainerInfo, ContainerSpec, DockerNode, Endpoint};
+use crate::hetzner::{cloud_init, CloudInit, CreateServer, HetznerClient, ServerStatus as VmStatus};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use conductor_core::engine::{Conductor, ServerStatus};
+use conductor_core::io::{
+    Command, ContainerRecord, Event, Input, QueuedRecord, Reply, Snapshot, StartReply, StopReason, StopReply,
+};
+use conductor_core::node::{usable_mb, Health, Lifecycle, NodeSpec};
+use conductor_core::time::Millis;
+use conductor_core::{NodeId, NodeKind, Plan, ServerId, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, Mutex};
+
+/// How `conductor run` was asked to behave.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Read real state, log every decision, execute no mutating call.
+    pub dry_run: bool,
+    /// Overrides `api.listen`.
+    pub listen: Option<String>,
+}
+
+/// A log line on stderr (never carries a secret: tokens are not in any value logged).
+macro_rules! log {
+    ($($t:tt)*) => { eprintln!("conductor: {}", format!($($t)*)) };
+}
+
+/// Wall-clock Unix milliseconds: the engine's time in live mode (so request times
+/// survive restarts).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A node as the driver knows it: how to reach its Docker daemon and its ports.
+struct NodeRt {
+    name: String,
+    endpoint: Option<Endpoint>,
+    conn: Arc<Mutex<Option<DockerNode>>>,
+    ports: PortRange,
+    public_host: String,
+    /// Host ports in use by servers on this node.
+    used_ports: BTreeMap<ServerId, u16>,
+    /// Its containers were listed since start (else the first successful probe lists
+    /// them and the engine adopts what it finds).
+    listed: bool,
+}
+
+/// What a node row in the store holds (API-registered hosts and rented VMs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredNode {
+    name: String,
+    kind: NodeKind,
+    address: String,
+    ssh_port: Option<u16>,
+    ram_mb: u32,
+    system: bool,
+    ports: Option<String>,
+    server_type: Option<String>,
+    provider_id: Option<String>,
+    hourly_eur: f64,
+}
+
+/// Results of adapter tasks, turned into inputs by the driver.
+enum Done {
+    Input(Input),
+    Listed { node: NodeId, containers: Vec<ContainerInfo>, recover: bool },
+    AdapterError { adapter: &'static str, op: &'static str, message: String },
+}
+
+pub struct Driver {
+    cfg: LiveConfig,
+    opts: RunOptions,
+    engine: Conductor,
+    store: Store,
+    nodes: BTreeMap<NodeId, NodeRt>,
+    by_name: BTreeMap<String, NodeId>,
+    hetzner: Option<Arc<HetznerClient>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    events: broadcast::Sender<String>,
+    metrics: Arc<Metrics>,
+    decisions: VecDeque<Decision>,
+    players: BTreeMap<ServerId, u32>,
+    /// Server names by id (a cache of the store's table).
+    names: BTreeMap<ServerId, String>,
+    in_flight: usize,
+    last_now: u64,
+}
+
+const DECISIONS_KEPT: usize = 1000;
+
+impl Driver {
+    fn now(&mut self) -> Millis {
+        self.last_now = self.last_now.max(unix_ms());
+        Millis(self.last_now)
+    }
+
+    fn name_of(&mut self, id: ServerId) -> String {
+        if let Some(n) = self.names.get(&id) {
+            return n.clone();
+        }
+        let n = self.store.server_name(id).ok().flatten().unwrap_or_else(|| format!("server-{}", id.0));
+        self.names.insert(id, n.clone());
+        n
+    }
+
+    fn server_id(&mut self, name: &str) -> Result<ServerId, ApiError> {
+        let id = self.store.server_id(name).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        self.names.insert(id, name.to_string());
+        Ok(id)
+    }
+
+    /// Feed one input: journal it, hand it to the engine, then run what it asks.
+    fn feed(&mut self, input: Input) -> Reply {
+        let now = self.now();
+        if let Err(e) = self.store.journal(now.0, &input) {
+            log!("journal write failed: {e}");
+        }
+        let reply = self.engine.handle(now, input);
+        self.drain();
+        reply
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        self.engine.handle_timeout(now);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(cmd) = self.engine.poll_command() {
+            self.execute(cmd);
+        }
+        self.refresh_metrics();
+    }
+
+    fn register(
+        &mut self,
+        spec: NodeSpec,
+        endpoint: Option<Endpoint>,
+        ports: PortRange,
+        public_host: String,
+    ) -> NodeId {
+        let name = spec.name.clone();
+        let Reply::NodeRegistered(id) = self.feed(Input::NodeRegistered(spec)) else {
+            unreachable!("registration always answers with the id")
+        };
+        self.nodes.insert(
+            id,
+            NodeRt {
+                name: name.clone(),
+                endpoint,
+                conn: Arc::new(Mutex::new(None)),
+                ports,
+                public_host,
+                used_ports: BTreeMap::new(),
+                listed: false,
+            },
+        );
+        self.by_name.insert(name, id);
+        id
+    }
+
+    fn ssh_endpoint(&self, host: &str, port: Option<u16>) -> Endpoint {
+        if host == "local" {
+            return Endpoint::Local { socket: "/var/run/docker.sock".into() };
+        }
+        Endpoint::Ssh {
+            host: host.to_string(),
+            port: port.unwrap_or(self.cfg.ssh.port),
+            user: self.cfg.ssh.user.clone(),
+            key: self.cfg.ssh.key.clone(),
+            known_hosts: self.cfg.ssh.known_hosts.clone(),
+            strict: self.cfg.ssh.strict_host_keys,
+        }
+    }
+
+    fn default_ports(&self) -> PortRange {
+        PortRange::parse(&self.cfg.containers.ports).expect("validated")
+    }
+
+    fn docker_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.containers.docker_timeout_s.max(1))
+    }
+
+    // ------------------------------------------------------------ commands
+
+    fn spawn<F>(&mut self, fut: F)
+    where
+        F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+    {
+        let tx = self.done_tx.clone();
+        self.in_flight += 1;
+        tokio::spawn(async move {
+            // A panicking adapter call becomes an error report, not a dead driver.
+            let out = match tokio::spawn(fut).await {
+                Ok(out) => out,
+                Err(e) => {
+                    vec![Done::AdapterError { adapter: "driver", op: "task", message: format!("task failed: {e}") }]
+                }
+            };
+            for d in out {
+                let _ = tx.send(d);
+            }
+            let _ = tx.send(Done::Input(Input::NodeCpu { node: NodeId(u32::MAX), percent: 0.0 }));
+        });
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        let mutating = matches!(
+            cmd,
+            Command::StartContainer { .. }
+                | Command::StopContainer { .. }
+                | Command::ProvisionNode { .. }
+                | Command::DeleteNode { .. }
+                | Command::DeleteWorld { .. }
+        );
+        if self.opts.dry_run && mutating {
+            let line = format!("dry-run: would {}", self.describe(&cmd));
+            log!("{line}");
+            self.decide("dry_run", line);
+            return;
+        }
+        match cmd {
+            Command::Publish(e) => self.on_event(e),
+            Command::StartContainer { server, node, ram_mb, plan, world: _ } => {
+                self.start_container(server, node, ram_mb, plan)
+            }
+            Command::StopContainer { server, node, reason } => self.stop_container(server, node, reason),
+            Command::ProbeHealth { nodes } => self.probe(nodes),
+            Command::ListContainers { node } => self.list(node, false),
+            Command::ArchiveWorld { server, .. } => {
+                // Worlds stay in their node's Docker volume (no archive storage is
+                // configured): the engine keeps such a node non-empty, so it is never
+                // returned with a world on it.
+                let name = self.name_of(server);
+                self.decide("archive_skipped", format!("{name}: world stays on its node (no archive storage)"));
+            }
+            Command::DeleteWorld { server, node } => {
+                let name = self.name_of(server);
+                let Some(rt) = self.nodes.get(&node) else { return };
+                let conn = rt.conn.clone();
+                let volume = format!("conductor-{name}-data");
+                self.spawn(async move {
+                    let guard = conn.lock().await;
+                    match guard.as_ref() {
+                        Some(d) => match d.remove_data_volume(&volume).await {
+                            Ok(()) => vec![],
+                            Err(e) => vec![Done::AdapterError {
+                                adapter: "docker",
+                                op: "delete_world",
+                                message: e.to_string(),
+                            }],
+                        },
+                        None => vec![Done::AdapterError {
+                            adapter: "docker",
+                            op: "delete_world",
+                            message: "node not connected".into(),
+                        }],
+                    }
+                });
+            }
+            Command::ProvisionNode { node, name, server_type } => self.provision(node, name, server_type),
+            Command::DeleteNode { node, name, provider_id } => self.delete_node(node, name, provider_id),
+        }
+    }
+
+    fn describe(&mut self, cmd: &Command) -> String {
+        match cmd {
+            Command::StartContainer { server, node, ram_mb, .. } => {
+                format!("start {} ({ram_mb} MB) on {}", self.name_of(*server), self.node_name(*node))
+            }
+            Command::StopContainer { server, node, reason } => {
+                format!("stop {} on {} ({reason:?})", self.name_of(*server), self.node_name(*node))
+            }
+            Command::ProvisionNode { name, server_type, .. } => format!("buy VM {name} ({server_type})"),
+            Command::DeleteNode { name, .. } => format!("delete VM {name}"),
+            Command::DeleteWorld { server, node } => {
+                format!("delete the world of {} on {}", self.name_of(*server), self.node_name(*node))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn node_name(&self, id: NodeId) -> String {
+        self.nodes.get(&id).map_or_else(|| format!("node-{}", id.0), |n| n.name.clone())
+    }
+
+    fn start_container(&mut self, server: ServerId, node: NodeId, ram_mb: u32, plan: Plan) {
+        let name = self.name_of(server);
+        let c = self.cfg.containers.clone();
+        let timeout = self.docker_timeout();
+        let Some(rt) = self.nodes.get_mut(&node) else { return };
+        let port = match rt.used_ports.get(&server) {
+            Some(&p) => Some(p),
+            None => {
+                let used: BTreeSet<u16> = rt.used_ports.values().copied().collect();
+                (rt.ports.from..=rt.ports.to).find(|p| !used.contains(p))
+            }
+        };
+        let Some(port) = port else {
+            let input = Input::ContainerFailed { server, node, reason: "no free host port on the node".into() };
+            let _ = self.done_tx.send(Done::Input(input));
+            return;
+        };
+        rt.used_ports.insert(server, port);
+        let mut spec = ContainerSpec::new(&name, &rt.name, ram_mb, plan.as_str(), &c.image, port);
+        spec.container_port = c.container_port;
+        spec.env = c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        spec.env.push(("PORT".into(), c.container_port.to_string()));
+        spec.data_volume = c.data_volumes.then(|| format!("conductor-{name}-data"));
+        spec.memory_limit_mb = memory_limit_mb(ram_mb);
+        let (conn, endpoint, node_name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
+        self.spawn(async move {
+            let res = with_conn(&conn, &node_name, endpoint.as_ref(), timeout, |d| {
+                Box::pin(async move { d.start(&spec).await.map(|_| ()) })
+            })
+            .await;
+            match res {
+                Ok(()) => vec![Done::Input(Input::ContainerStarted { server, node })],
+                Err(e) => vec![
+                    Done::AdapterError { adapter: "docker", op: "start", message: e.clone() },
+                    Done::Input(Input::ContainerFailed { server, node, reason: e }),
+                ],
+            }
+        });
+    }
+
+    fn stop_container(&mut self, server: ServerId, node: NodeId, _reason: StopReason) {
+        let name = self.name_of(server);
+        let grace = Duration::from_secs(self.cfg.containers.stop_grace_s);
+        let timeout = self.docker_timeout();
+        let Some(rt) = self.nodes.get(&node) else { return };
+        let (conn, endpoint, node_name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
+        self.spawn(async move {
+            let res = with_conn(&conn, &node_name, endpoint.as_ref(), timeout + grace, |d| {
+                Box::pin(async move { d.stop(&name, grace).await })
+            })
+            .await;
+            match res {
+                Ok(()) => vec![Done::Input(Input::ContainerExited { server, node })],
+                // The engine retries stops; a lost one is reconciled when the node is listed.
+                Err(e) => vec![Done::AdapterError { adapter: "docker", op: "stop", message: e }],
+            }
+        });
+    }
+
+    fn probe(&mut self, nodes: Vec<NodeId>) {
+        let timeout = self.docker_timeout().min(Duration::from_secs(10));
+        let targets: Vec<(NodeId, String, Option<Endpoint>, Arc<Mutex<Option<DockerNode>>>, bool)> = nodes
+            .iter()
+            .filter_map(|id| {
+                self.nodes.get(id).map(|rt| (*id, rt.name.clone(), rt.endpoint.clone(), rt.conn.clone(), rt.listed))
+            })
+            .collect();
+        self.spawn(async move {
+            let probes = targets.into_iter().map(|(id, name, ep, conn, listed)| async move {
+                let ok = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.info())).await.is_ok();
+                // A node first reached after start: list it so the engine adopts its containers.
+                let listing = if ok && !listed {
+                    let r = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.list())).await;
+                    r.ok().map(|containers| Done::Listed { node: id, containers, recover: true })
+                } else {
+                    None
+                };
+                ((id, ok), listing)
+            });
+            let results = futures_util::future::join_all(probes).await;
+            let mut out = Vec::new();
+            let mut probes = Vec::new();
+            for (r, listing) in results {
+                probes.push(r);
+                if let Some(l) = listing {
+                    out.push(l);
+                }
+            }
+            // Listings first: a node's containers are adopted before it turns healthy.
+            out.push(Done::Input(Input::HealthProbes { results: probes }));
+            out
+        });
+    }
+
+    fn list(&mut self, node: NodeId, recover: bool) {
+        let timeout = self.docker_timeout();
+        let Some(rt) = self.nodes.get(&node) else { return };
+        let (conn, endpoint, name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
+        self.spawn(async move {
+            match with_conn(&conn, &name, endpoint.as_ref(), timeout, |d| Box::pin(d.list())).await {
+                Ok(containers) => vec![Done::Listed { node, containers, recover }],
+                Err(e) => vec![Done::AdapterError { adapter: "docker", op: "list", message: e }],
+            }
+        });
+    }
+
+    fn provision(&mut self, node: NodeId, name: String, server_type: String) {
+        let stored = StoredNode {
+            name: name.clone(),
+            kind: NodeKind::Cloud,
+            address: String::new(),
+            ssh_port: Some(self.cfg.hetzner.ssh_port),
+            ram_mb: self.engine.fleet().get(node).map_or(0, |n| n.total_ram_mb),
+            system: false,
+            ports: None,
+            server_type: Some(server_type.clone()),
+            provider_id: None,
+            hourly_eur: self.engine.fleet().get(node).map_or(0.0, |n| n.hourly_eur),
+        };
+        let _ = self.store.put_node(&name, &serde_json::to_string(&stored).expect("serializes"));
+        let Some(client) = self.hetzner.clone() else {
+            let reason = "no cloud configured (hetzner.enabled = false)".to_string();
+            let _ = self.done_tx.send(Done::Input(Input::ProvisionFailed { node, reason }));
+            return;
+        };
+        let h = self.cfg.hetzner.clone();
+        let req = CreateServer {
+            name: name.clone(),
+            server_type,
+            image: h.image.clone(),
+            location: Some(h.location.clone()),
+            ssh_keys: h.ssh_keys.clone(),
+            labels: BTreeMap::from([("conductor.node".to_string(), name.clone())]),
+            user_data: Some(cloud_init(&CloudInit {
+                ssh_authorized_keys: h.authorized_keys.clone(),
+                ..Default::default()
+            })),
+        };
+        let boot = Duration::from_secs(h.boot_timeout_s);
+        self.spawn(async move {
+            let created = match client.create_server(&req).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return vec![
+                        Done::AdapterError { adapter: "hetzner", op: "create", message: e.to_string() },
+                        Done::Input(Input::ProvisionFailed { node, reason: e.to_string() }),
+                    ]
+                }
+            };
+            let id = created.server.id;
+            let deadline = tokio::time::Instant::now() + boot;
+            loop {
+                match client.get_server(id).await {
+                    Ok(Some(s)) if s.status == VmStatus::Running => {
+                        let address = s.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
+                        return vec![Done::Input(Input::NodeProvisioned {
+                            node,
+                            provider_id: id.to_string(),
+                            address,
+                        })];
+                    }
+                    Ok(None) => {
+                        return vec![Done::Input(Input::ProvisionFailed {
+                            node,
+                            reason: "VM vanished while booting".into(),
+                        })]
+                    }
+                    _ if tokio::time::Instant::now() >= deadline => {
+                        // Give it back rather than pay for a VM that never came up.
+                        let _ = client.delete_server(id).await;
+                        return vec![Done::Input(Input::ProvisionFailed {
+                            node,
+                            reason: "VM never reached running".into(),
+                        })];
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+    }
+
+    fn delete_node(&mut self, node: NodeId, name: String, provider_id: Option<String>) {
+        let Some(client) = self.hetzner.clone() else {
+            let _ = self.done_tx.send(Done::Input(Input::NodeDeleted { node }));
+            return;
+        };
+        self.spawn(async move {
+            let id = match provider_id.as_deref().and_then(|p| p.parse::<i64>().ok()) {
+                Some(id) => Some(id),
+                None => match client.list_managed().await {
+                    Ok(vms) => vms.into_iter().find(|v| v.name == name).map(|v| v.id),
+                    Err(e) => {
+                        return vec![Done::AdapterError { adapter: "hetzner", op: "list", message: e.to_string() }]
+                    }
+                },
+            };
+            if let Some(id) = id {
+                if let Err(e) = client.delete_server(id).await {
+                    // The engine's delete timeout asks again.
+                    return vec![Done::AdapterError { adapter: "hetzner", op: "delete", message: e.to_string() }];
+                }
+            }
+            vec![Done::Input(Input::NodeDeleted { node })]
+        });
+    }
+
+    // ------------------------------------------------------------ results
+
+    fn on_done(&mut self, d: Done) {
+        match d {
+            Done::Input(Input::NodeCpu { node: NodeId(u32::MAX), .. }) => {
+                self.in_flight = self.in_flight.saturating_sub(1)
+            }
+            Done::Input(input) => {
+                if let Input::NodeProvisioned { node, provider_id, address } = &input {
+                    let port = Some(self.cfg.hetzner.ssh_port);
+                    let ep = self.ssh_endpoint(address, port);
+                    if let Some(rt) = self.nodes.get_mut(node) {
+                        rt.endpoint = Some(ep);
+                        rt.public_host = address.clone();
+                        let name = rt.name.clone();
+                        if let Some(mut s) = self.stored_node(&name) {
+                            s.provider_id = Some(provider_id.clone());
+                            s.address = address.clone();
+                            let _ = self.store.put_node(&name, &serde_json::to_string(&s).expect("serializes"));
+                        }
+                    }
+                }
+                self.feed(input);
+            }
+            Done::Listed { node, containers, recover } => {
+                let Some(rt) = self.nodes.get_mut(&node) else { return };
+                rt.listed = true;
+                let node_name = rt.name.clone();
+                for c in &containers {
+                    if let Some(p) = c.host_port {
+                        if let Ok(id) = self.store.server_id(&c.server) {
+                            self.nodes.get_mut(&node).expect("present").used_ports.insert(id, p);
+                        }
+                    }
+                }
+                if recover {
+                    let records = self.records(node, &containers);
+                    log!("node {node_name}: adopting {} container(s)", records.len());
+                    self.feed(Input::Recover(Snapshot { containers: records, queued: Vec::new() }));
+                } else {
+                    let servers: Vec<ServerId> = containers
+                        .iter()
+                        .filter(|c| c.running)
+                        .filter_map(|c| self.store.server_id(&c.server).ok())
+                        .collect();
+                    self.feed(Input::NodeContainers { node, servers });
+                }
+            }
+            Done::AdapterError { adapter, op, message } => {
+                log!("{adapter} {op}: {message}");
+                self.metrics.inc_adapter_error(adapter, op);
+            }
+        }
+    }
+
+    fn stored_node(&self, name: &str) -> Option<StoredNode> {
+        self.store.nodes().ok()?.into_iter().find(|n| n.name == name).and_then(|n| serde_json::from_str(&n.spec).ok())
+    }
+
+    /// Container records for a recovery snapshot; user and plan come from the store.
+    fn records(&mut self, node: NodeId, containers: &[ContainerInfo]) -> Vec<ContainerRecord> {
+        let rows: BTreeMap<String, (u32, Plan, UserId)> = self
+            .store
+            .servers()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.name.clone(), (r.ram_mb, r.plan, r.user)))
+            .collect();
+        containers
+            .iter()
+            .filter_map(|c| {
+                let id = self.server_id(&c.server).ok()?;
+                let (ram, plan, user) = rows.get(&c.server).copied().unwrap_or((0, Plan::PayPerPlay, UserId(id.0)));
+                let ram_mb = c.ram_mb.unwrap_or(ram);
+                let plan = match c.plan.as_deref() {
+                    Some("balanced") => Plan::Balanced,
+                    Some("reserved") => Plan::Reserved,
+                    Some(_) => Plan::PayPerPlay,
+                    None => plan,
+                };
+                Some(ContainerRecord { server: id, node, ram_mb, plan, user, running: c.running })
+            })
+            .collect()
+    }
+
+    fn decide(&mut self, kind: &str, detail: String) {
+        if self.decisions.len() == DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(Decision { at_ms: self.last_now, kind: kind.to_string(), detail });
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let json = self.event_json(&e);
+        let _ = self.events.send(json.to_string());
+        let store = |s: &Store, id: ServerId, state: &str| {
+            if let Err(err) = s.set_state(id, state) {
+                log!("store: {err}");
+            }
+        };
+        match &e {
+            Event::Placed { server, node, waited_ms, .. } => {
+                store(&self.store, *server, "placed");
+                self.metrics.observe_queue_wait(*waited_ms as f64 / 1000.0);
+                let d = format!("{} on {} after {} ms", self.name_of(*server), self.node_name(*node), waited_ms);
+                self.decide("placed", d);
+            }
+            Event::Started { server, .. } => store(&self.store, *server, "running"),
+            Event::Requeued { server, .. } | Event::Queued { server, .. } => {
+                if let Err(err) = self.store.requeued(*server, self.last_now) {
+                    log!("store: {err}");
+                }
+            }
+            Event::Stopped { server, node, .. } => {
+                store(&self.store, *server, "stopped");
+                self.players.remove(server);
+                let reserved = matches!(
+                    self.engine.server_status(*server),
+                    Some(ServerStatus::Stopped { booked_on: Some(_), .. })
+                );
+                if !reserved {
+                    if let Some(rt) = self.nodes.get_mut(node) {
+                        rt.used_ports.remove(server);
+                    }
+                }
+            }
+            Event::StartFailed { server, reason } => {
+                store(&self.store, *server, "stopped");
+                let d = format!("{}: {reason}", self.name_of(*server));
+                self.decide("start_failed", d);
+            }
+            Event::Cancelled { server } => store(&self.store, *server, "stopped"),
+            Event::ScaleUp { server_type, policy, reason, node } => {
+                self.metrics.inc_scaling_action("up", policy);
+                let d = format!("{} ({server_type}) by {policy}: {reason}", self.node_name(*node));
+                self.decide("scale_up", d);
+            }
+            Event::ScaleDown { node, policy, reason } => {
+                self.metrics.inc_scaling_action("down", policy);
+                let d = format!("{} by {policy}: {reason}", self.node_name(*node));
+                self.decide("scale_down", d);
+            }
+            Event::NodeRemoved { node, .. } => {
+                if let Some(rt) = self.nodes.remove(node) {
+                    self.by_name.remove(&rt.name);
+                    let _ = self.store.remove_node(&rt.name);
+                    let conn = rt.conn.clone();
+                    tokio::spawn(async move {
+                        if let Some(d) = conn.lock().await.take() {
+                            let _ = d.close().await;
+                        }
+                    });
+                }
+            }
+            Event::NodeHealthChanged { node, from, to } => {
+                let d = format!("{}: {from:?} -> {to:?}", self.node_name(*node));
+                log!("node {d}");
+                self.decide("node_health", d);
+            }
+            Event::ServerLost { server, node } => {
+                let d = format!("{} on {}", self.name_of(*server), self.node_name(*node));
+                log!("server lost: {d}");
+                self.decide("server_lost", d);
+            }
+            _ => {}
+        }
+    }
+
+    fn event_json(&mut self, e: &Event) -> serde_json::Value {
+        let mut v = serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+        // Replace numeric ids by names for API clients.
+        if let serde_json::Value::Object(outer) = &mut v {
+            for (_, inner) in outer.iter_mut() {
+                if let serde_json::Value::Object(fields) = inner {
+                    if let Some(id) = fields.get("server").and_then(|s| s.as_u64()) {
+                        let name = self.name_of(ServerId(id));
+                        fields.insert("server".into(), name.into());
+                    }
+                    if let Some(id) = fields.get("node").and_then(|s| s.as_u64()) {
+                        fields.insert("node".into(), self.node_name(NodeId(id as u32)).into());
+                    }
+                }
+            }
+        }
+        serde_json::json!({ "at_ms": self.last_now, "event": v })
+    }
+
+    fn refresh_metrics(&mut self) {
+        let reserve = self.engine.fleet().reserve().clone();
+        let (mut total, mut usable, mut allocated) = (0u64, 0u64, 0u64);
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for n in self.engine.fleet().iter() {
+            total += u64::from(n.total_ram_mb);
+            if !n.system {
+                usable += n.usable_mb(&reserve);
+                allocated += n.allocated_mb();
+            }
+            let state = match (n.lifecycle, n.health) {
+                (Lifecycle::AwaitingProvision, _) => "provisioning",
+                (Lifecycle::Draining, _) => "draining",
+                (_, Health::Healthy) => "healthy",
+                (_, Health::Unhealthy) => "unhealthy",
+                (_, Health::Unknown) => "unknown",
+            };
+            *counts.entry((kind_str(n.kind).to_string(), state.to_string())).or_default() += 1;
+        }
+        self.metrics.set_fleet(total, usable, allocated);
+        let counts: Vec<(&str, &str, u64)> = counts.iter().map(|((k, s), c)| (k.as_str(), s.as_str(), *c)).collect();
+        self.metrics.set_nodes(&counts);
+        self.metrics.set_queue_length(self.engine.queue().len());
+        self.metrics.set_running_servers(self.engine.fleet().iter().map(|n| n.containers() as usize).sum());
+    }
+
+    // ------------------------------------------------------------ API
+
+    fn on_call(&mut self, call: ApiCall) {
+        match call {
+            ApiCall::Start { server, body, answer } => {
+                let r = self.api_start(&server, body);
+                let _ = answer.send(r);
+            }
+            ApiCall::Stop { server, answer } => {
+                let r = self.api_stop(&server);
+                let _ = answer.send(r);
+            }
+            ApiCall::Server { server, answer } => {
+                let r = self.known(&server).and_then(|id| self.info(id, &server));
+                let _ = answer.send(r);
+            }
+            ApiCall::Delete { server, answer } => {
+                let r = self.known(&server).and_then(|id| match self.feed(Input::DeleteServer { server: id }) {
+                    Reply::Ok => {
+                        let _ = self.store.delete_server(id);
+                        for rt in self.nodes.values_mut() {
+                            rt.used_ports.remove(&id);
+                        }
+                        Ok(())
+                    }
+                    Reply::Refused(m) => {
+                        Err(ApiError::Conflict { message: m.to_string(), server: self.info(id, &server).ok() })
+                    }
+                    other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
+                });
+                let _ = answer.send(r);
+            }
+            ApiCall::Fleet { answer } => {
+                let _ = answer.send(Ok(self.fleet_info()));
+            }
+            ApiCall::Nodes { answer } => {
+                let _ = answer.send(Ok(self.node_infos()));
+            }
+            ApiCall::Queue { answer } => {
+                let now = self.now();
+                let entries: Vec<(ServerId, u32, Plan, Millis)> =
+                    self.engine.queue().iter().map(|e| (e.server, e.ram_mb, e.plan, e.queued_at)).collect();
+                let out = entries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (id, ram_mb, plan, at))| QueueEntry {
+                        server: self.name_of(id),
+                        position: i + 1,
+                        ram_mb,
+                        plan,
+                        waited_s: now.since(at) / 1000,
+                    })
+                    .collect();
+                let _ = answer.send(Ok(out));
+            }
+            ApiCall::Decisions { answer } => {
+                let _ = answer.send(Ok(self.decisions.iter().cloned().collect()));
+            }
+            ApiCall::AddNode { node, answer } => {
+                let r = self.api_add_node(node);
+                let _ = answer.send(r);
+            }
+            ApiCall::RemoveNode { node, answer } => {
+                let r = self.node_id(&node).and_then(|id| match self.feed(Input::RemoveNode { node: id }) {
+                    Reply::Ok => Ok(()),
+                    Reply::Refused(m) => Err(ApiError::Conflict { message: m.to_string(), server: None }),
+                    other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
+                });
+                let _ = answer.send(r);
+            }
+            ApiCall::DrainNode { node, answer } => {
+                let r = self.node_id(&node).and_then(|id| match self.feed(Input::DrainNode { node: id }) {
+                    Reply::Ok => Ok(()),
+                    Reply::Refused(m) => Err(ApiError::Conflict { message: m.to_string(), server: None }),
+                    other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
+                });
+                let _ = answer.send(r);
+            }
+            ApiCall::SetScaling { enabled, answer } => {
+                self.feed(Input::SetScaling { enabled });
+                let _ = answer.send(Ok(()));
+            }
+        }
+    }
+
+    fn known(&mut self, name: &str) -> Result<ServerId, ApiError> {
+        if !valid_name(name) {
+            return Err(ApiError::BadRequest(format!("server id {name:?} must be [a-z0-9-], 1-63 characters")));
+        }
+        let id = self.store.find_server(name).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        match id {
+            Some(id) if self.engine.server_status(id).is_some() => Ok(id),
+            _ => Err(ApiError::NotFound(format!("no server {name:?}"))),
+        }
+    }
+
+    fn node_id(&self, name: &str) -> Result<NodeId, ApiError> {
+        if !valid_name(name) {
+            return Err(ApiError::BadRequest(format!("node id {name:?} must be [a-z0-9-], 1-63 characters")));
+        }
+        self.by_name.get(name).copied().ok_or_else(|| ApiError::NotFound(format!("no node {name:?}")))
+    }
+
+    fn info(&mut self, id: ServerId, name: &str) -> Result<ServerInfo, ApiError> {
+        let status = self.engine.server_status(id).ok_or_else(|| ApiError::NotFound(format!("no server {name:?}")))?;
+        let row = self.store.servers().ok().and_then(|rows| rows.into_iter().find(|r| r.id == id));
+        let (ram_mb, plan) = row.map_or((0, Plan::PayPerPlay), |r| (r.ram_mb, r.plan));
+        let (state, node, position) = match status {
+            ServerStatus::Queued { position } => ("queued", None, Some(position)),
+            ServerStatus::Starting { node } => ("starting", Some(node), None),
+            ServerStatus::Running { node } => ("running", Some(node), None),
+            ServerStatus::Stopping { node } => ("stopping", Some(node), None),
+            ServerStatus::Lost { node } => ("lost", Some(node), None),
+            ServerStatus::Stopped { .. } => ("stopped", None, None),
+        };
+        let join_address = node.and_then(|n| {
+            let rt = self.nodes.get(&n)?;
+            rt.used_ports.get(&id).map(|p| format!("{}:{p}", rt.public_host))
+        });
+        Ok(ServerInfo {
+            server: name.to_string(),
+            state: state.to_string(),
+            ram_mb,
+            plan,
+            node: node.map(|n| self.node_name(n)),
+            position,
+            join_address,
+            players: self.players.get(&id).copied(),
+        })
+    }
+
+    fn api_start(&mut self, name: &str, body: StartBody) -> Result<StartOutcome, ApiError> {
+        if !valid_name(name) {
+            return Err(ApiError::BadRequest(format!("server id {name:?} must be [a-z0-9-], 1-63 characters")));
+        }
+        if body.ram_mb == 0 {
+            return Err(ApiError::BadRequest("ram_mb: must be above 0".into()));
+        }
+        let user_name = body.user.clone().unwrap_or_else(|| name.to_string());
+        if user_name.is_empty() || user_name.len() > 128 || user_name.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest("user: 1-128 printable characters".into()));
+        }
+        let id = self.server_id(name)?;
+        if let Some(s) = self.engine.server_status(id) {
+            if !matches!(s, ServerStatus::Stopped { .. }) {
+                let info = self.info(id, name).ok();
+                return Err(ApiError::Conflict {
+                    message: format!("server {name:?} is already {}", state_word(&s)),
+                    server: info,
+                });
+            }
+        }
+        let user = self.store.user_id(&user_name).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let now = self.now();
+        let reply = self.feed(Input::StartRequested { server: id, ram_mb: body.ram_mb, plan: body.plan, user });
+        let accepted = |s: &Store, state: &str| s.requested(id, body.ram_mb, body.plan, user, state, now.0);
+        match reply {
+            Reply::Start(StartReply::Placed { node }) => {
+                accepted(&self.store, "placed").map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                Ok(StartOutcome {
+                    server: name.into(),
+                    state: "started".into(),
+                    node: Some(self.node_name(node)),
+                    position: None,
+                })
+            }
+            Reply::Start(StartReply::Queued { position }) => {
+                accepted(&self.store, "queued").map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                Ok(StartOutcome { server: name.into(), state: "queued".into(), node: None, position: Some(position) })
+            }
+            Reply::Start(StartReply::Failed(reason)) => Err(ApiError::BadRequest(reason.to_string())),
+            Reply::Start(StartReply::Rejected(r)) => Err(ApiError::Unavailable(format!("rejected: {r:?}"))),
+            Reply::Start(_) => {
+                let info = self.info(id, name).ok();
+                Err(ApiError::Conflict { message: format!("server {name:?} is busy"), server: info })
+            }
+            other => Err(ApiError::Unavailable(format!("unexpected engine reply {other:?}"))),
+        }
+    }
+
+    fn api_stop(&mut self, name: &str) -> Result<StopOutcome, ApiError> {
+        let id = self.known(name)?;
+        let state = match self.feed(Input::StopRequested { server: id }) {
+            Reply::Stop(StopReply::Cancelled) => "cancelled",
+            Reply::Stop(StopReply::Stopping) => "stopping",
+            Reply::Stop(StopReply::AlreadyStopping) => "already_stopping",
+            Reply::Stop(StopReply::NotRunning) => {
+                let info = self.info(id, name).ok();
+                return Err(ApiError::Conflict { message: format!("server {name:?} is not running"), server: info });
+            }
+            _ => return Err(ApiError::NotFound(format!("no server {name:?}"))),
+        };
+        Ok(StopOutcome { server: name.into(), state: state.into() })
+    }
+
+    fn api_add_node(&mut self, n: NewNode) -> Result<NodeInfo, ApiError> {
+        if !valid_name(&n.node) {
+            return Err(ApiError::BadRequest(format!("node: {:?} must be [a-z0-9-], 1-63 characters", n.node)));
+        }
+        if self.by_name.contains_key(&n.node) {
+            return Err(ApiError::Conflict { message: format!("node {:?} exists", n.node), server: None });
+        }
+        if n.address.is_empty() || n.address.starts_with('-') || n.address.contains(char::is_whitespace) {
+            return Err(ApiError::BadRequest(format!("address: {:?} is not a host", n.address)));
+        }
+        if n.ram_mb == 0 {
+            return Err(ApiError::BadRequest("ram_mb: must be above 0".into()));
+        }
+        let ports = match &n.ports {
+            Some(p) => PortRange::parse(p).map_err(|e| ApiError::BadRequest(format!("ports: {e}")))?,
+            None => self.default_ports(),
+        };
+        let stored = StoredNode {
+            name: n.node.clone(),
+            kind: NodeKind::Dedicated,
+            address: n.address.clone(),
+            ssh_port: n.ssh_port,
+            ram_mb: n.ram_mb,
+            system: n.system,
+            ports: n.ports.clone(),
+            server_type: None,
+            provider_id: None,
+            hourly_eur: 0.0,
+        };
+        self.store
+            .put_node(&n.node, &serde_json::to_string(&stored).expect("serializes"))
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        self.register_stored(stored, ports);
+        Ok(self.node_infos().into_iter().find(|i| i.node == n.node).expect("just registered"))
+    }
+
+    fn register_stored(&mut self, s: StoredNode, ports: PortRange) -> NodeId {
+        let endpoint = (!s.address.is_empty()).then(|| self.ssh_endpoint(&s.address, s.ssh_port));
+        let public_host = if s.address == "local" { "127.0.0.1".into() } else { s.address.clone() };
+        self.register(
+            NodeSpec {
+                name: s.name.clone(),
+                address: s.address.clone(),
+                kind: s.kind,
+                system: s.system,
+                total_ram_mb: s.ram_mb,
+                cores: 0,
+                hourly_eur: s.hourly_eur,
+                labels: Default::default(),
+                provider_id: s.provider_id.clone(),
+                server_type: s.server_type.clone(),
+            },
+            endpoint,
+            ports,
+            public_host,
+        )
+    }
+
+    fn fleet_info(&self) -> FleetInfo {
+        let reserve = self.engine.fleet().reserve();
+        let mut f = FleetInfo {
+            nodes: 0,
+            healthy_nodes: 0,
+            total_ram_mb: 0,
+            usable_ram_mb: 0,
+            allocated_ram_mb: 0,
+            queue_length: self.engine.queue().len(),
+            running_servers: 0,
+            scaling_enabled: self.engine.scaling_enabled(),
+        };
+        for n in self.engine.fleet().iter() {
+            f.nodes += 1;
+            f.healthy_nodes += usize::from(n.health == Health::Healthy);
+            f.total_ram_mb += u64::from(n.total_ram_mb);
+            if !n.system {
+                f.usable_ram_mb += n.usable_mb(reserve);
+                f.allocated_ram_mb += n.allocated_mb();
+            }
+            f.running_servers += n.containers() as usize;
+        }
+        f
+    }
+
+    fn node_infos(&self) -> Vec<NodeInfo> {
+        let reserve = self.engine.fleet().reserve();
+        self.engine
+            .fleet()
+            .iter()
+            .map(|n| NodeInfo {
+                node: n.name.clone(),
+                kind: kind_str(n.kind).into(),
+                system: n.system,
+                address: n.address.clone(),
+                health: format!("{:?}", n.health).to_lowercase(),
+                lifecycle: match n.lifecycle {
+                    Lifecycle::AwaitingProvision => "awaiting_provision",
+                    Lifecycle::Active => "active",
+                    Lifecycle::Draining => "draining",
+                }
+                .into(),
+                ram_mb: n.total_ram_mb,
+                usable_mb: if n.system { 0 } else { usable_mb(n.total_ram_mb, n.containers(), reserve) },
+                allocated_mb: n.allocated_mb(),
+                containers: n.containers(),
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------ players
+
+    fn poll_players(&mut self) {
+        let timeout = Duration::from_secs(self.cfg.players.timeout_s.max(1));
+        let mut targets = Vec::new();
+        for (&node, rt) in &self.nodes {
+            for (&server, &port) in &rt.used_ports {
+                if matches!(self.engine.server_status(server), Some(ServerStatus::Running { node: n }) if n == node) {
+                    let host = if rt.public_host == "local" { "127.0.0.1" } else { rt.public_host.as_str() };
+                    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                        targets.push((server, SocketAddr::new(ip, port)));
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        self.spawn(async move {
+            let pings = targets.into_iter().map(|(server, addr)| async move {
+                match crate::slp::ping(addr, timeout).await {
+                    Ok(s) => Some(Done::Input(Input::Players { server, count: s.online })),
+                    Err(_) => None,
+                }
+            });
+            futures_util::future::join_all(pings).await.into_iter().flatten().collect()
+        });
+    }
+}
+
+type BoxFut<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::docker::DockerError>> + Send + 'a>>;
+
+/// Run `f` on the node's Docker connection, connecting first if needed; a failed call
+/// drops the connection so that the next one reconnects.
+async fn with_conn<T>(
+    conn: &Mutex<Option<DockerNode>>,
+    name: &str,
+    endpoint: Option<&Endpoint>,
+    timeout: Duration,
+    f: impl for<'a> FnOnce(&'a DockerNode) -> BoxFut<'a, T>,
+) -> Result<T, String> {
+    let Some(endpoint) = endpoint else { return Err("node has no address yet".into()) };
+    let mut guard = conn.lock().await;
+    if guard.is_none() {
+        let node = tokio::time::timeout(timeout, DockerNode::connect(name, endpoint, timeout))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        *guard = Some(node);
+    }
+    let res = tokio::time::timeout(timeout, f(guard.as_ref().expect("connected"))).await;
+    match res {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            *guard = None;
+            Err(e.to_string())
+        }
+        Err(_) => {
+            *guard = None;
+            Err("timed out".into())
+        }
+    }
+}
+
+fn kind_str(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::Dedicated => "dedicated",
+        NodeKind::Cloud => "cloud",
+    }
+}
+
+fn state_word(s: &ServerStatus) -> &'static str {
+    match s {
+        ServerStatus::Queued { .. } => "queued",
+        ServerStatus::Starting { .. } => "starting",
+        ServerStatus::Running { .. } => "running",
+        ServerStatus::Stopping { .. } => "stopping",
+        ServerStatus::Lost { .. } => "lost",
+        ServerStatus::Stopped { .. } => "stopped",
+    }
+}
+
+/// `conductor run`: serve the API, recover, then drive the engine until SIGTERM/SIGINT.
+pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
+    let token = read_secret("CONDUCTOR_API_TOKEN", cfg.api.token_file.as_deref())?.ok_or_else(|| {
+        "no API token: set CONDUCTOR_API_TOKEN (or api.token_file in the config); refusing to serve an open API"
+            .to_string()
+    })?;
+    let hetzner = if cfg.hetzner.enabled {
+        let t = read_secret("HCLOUD_TOKEN", cfg.hetzner.token_file.as_deref())?
+            .ok_or_else(|| "hetzner.enabled but no token: set HCLOUD_TOKEN (or hetzner.token_file)".to_string())?;
+        Some(Arc::new(HetznerClient::new(&cfg.hetzner.api_url, t).with_location(&cfg.hetzner.location)))
+    } else {
+        None
+    };
+    let store = Store::open(&cfg.database.path).map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
+    let listen = opts.listen.clone().unwrap_or_else(|| cfg.api.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let (call_tx, mut call_rx) = mpsc::channel::<ApiCall>(4096);
+    let (events, _) = broadcast::channel::<String>(1024);
+    let metrics = Arc::new(Metrics::new());
+    let state = crate::api::ApiState {
+        calls: call_tx,
+        events: events.clone(),
+        metrics: metrics.clone(),
+        token: Arc::new(token),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
+        axum::serve(listener, crate::api::router(state)).with_graceful_shutdown(shutdown).await
+    });
+    log!("listening on http://{addr}{}", if opts.dry_run { " (dry run: no mutating call is executed)" } else { "" });
+
+    let now = unix_ms();
+    let engine = Conductor::new(cfg.conductor.clone(), Millis(now)).map_err(|e| format!("conductor.{e}"))?;
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut d = Driver {
+        cfg,
+        opts,
+        engine,
+        store,
+        nodes: BTreeMap::new(),
+        by_name: BTreeMap::new(),
+        hetzner,
+        done_tx,
+        done_rx,
+        events,
+        metrics,
+        decisions: VecDeque::new(),
+        players: BTreeMap::new(),
+        names: BTreeMap::new(),
+        in_flight: 0,
+        last_now: now,
+    };
+    d.recover().await;
+
+    let mut players_every = d.cfg.players.interval_s;
+    if players_every == 0 {
+        players_every = u64::MAX / 4_000;
+    }
+    let mut players_tick = tokio::time::interval(Duration::from_secs(players_every));
+    players_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    loop {
+        let wait = d
+            .engine
+            .poll_timeout()
+            .map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.0.saturating_sub(unix_ms())));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => d.tick(),
+            Some(call) = call_rx.recv() => d.on_call(call),
+            Some(done) = d.done_rx.recv() => d.on_done(done),
+            _ = players_tick.tick() => d.poll_players(),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    log!("shutting down: no new requests; finishing {} call(s) in flight", d.in_flight);
+    let _ = stop_tx.send(true);
+    call_rx.close();
+    // Answer what the API had already accepted into the channel.
+    while let Ok(call) = call_rx.try_recv() {
+        d.on_call(call);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while d.in_flight > 0 {
+        match tokio::time::timeout_at(deadline, d.done_rx.recv()).await {
+            Ok(Some(done)) => d.on_done(done),
+            _ => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    log!("stopped; running servers keep running");
+    Ok(())
+}
+
+impl Driver {
+    /// Load the node registry and the queue, then reconcile with what Docker and
+    /// Hetzner report. Nodes that do not answer within a few seconds are adopted later
+    /// (their first successful probe lists them).
+    async fn recover(&mut self) {
+        for n in self.cfg.nodes.clone() {
+            let ports =
+                n.ports.as_deref().map_or_else(|| self.default_ports(), |p| PortRange::parse(p).expect("validated"));
+            let public_host = n.public_host.clone().unwrap_or_else(|| {
+                if n.address == "local" {
+                    "127.0.0.1".into()
+                } else {
+                    n.address.clone()
+                }
+            });
+            let endpoint = Some(self.ssh_endpoint(&n.address, n.ssh_port));
+            self.register(
+                NodeSpec {
+                    name: n.name.clone(),
+                    address: n.address.clone(),
+                    kind: NodeKind::Dedicated,
+                    system: n.system,
+                    total_ram_mb: n.ram_mb,
+                    cores: n.cores,
+                    hourly_eur: n.monthly_eur / 730.0,
+                    labels: Default::default(),
+                    provider_id: None,
+                    server_type: None,
+                },
+                endpoint,
+                ports,
+                public_host,
+            );
+        }
+        // Rented VMs Hetzner reports with our label, matched to the stored registry.
+        let vms = match &self.hetzner {
+            Some(h) => match tokio::time::timeout(Duration::from_secs(10), h.list_managed()).await {
+                Ok(Ok(vms)) => Some(vms),
+                Ok(Err(e)) => {
+                    log!("hetzner: cannot list VMs at start: {e}");
+                    None
+                }
+                Err(_) => {
+                    log!("hetzner: listing VMs timed out at start");
+                    None
+                }
+            },
+            None => None,
+        };
+        let stored: Vec<StoredNode> = self
+            .store
+            .nodes()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| serde_json::from_str(&r.spec).ok())
+            .collect();
+        for mut s in stored {
+            if self.by_name.contains_key(&s.name) {
+                continue;
+            }
+            if s.kind == NodeKind::Cloud {
+                let vm = vms.as_ref().and_then(|v| v.iter().find(|vm| vm.name == s.name));
+                match (vm, &vms) {
+                    (Some(vm), _) => {
+                        s.provider_id = Some(vm.id.to_string());
+                        if let Some(ip) = vm.ipv4 {
+                            s.address = ip.to_string();
+                        }
+                    }
+                    // The VM is gone (or was never created): a placeholder that outlived
+                    // its provisioning is dropped.
+                    (None, Some(_)) => {
+                        log!("node {}: no such VM any more; dropped", s.name);
+                        let _ = self.store.remove_node(&s.name);
+                        continue;
+                    }
+                    (None, None) if s.provider_id.is_none() => {
+                        let _ = self.store.remove_node(&s.name);
+                        continue;
+                    }
+                    (None, None) => {}
+                }
+            }
+            let ports =
+                s.ports.as_deref().and_then(|p| PortRange::parse(p).ok()).unwrap_or_else(|| self.default_ports());
+            let _ = self.store.put_node(&s.name, &serde_json::to_string(&s).expect("serializes"));
+            self.register_stored(s, ports);
+        }
+        for vm in vms.unwrap_or_default() {
+            if !self.by_name.contains_key(&vm.name) {
+                log!("hetzner: managed VM {} ({}) is not in the registry; adopting it as a cloud node", vm.name, vm.id);
+                let s = StoredNode {
+                    name: vm.name.clone(),
+                    kind: NodeKind::Cloud,
+                    address: vm.ipv4.map(|i| i.to_string()).unwrap_or_default(),
+                    ssh_port: Some(self.cfg.hetzner.ssh_port),
+                    ram_mb: self
+                        .cfg
+                        .conductor
+                        .catalogue
+                        .iter()
+                        .find(|t| t.name == vm.server_type)
+                        .map_or(0, |t| t.ram_mb),
+                    system: false,
+                    ports: None,
+                    server_type: Some(vm.server_type.clone()),
+                    provider_id: Some(vm.id.to_string()),
+                    hourly_eur: self
+                        .cfg
+                        .conductor
+                        .catalogue
+                        .iter()
+                        .find(|t| t.name == vm.server_type)
+                        .map_or(0.0, |t| t.hourly_eur),
+                };
+                if s.ram_mb > 0 && valid_name(&s.name) {
+                    let _ = self.store.put_node(&s.name, &serde_json::to_string(&s).expect("serializes"));
+                    let ports = self.default_ports();
+                    self.register_stored(s, ports);
+                }
+            }
+        }
+        // List every node's containers concurrently, a few seconds at most.
+        let timeout = self.docker_timeout().min(Duration::from_secs(5));
+        let lists = self.nodes.iter().map(|(&id, rt)| {
+            let (conn, ep, name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
+            async move { (id, with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.list())).await) }
+        });
+        let listed = futures_util::future::join_all(lists).await;
+        let mut containers = Vec::new();
+        let mut present: BTreeSet<String> = BTreeSet::new();
+        for (node, res) in listed {
+            match res {
+                Ok(cs) => {
+                    for c in &cs {
+                        present.insert(c.server.clone());
+                        if let (Some(p), Ok(id)) = (c.host_port, self.store.server_id(&c.server)) {
+                            self.nodes.get_mut(&node).expect("listed").used_ports.insert(id, p);
+                        }
+                    }
+                    containers.extend(self.records(node, &cs));
+                    self.nodes.get_mut(&node).expect("listed").listed = true;
+                }
+                Err(e) => log!("node {}: not reachable at start ({e}); adopted when it answers", self.node_name(node)),
+            }
+        }
+        // Queued and placed requests that have no container: back in the queue at their
+        // original request time.
+        let queued: Vec<QueuedRecord> = self
+            .store
+            .servers()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| matches!(r.state.as_str(), "queued" | "placed") && !present.contains(&r.name))
+            .map(|r| QueuedRecord {
+                server: r.id,
+                ram_mb: r.ram_mb,
+                plan: r.plan,
+                user: r.user,
+                queued_at: Millis(r.requested_at.unwrap_or(self.last_now)),
+            })
+            .collect();
+        log!("recovered {} container(s) and {} queued request(s)", containers.len(), queued.len());
+        let mut queued = queued;
+        queued.sort_by_key(|q| (q.queued_at, q.server));
+        self.feed(Input::Recover(Snapshot { containers, queued }));
+        self.tick();
+    }
+}

@@ -1,0 +1,253 @@
+//! Durable state in one SQLite file: the input journal (every input the engine got,
+//! with its time, so a live day can be replayed), the servers with their requests
+//! (queued and placed ones keep their original request time), the name tables that
+//! give servers and users their dense numeric ids, and the node registry (hosts added
+//! through the API, rented VMs).
+//!
+//! Writes happen in the driver task before the API answers, in WAL mode: a process
+//! killed at any moment has either not answered (the client retries) or has the row.
+
+use conductor_core::io::Input;
+use conductor_core::{Plan, ServerId, UserId};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+pub struct Store {
+    db: Connection,
+}
+
+/// A server's durable request state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerRow {
+    pub id: ServerId,
+    pub name: String,
+    pub ram_mb: u32,
+    pub plan: Plan,
+    pub user: UserId,
+    /// `queued`, `placed`, `running` or `stopped`.
+    pub state: String,
+    /// Engine time (Unix ms) of the original request, while it is not running.
+    pub requested_at: Option<u64>,
+}
+
+/// A node the driver must remember across restarts (config nodes are not stored).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRow {
+    pub name: String,
+    /// JSON of the node's description (driver-defined).
+    pub spec: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, input TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS servers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, ram_mb INTEGER NOT NULL DEFAULT 0,
+    plan TEXT NOT NULL DEFAULT 'payperplay', user_id INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'stopped', requested_at INTEGER);
+CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
+";
+
+fn plan_str(p: Plan) -> &'static str {
+    p.as_str()
+}
+
+fn plan_of(s: &str) -> Plan {
+    match s {
+        "balanced" => Plan::Balanced,
+        "reserved" => Plan::Reserved,
+        _ => Plan::PayPerPlay,
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db })
+    }
+
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let db = Connection::open_in_memory()?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db })
+    }
+
+    pub fn journal(&self, at_ms: u64, input: &Input) -> Result<(), StoreError> {
+        let json = serde_json::to_string(input).expect("inputs serialize");
+        self.db.execute("INSERT INTO journal (at_ms, input) VALUES (?1, ?2)", params![at_ms as i64, json])?;
+        Ok(())
+    }
+
+    /// The journal in order: (time, input). Rows that no longer parse are reported, not
+    /// skipped silently.
+    pub fn read_journal(&self) -> Result<Vec<(u64, Result<Input, String>)>, StoreError> {
+        let mut st = self.db.prepare("SELECT at_ms, input FROM journal ORDER BY seq")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, json) = row?;
+            out.push((at, serde_json::from_str(&json).map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
+    /// The id of a server name, created if new (dense: 1, 2, 3, ...).
+    pub fn server_id(&self, name: &str) -> Result<ServerId, StoreError> {
+        if let Some(id) = self.find_server(name)? {
+            return Ok(id);
+        }
+        self.db.execute("INSERT INTO servers (name) VALUES (?1)", params![name])?;
+        Ok(ServerId(self.db.last_insert_rowid() as u64))
+    }
+
+    pub fn find_server(&self, name: &str) -> Result<Option<ServerId>, StoreError> {
+        Ok(self
+            .db
+            .query_row("SELECT id FROM servers WHERE name = ?1", params![name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|i| ServerId(i as u64)))
+    }
+
+    pub fn user_id(&self, name: &str) -> Result<UserId, StoreError> {
+        let found = self
+            .db
+            .query_row("SELECT id FROM users WHERE name = ?1", params![name], |r| r.get::<_, i64>(0))
+            .optional()?;
+        if let Some(i) = found {
+            return Ok(UserId(i as u64));
+        }
+        self.db.execute("INSERT INTO users (name) VALUES (?1)", params![name])?;
+        Ok(UserId(self.db.last_insert_rowid() as u64))
+    }
+
+    /// A start was accepted (queued or placed) at `at_ms`.
+    pub fn requested(
+        &self,
+        id: ServerId,
+        ram_mb: u32,
+        plan: Plan,
+        user: UserId,
+        state: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE servers SET ram_mb = ?2, plan = ?3, user_id = ?4, state = ?5, requested_at = ?6 WHERE id = ?1",
+            params![id.0 as i64, ram_mb, plan_str(plan), user.0 as i64, state, at_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The server's state changed (`placed`, `running`, `stopped`); `stopped` and
+    /// `running` clear the request time.
+    pub fn set_state(&self, id: ServerId, state: &str) -> Result<(), StoreError> {
+        let clear = matches!(state, "running" | "stopped");
+        self.db.execute(
+            "UPDATE servers SET state = ?2, requested_at = CASE WHEN ?3 THEN NULL ELSE requested_at END WHERE id = ?1",
+            params![id.0 as i64, state, clear],
+        )?;
+        Ok(())
+    }
+
+    /// Back in the queue (requeued after a node loss, or queued again): keeps the
+    /// original request time if it has one.
+    pub fn requeued(&self, id: ServerId, at_ms: u64) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE servers SET state = 'queued', requested_at = COALESCE(requested_at, ?2) WHERE id = ?1",
+            params![id.0 as i64, at_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_server(&self, id: ServerId) -> Result<(), StoreError> {
+        self.db
+            .execute("UPDATE servers SET state = 'stopped', requested_at = NULL WHERE id = ?1", params![id.0 as i64])?;
+        Ok(())
+    }
+
+    pub fn servers(&self) -> Result<Vec<ServerRow>, StoreError> {
+        let mut st =
+            self.db.prepare("SELECT id, name, ram_mb, plan, user_id, state, requested_at FROM servers ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            Ok(ServerRow {
+                id: ServerId(r.get::<_, i64>(0)? as u64),
+                name: r.get(1)?,
+                ram_mb: r.get(2)?,
+                plan: plan_of(&r.get::<_, String>(3)?),
+                user: UserId(r.get::<_, i64>(4)? as u64),
+                state: r.get(5)?,
+                requested_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(StoreError)
+    }
+
+    pub fn server_name(&self, id: ServerId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .query_row("SELECT name FROM servers WHERE id = ?1", params![id.0 as i64], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn put_node(&self, name: &str, spec: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO nodes (name, spec) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+            params![name, spec],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_node(&self, name: &str) -> Result<(), StoreError> {
+        self.db.execute("DELETE FROM nodes WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let mut st = self.db.prepare("SELECT name, spec FROM nodes ORDER BY name")?;
+        let rows = st.query_map([], |r| Ok(NodeRow { name: r.get(0)?, spec: r.get(1)? }))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(StoreError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let s = Store::open(&path).unwrap();
+            let a = s.server_id("mc-a").unwrap();
+            let b = s.server_id("mc-b").unwrap();
+            assert_eq!((a, b), (ServerId(1), ServerId(2)));
+            assert_eq!(s.server_id("mc-a").unwrap(), a, "ids are stable");
+            let u = s.user_id("alice").unwrap();
+            s.requested(a, 2048, Plan::Balanced, u, "queued", 1_000).unwrap();
+            s.requested(b, 1024, Plan::PayPerPlay, u, "placed", 2_000).unwrap();
+            s.set_state(b, "running").unwrap();
+            s.journal(5, &Input::StopRequested { server: a }).unwrap();
+            s.put_node("dedi-9", "{\"x\":1}").unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let rows = s.servers().unwrap();
+        assert_eq!(rows[0].state, "queued");
+        assert_eq!(rows[0].requested_at, Some(1_000), "the original request time survives");
+        assert_eq!(rows[0].plan, Plan::Balanced);
+        assert_eq!(rows[1].state, "running");
+        assert_eq!(rows[1].requested_at, None);
+        let j = s.read_journal().unwrap();
+        assert_eq!(j.len(), 1);
+        assert_eq!(j[0].1, Ok(Input::StopRequested { server: ServerId(1) }));
+        assert_eq!(s.nodes().unwrap()[0].name, "dedi-9");
+        assert_eq!(s.server_name(ServerId(2)).unwrap().as_deref(), Some("mc-b"));
+    }
+}
