@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace on a fresh machine. Installs what the tests need first.
+# Runs every test of the workspace on a fresh machine. Installs what the tests need first:
+# busybox-static, openssh-server/-client and python3-venv (apt), the test image
+# conductor-test-mc:latest (docker import), one sshd per simulated node on 127.0.0.2-4,
+# and Hetzner's official Python client in a venv (for the emulator fidelity test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Nothing outside cargo is needed yet: the core and the simulator are pure Rust, the
-# plot font ships in sim/assets. Live-mode tests (Docker, sshd) will add their setup here.
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+bash scripts/prepare-live-tests.sh
+venv="${CONDUCTOR_TEST_DIR:-/tmp/conductor-live-test}/venv"
+if ! "$venv/bin/python" -c "import hcloud" 2>/dev/null; then
+  python3 -m venv "$venv" 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q hcloud
+fi
+export HCLOUD_PYTHON="$venv/bin/python"
 cargo fmt --all -- --check
 cargo test --workspace --all-targets --locked
 # The benchmarks must keep compiling (they are run by hand, see README.md).

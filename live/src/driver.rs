@@ -298,7 +298,11 @@ impl Driver {
     }
 
     fn node_name(&self, id: NodeId) -> String {
-        self.nodes.get(&id).map_or_else(|| format!("node-{}", id.0), |n| n.name.clone())
+        match (self.nodes.get(&id), self.engine.fleet().get(id)) {
+            (Some(n), _) => n.name.clone(),
+            (None, Some(n)) => n.name.clone(),
+            (None, None) => format!("node-{}", id.0),
+        }
     }
 
     fn start_container(&mut self, server: ServerId, node: NodeId, ram_mb: u32, plan: Plan) {
@@ -408,6 +412,22 @@ impl Driver {
     }
 
     fn provision(&mut self, node: NodeId, name: String, server_type: String) {
+        // The engine registered the placeholder itself; the driver learns its address
+        // once the VM runs.
+        let ports = self.default_ports();
+        self.nodes.insert(
+            node,
+            NodeRt {
+                name: name.clone(),
+                endpoint: None,
+                conn: Arc::new(Mutex::new(None)),
+                ports,
+                public_host: String::new(),
+                used_ports: BTreeMap::new(),
+                listed: true,
+            },
+        );
+        self.by_name.insert(name.clone(), node);
         let stored = StoredNode {
             name: name.clone(),
             kind: NodeKind::Cloud,
@@ -642,11 +662,13 @@ impl Driver {
             Event::ScaleUp { server_type, policy, reason, node } => {
                 self.metrics.inc_scaling_action("up", policy);
                 let d = format!("{} ({server_type}) by {policy}: {reason}", self.node_name(*node));
+                log!("scale up: {d}");
                 self.decide("scale_up", d);
             }
             Event::ScaleDown { node, policy, reason } => {
                 self.metrics.inc_scaling_action("down", policy);
                 let d = format!("{} by {policy}: {reason}", self.node_name(*node));
+                log!("scale down: {d}");
                 self.decide("scale_down", d);
             }
             Event::NodeRemoved { node, .. } => {
@@ -665,6 +687,16 @@ impl Driver {
                 let d = format!("{}: {from:?} -> {to:?}", self.node_name(*node));
                 log!("node {d}");
                 self.decide("node_health", d);
+            }
+            Event::ProvisionFailed { node, reason } => {
+                let d = format!("{}: {reason}", self.node_name(*node));
+                log!("provisioning failed: {d}");
+                self.decide("provision_failed", d);
+            }
+            Event::NodeProvisioned { node } => {
+                let d = self.node_name(*node);
+                log!("VM {d} provisioned");
+                self.decide("provisioned", d);
             }
             Event::ServerLost { server, node } => {
                 let d = format!("{} on {}", self.name_of(*server), self.node_name(*node));

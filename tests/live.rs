@@ -1,0 +1,413 @@
+//! `conductor run` for real: the binary against the local Docker daemon reached over
+//! sshd on 127.0.0.2-4 (one sshd per simulated node, from scripts/prepare-live-tests.sh),
+//! the Hetzner emulator subcommand, a real SQLite file and the real HTTP API.
+//! All nodes share the one daemon, so every check filters on the node label.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-5f1c2b";
+const IMAGE: &str = "conductor-test-mc:latest";
+
+fn state_dir() -> PathBuf {
+    PathBuf::from(std::env::var("CONDUCTOR_TEST_DIR").unwrap_or_else(|_| "/tmp/conductor-live-test".into()))
+}
+
+fn prepare_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/prepare-live-tests.sh")
+}
+
+/// The live environment must exist (the README's test command prepares it); never skip.
+fn require_env() {
+    let ok = state_dir().join("nodes.tsv").exists()
+        && Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "live test environment missing: run `bash {}` first (as root)", prepare_script().display());
+}
+
+fn node_ctl(verb: &str, addr: &str) {
+    let st = Command::new("bash").arg(prepare_script()).args([verb, addr]).status().expect("run prepare script");
+    assert!(st.success(), "{verb} {addr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Conductor {
+    child: Child,
+    url: String,
+}
+
+impl Conductor {
+    fn start(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Conductor {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conductor"));
+        cmd.args(["run", "--config"]).arg(config).args(["--listen", &listen]).args(extra);
+        cmd.env("CONDUCTOR_API_TOKEN", TOKEN).env_remove("HCLOUD_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Logs outlive the test's temporary folder, for post-mortems.
+        let logs = state_dir().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = std::fs::File::create(logs.join(format!("conductor-{port}.log"))).unwrap();
+        eprintln!("conductor log: {}", logs.join(format!("conductor-{port}.log")).display());
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().expect("spawn conductor");
+        let c = Conductor { child, url: format!("http://{listen}") };
+        let t0 = Instant::now();
+        while get(&format!("{}/healthz", c.url), None).0 != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "API did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Conductor {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let mut args = vec!["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url, "-m", "10"];
+    let auth;
+    if let Some(t) = token {
+        auth = format!("Authorization: Bearer {t}");
+        args.extend(["-H", auth.as_str()]);
+    }
+    if let Some(b) = body {
+        args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = Command::new("curl").args(&args).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    http("GET", url, token, None)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn server_state(c: &Conductor, s: &str) -> String {
+    let (code, body) = get(&format!("{}/v1/servers/{s}", c.url), Some(TOKEN));
+    if code != 200 {
+        return format!("http {code}");
+    }
+    json(&body)["state"].as_str().unwrap_or("").to_string()
+}
+
+/// Our containers for a server on any node: (node label, memory limit, running).
+fn containers_of(server: &str) -> Vec<(String, u64, bool)> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label=conductor.server={server}"), "-q"])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+    ids.iter()
+        .map(|id| {
+            let o = Command::new("docker")
+                .args([
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"conductor.node\"}} {{.HostConfig.Memory}} {{.State.Running}}",
+                    id,
+                ])
+                .output()
+                .unwrap();
+            let t = String::from_utf8_lossy(&o.stdout).to_string();
+            let f: Vec<&str> = t.split_whitespace().collect();
+            (f[0].to_string(), f[1].parse().unwrap_or(0), f[2] == "true")
+        })
+        .collect()
+}
+
+fn cleanup_prefix(prefix: &str) {
+    let out =
+        Command::new("docker").args(["ps", "-aq", "--filter", &format!("name=conductor-{prefix}")]).output().unwrap();
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let out =
+        Command::new("docker").args(["volume", "ls", "-q", "--filter", "label=conductor.server"]).output().unwrap();
+    for v in String::from_utf8_lossy(&out.stdout).split_whitespace().filter(|v| v.contains(prefix)) {
+        let _ = Command::new("docker").args(["volume", "rm", "-f", v]).output();
+    }
+}
+
+fn write_config(dir: &Path, nodes: &str, extra: &str) -> PathBuf {
+    let sd = state_dir();
+    let cfg = format!(
+        r#"[database]
+path = "conductor.db"
+
+[containers]
+image = "{IMAGE}"
+container_port = 25565
+stop_grace_s = 1
+ports = "31000-31099"
+docker_timeout_s = 5
+
+[ssh]
+user = "root"
+key = "{key}"
+known_hosts = "{kh}"
+strict_host_keys = true
+
+[players]
+interval_s = 0
+
+{nodes}
+
+[conductor]
+startup_delay_s = 0
+queue_tick_s = 1
+
+[conductor.health]
+interval_s = 1
+retry_spacing_s = 1
+failures_max = 2
+probe_timeout_s = 5
+lost_grace_s = 3
+
+{extra}
+"#,
+        key = sd.join("id_ed25519").display(),
+        kh = sd.join("known_hosts").display(),
+    );
+    let path = dir.join("conductor.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+#[test]
+fn start_queue_stop_api_errors_and_recovery_after_sigkill() {
+    require_env();
+    cleanup_prefix("lv1-");
+    let dir = tempfile::tempdir().unwrap();
+    // One 2 GB node: usable 2048 - 1000 = 1048 MB, so one 600 MB server at a time.
+    let nodes = "[[nodes]]\nname = \"lv1-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+
+    // Auth and bad input.
+    assert_eq!(get(&u("/v1/fleet"), None).0, 401);
+    assert_eq!(get(&u("/v1/fleet"), Some("wrong")).0, 401);
+    let (code, body) = http("POST", &u("/v1/servers/lv1-s1/start"), Some(TOKEN), Some("{\"ram_mb\": "));
+    assert_eq!(code, 400, "{body}");
+    assert!(json(&body)["error"]["message"].is_string());
+    assert_eq!(get(&u("/v1/servers/lv1-nope"), Some(TOKEN)).0, 404);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+
+    // Start: a real container on the node with our labels and the booked memory limit.
+    let (code, body) = http("POST", &u("/v1/servers/lv1-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(json(&body)["state"], "started");
+    wait_for("lv1-s1 running", 30, || server_state(&c, "lv1-s1") == "running");
+    assert_eq!(containers_of("lv1-s1"), vec![("lv1-a".to_string(), 600 * 1024 * 1024, true)]);
+    let info = json(&get(&u("/v1/servers/lv1-s1"), Some(TOKEN)).1);
+    assert!(info["join_address"].as_str().unwrap().starts_with("127.0.0.2:310"), "{info}");
+    let (code, body) = http("POST", &u("/v1/servers/lv1-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
+    assert_eq!(code, 409, "a second start answers with the current state: {body}");
+    assert_eq!(json(&body)["server"]["state"], "running");
+
+    // Full: the next start queues and the API reports its position.
+    let (code, body) = http("POST", &u("/v1/servers/lv1-s2/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
+    assert_eq!((code, json(&body)["state"].clone()), (202, "queued".into()), "{body}");
+    assert_eq!(json(&body)["position"], 1);
+    let q = json(&get(&u("/v1/queue"), Some(TOKEN)).1);
+    assert_eq!(q[0]["server"], "lv1-s2");
+
+    // Stop frees the RAM: the queued server starts.
+    let (code, _) = http("POST", &u("/v1/servers/lv1-s1/stop"), Some(TOKEN), None);
+    assert_eq!(code, 202);
+    wait_for("lv1-s2 running", 30, || server_state(&c, "lv1-s2") == "running");
+    wait_for("lv1-s1 container gone", 30, || containers_of("lv1-s1").is_empty());
+    assert_eq!(server_state(&c, "lv1-s1"), "stopped");
+
+    // SIGKILL with one running and one queued server; everything is recovered.
+    let (code, body) = http("POST", &u("/v1/servers/lv1-s3/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
+    assert_eq!((code, json(&body)["state"].clone()), (202, "queued".into()), "{body}");
+    c.kill9();
+    let c2 = Conductor::start(&cfg, &[], &[]);
+    let u2 = |p: &str| format!("{}{p}", c2.url);
+    wait_for("lv1-s2 adopted", 30, || server_state(&c2, "lv1-s2") == "running");
+    let q = json(&get(&u2("/v1/queue"), Some(TOKEN)).1);
+    assert_eq!(q[0]["server"], "lv1-s3", "the queued start survived: {q}");
+    assert_eq!(q[0]["position"], 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(containers_of("lv1-s2").len(), 1, "nothing runs twice");
+    assert!(containers_of("lv1-s3").is_empty(), "no room yet");
+    let (code, _) = http("POST", &u2("/v1/servers/lv1-s2/stop"), Some(TOKEN), None);
+    assert_eq!(code, 202);
+    wait_for("lv1-s3 running after recovery", 30, || server_state(&c2, "lv1-s3") == "running");
+    assert_eq!(containers_of("lv1-s3").len(), 1);
+    drop(c2);
+    cleanup_prefix("lv1-");
+}
+
+#[test]
+fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
+    require_env();
+    cleanup_prefix("lv2-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv2-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let (code, _) = http("POST", &u("/v1/servers/lv2-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert_eq!(code, 202);
+    wait_for("lv2-s1 running", 30, || server_state(&c, "lv2-s1") == "running");
+
+    node_ctl("stop-node", "127.0.0.3");
+    let restore = scopeguard(|| node_ctl("start-node", "127.0.0.3"));
+    wait_for("node unhealthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"unhealthy\""));
+    // Node-local worlds: the server is reported lost, never started twice.
+    wait_for("lv2-s1 lost", 30, || server_state(&c, "lv2-s1") == "lost");
+    let (code, body) = http("POST", &u("/v1/servers/lv2-s2/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert_eq!(
+        (code, json(&body)["state"].clone()),
+        (202, "queued".into()),
+        "nothing new on an unhealthy node: {body}"
+    );
+    drop(restore);
+    wait_for("node healthy again", 60, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    wait_for("lv2-s1 reconciled", 30, || server_state(&c, "lv2-s1") == "running");
+    wait_for("lv2-s2 placed", 30, || server_state(&c, "lv2-s2") == "running");
+    assert_eq!(containers_of("lv2-s1").len(), 1, "nothing runs twice");
+    drop(c);
+    cleanup_prefix("lv2-");
+}
+
+struct Guard<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Guard<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
+    Guard(f)
+}
+
+/// The emulator subcommand on a free port; its VMs get 127.0.0.4 (a test sshd).
+fn emulator() -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args(["hetzner-emulator", "--listen", "127.0.0.1:0", "--token", "hz-secret", "--boot-ms", "500"])
+        .args(["--ipv4-start", "127.0.0.4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    (child, url)
+}
+
+fn emulator_servers(url: &str) -> serde_json::Value {
+    json(&get(&format!("{url}/servers"), Some("hz-secret")).1)["servers"].clone()
+}
+
+#[test]
+fn scale_up_buys_a_vm_on_the_emulator_that_joins_and_scale_down_returns_it_and_dry_run_mutates_nothing() {
+    require_env();
+    cleanup_prefix("lv3-");
+    let (mut emu, emu_url) = emulator();
+    let _emu_guard = scopeguard(move || {
+        let _ = emu.kill();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Only a system node: the first start needs a VM (the zero-worker rule).
+    let nodes = "[[nodes]]\nname = \"lv3-sys\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nsystem = true\n";
+    let extra = format!(
+        r#"[hetzner]
+enabled = true
+api_url = "{emu_url}"
+location = "nbg1"
+image = "debian-12"
+boot_timeout_s = 30
+
+[conductor.scaling]
+interval_s = 1
+policies = ["reactive"]
+billing_period_s = 0
+min_node_lifetime_s = 0
+rebuy_cooldown_s = 0
+
+[conductor.reactive]
+scale_down_sustain_s = 1
+scale_down_cooldown_s = 0
+scale_up_cooldown_s = 0
+node_idle_s = 2
+
+[[conductor.catalogue]]
+name = "cpx22"
+ram_mb = 4096
+cores = 2
+hourly_eur = 0.01
+"#
+    );
+    let cfg = write_config(dir.path(), nodes, &extra);
+
+    // Dry run first: decisions are logged, nothing is bought or started.
+    {
+        let c = Conductor::start(&cfg, &["--dry-run"], &[("HCLOUD_TOKEN", "hz-secret")]);
+        let (code, body) =
+            http("POST", &format!("{}/v1/servers/lv3-dry/start", c.url), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+        assert_eq!(code, 202, "{body}");
+        std::thread::sleep(Duration::from_secs(4));
+        let d = get(&format!("{}/v1/decisions", c.url), Some(TOKEN)).1;
+        assert!(d.contains("would buy VM"), "the decision is logged: {d}");
+        assert_eq!(emulator_servers(&emu_url).as_array().unwrap().len(), 0, "no VM bought in a dry run");
+        assert!(containers_of("lv3-dry").is_empty());
+    }
+    for f in ["conductor.db", "conductor.db-wal", "conductor.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+
+    let c = Conductor::start(&cfg, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    let (code, body) = http("POST", &u("/v1/servers/lv3-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert_eq!((code, json(&body)["state"].clone()), (202, "queued".into()), "{body}");
+    wait_for("a VM on the emulator", 30, || emulator_servers(&emu_url).as_array().is_some_and(|a| a.len() == 1));
+    let vm = &emulator_servers(&emu_url)[0];
+    assert_eq!(vm["server_type"]["name"], "cpx22");
+    assert_eq!(vm["labels"]["managed_by"], "conductor");
+    assert!(vm["labels"]["conductor.node"].is_string(), "{vm}");
+    wait_for("lv3-s1 running on the VM", 60, || server_state(&c, "lv3-s1") == "running");
+    let node = json(&get(&u("/v1/servers/lv3-s1"), Some(TOKEN)).1)["node"].as_str().unwrap().to_string();
+    assert_eq!(Some(node.as_str()), vm["name"].as_str(), "the server runs on the bought VM");
+    assert_eq!(containers_of("lv3-s1").len(), 1);
+    // Stop it and delete its world: the VM is empty and is returned.
+    let (code, _) = http("POST", &u("/v1/servers/lv3-s1/stop"), Some(TOKEN), None);
+    assert_eq!(code, 202);
+    wait_for("lv3-s1 stopped", 30, || server_state(&c, "lv3-s1") == "stopped");
+    let (code, body) = http("DELETE", &u("/v1/servers/lv3-s1"), Some(TOKEN), None);
+    assert_eq!(code, 204, "{body}");
+    wait_for("the VM deleted", 60, || emulator_servers(&emu_url).as_array().is_some_and(|a| a.is_empty()));
+    drop(c);
+    cleanup_prefix("lv3-");
+}
