@@ -83,3 +83,18 @@ fn trace_generate_is_seeded() {
     assert_eq!(a, run("3"));
     assert_ne!(a, run("4"));
 }
+
+#[test]
+fn run_refuses_to_start_without_an_api_token_and_names_bad_config_fields() {
+    let dir = tmp("run-no-token");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "[database]\npath = \"c.db\"\n").unwrap();
+    let o = bin().args(["run", "--config"]).arg(&cfg).env_remove("CONDUCTOR_API_TOKEN").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CONDUCTOR_API_TOKEN"), "{err}");
+    std::fs::write(&cfg, "[[nodes]]\nname = \"Bad Name\"\naddress = \"x\"\nram_mb = 1\n").unwrap();
+    let o = bin().args(["run", "--config"]).arg(&cfg).env("CONDUCTOR_API_TOKEN", "t").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nodes[0].name"));
+}

@@ -327,3 +327,14 @@ mod tests {
         assert!(PortRange::parse("a-b").is_err());
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_committed_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conductor.example.toml");
+        let cfg = super::LiveConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.nodes[0].address, "local");
+        assert!(!cfg.hetzner.enabled);
+    }
+}
