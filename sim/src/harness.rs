@@ -699,9 +699,16 @@ impl Sim<'_> {
                     self.record_wait(w);
                 }
                 self.serve(t, *server, ram, true);
-                let detail = format!("waited_ms={waited_ms};world={world:?}");
-                let name = self.names.get(node).cloned().unwrap_or_default();
-                self.decision(t, "place", Some(*server), Some(&name), &detail);
+                // The most frequent decision, written without intermediate strings.
+                let at = t.saturating_sub(self.warmup_ms);
+                let name = self.names.get(node).map_or("", String::as_str);
+                let _ = writeln!(
+                    self.decisions,
+                    "{}.{:03},place,{},{name},waited_ms={waited_ms};world={world:?}",
+                    at / 1000,
+                    at % 1000,
+                    server.0
+                );
             }
             Event::Started { server, .. } => {
                 if let Some(tr) = self.tracked.get_mut(server) {
