@@ -128,6 +128,12 @@ pub struct Summary {
     pub peak_cloud_nodes: u32,
     /// Node buys plus sales per simulated hour.
     pub churn_per_hour: f64,
+    /// Scale-ups the engine refused for `scaling.budget_eur_per_hour`.
+    pub budget_refusals: u64,
+    /// Scale-ups the engine refused within `scaling.rebuy_cooldown_s` after a sale.
+    pub rebuy_refusals: u64,
+    /// Scale-downs vetoed by another policy's `keep`.
+    pub scale_down_vetoes: u64,
     pub idle_stops: u64,
     pub crashes: u64,
     pub invariant_violations: u64,
