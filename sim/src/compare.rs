@@ -107,17 +107,16 @@ pub fn run_all(
     seed: Option<u64>,
     tick: &(dyn Fn() + Sync),
 ) -> Result<Vec<Entry>, SimError> {
-    let mut out: Vec<(usize, Entry)> = loaded
+    // rayon's indexed collect keeps input order; the first error in that order is reported.
+    let results: Vec<Result<Entry, SimError>> = loaded
         .par_iter()
-        .enumerate()
-        .map(|(i, (file, l))| {
+        .map(|(file, l)| {
             let r = harness::run(l, RunOptions { seed, ..Default::default() });
             tick();
-            r.map(|r| (i, Entry { file: file.clone(), summary: r.summary }))
+            r.map(|r| Entry { file: file.clone(), summary: r.summary })
         })
-        .collect::<Result<_, _>>()?;
-    out.sort_by_key(|(i, _)| *i);
-    Ok(out.into_iter().map(|(_, e)| e).collect())
+        .collect();
+    results.into_iter().collect()
 }
 
 /// `compare.json`: an array of summary.json objects (each names its scenario and policy).

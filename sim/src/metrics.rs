@@ -84,7 +84,7 @@ impl WaitHistogram {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct WaitStats {
     pub p50: f64,
     pub p95: f64,
@@ -93,7 +93,7 @@ pub struct WaitStats {
     pub mean: f64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct CostStats {
     pub total: f64,
     pub dedicated: f64,
@@ -102,7 +102,7 @@ pub struct CostStats {
 
 /// `summary.json`. Field order is the file's order; floats are rounded so that the
 /// file reads well and stays byte-identical.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Summary {
     pub scenario: String,
     pub policy: String,

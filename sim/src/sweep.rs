@@ -166,7 +166,9 @@ impl Sweep<'_> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let mut points: Vec<Point> = loaded
+        // Every run finishes; the first error in configuration order is reported, so
+        // which one is reported does not depend on scheduling either.
+        let results: Vec<Result<Point, harness::SimError>> = loaded
             .par_iter()
             .zip(configs.par_iter())
             .enumerate()
@@ -175,9 +177,8 @@ impl Sweep<'_> {
                 tick();
                 r.map(|r| Point { index, values: values.clone(), summary: r.summary })
             })
-            .collect::<Result<_, _>>()?;
-        points.sort_by_key(|p| p.index);
-        Ok(points)
+            .collect();
+        results.into_iter().collect()
     }
 }
 
@@ -433,5 +434,34 @@ mod tests {
         assert_eq!(c[5], ["2", "z"]);
         assert!(configurations(&[g("a", &["1"]), g("a", &["2"])]).unwrap_err().contains("--grid a"));
         assert_eq!(configurations(&[]).unwrap(), vec![Vec::<String>::new()]);
+    }
+
+    fn pt(index: usize, cost: f64, p95: f64, timed_out: u64) -> Point {
+        let mut summary = Summary::default();
+        summary.cost_eur.total = cost;
+        summary.wait_s.p95 = p95;
+        summary.timed_out = timed_out;
+        Point { index, values: vec![index.to_string()], summary }
+    }
+
+    #[test]
+    fn cheapest_per_target_with_ties_and_none() {
+        let pts = [pt(0, 10.0, 45.0, 2), pt(1, 12.0, 20.0, 1), pt(2, 12.0, 25.0, 0), pt(3, 20.0, 5.0, 0)];
+        assert_eq!(cheapest_within(&pts, 60.0).unwrap().index, 0);
+        assert_eq!(cheapest_within(&pts, 30.0).unwrap().index, 2, "equal cost: fewer timeouts first");
+        assert_eq!(cheapest_within(&pts, 10.0).unwrap().index, 3);
+        assert!(cheapest_within(&pts, 4.0).is_none());
+        assert_eq!(best(&pts).unwrap().index, 2);
+        let slow = [pt(0, 10.0, 90.0, 0), pt(1, 5.0, 80.0, 0)];
+        assert_eq!(best(&slow).unwrap().index, 1, "no p95 <= 30 s: the lowest p95");
+        assert!(best(&[]).is_none());
+    }
+
+    #[test]
+    fn pareto_frontier_by_rising_cost() {
+        let pts = [pt(0, 10.0, 45.0, 0), pt(1, 12.0, 20.0, 0), pt(2, 12.0, 25.0, 0), pt(3, 20.0, 5.0, 0)];
+        assert_eq!(pareto(&pts), [0, 1, 3]);
+        let dup = [pt(0, 1.0, 1.0, 0), pt(1, 1.0, 1.0, 0), pt(2, 2.0, 1.0, 0)];
+        assert_eq!(pareto(&dup), [0]);
     }
 }
