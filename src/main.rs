@@ -1,7 +1,7 @@
 //! `conductor`: clap subcommands only; the work lives in the crates.
 
 use clap::{Parser, Subcommand};
-use conductor_sim::{harness, scenario, SimError};
+use conductor_sim::{compare, harness, scenario, sweep, SimError};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +71,40 @@ enum Cmd {
         /// Directory for the exported scenario and the simulator's outputs.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Sweep `--set` overrides over a grid in parallel: sweep.csv, pareto.png, report.md, best.toml.
+    Tune {
+        scenario: PathBuf,
+        /// `dotted.key=from:to:step` (inclusive) or `dotted.key=a,b,c` (repeatable; the cartesian product is run).
+        #[arg(long = "grid", value_name = "KEY=SPEC", required = true)]
+        grids: Vec<String>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Parallel runs (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Overrides applied to every configuration, below the grid's.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run every policy on every scenario with the same seed: compare.json, compare.md, compare.png.
+    Compare {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// `a,b,c` or `all`.
+        #[arg(long)]
+        policies: String,
+        /// Default: each scenario's own seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Load traces.
     Trace {
@@ -142,6 +176,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Tune { scenario, grids, seed, jobs, sets, policy, out } => {
+            tune(scenario, grids, seed, jobs, sets, policy, out)
+        }
+        Cmd::Compare { scenarios, policies, seed, jobs, out } => compare(scenarios, policies, seed, jobs, out),
         Cmd::Trace {
             cmd:
                 TraceCmd::Generate {
@@ -303,6 +341,10 @@ fn simulate(
             s.cost_ratio.map_or("n/a".to_string(), |r| format!("{r:.3}"))
         );
         println!("scale ups / downs   {} / {} (peak {} cloud nodes)", s.scale_ups, s.scale_downs, s.peak_cloud_nodes);
+        println!(
+            "refusals / vetoes   budget {} / rebuy {} / scale-down vetoes {}",
+            s.budget_refusals, s.rebuy_refusals, s.scale_down_vetoes
+        );
         println!("invariant violations {}", s.invariant_violations);
         if let Some(dir) = &out {
             println!("results             {}", dir.display());
@@ -318,6 +360,164 @@ fn simulate(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// A rayon pool of `jobs` threads (default: the CPUs).
+fn pool(jobs: Option<usize>) -> Result<rayon::ThreadPool, ExitCode> {
+    if jobs == Some(0) {
+        eprintln!("error: --jobs must be at least 1");
+        return Err(ExitCode::from(2));
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(jobs.unwrap_or(0)).build().map_err(|e| {
+        eprintln!("error: thread pool: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// A bar over `n` runs, only when stderr is a terminal.
+fn runs_bar(n: usize) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(n as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed")
+                .expect("static template"),
+        );
+        bar
+    })
+}
+
+fn sim_exit(e: SimError) -> ExitCode {
+    match e {
+        SimError::Input(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        SimError::Run(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn tune(
+    path: PathBuf,
+    grid_specs: Vec<String>,
+    seed: Option<u64>,
+    jobs: Option<usize>,
+    sets: Vec<String>,
+    policy: Option<String>,
+    out: PathBuf,
+) -> ExitCode {
+    let started = Instant::now();
+    let grids: Vec<sweep::Grid> = match grid_specs.iter().map(|g| sweep::parse_grid(g)).collect() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let n = match sweep::configurations(&grids) {
+        Ok(c) => c.len(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pool = match pool(jobs) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sw = sweep::Sweep { scenario: &path, sets: &sets, policy: policy.as_deref(), seed, grids: &grids };
+    let bar = runs_bar(n);
+    let tick = || {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    };
+    let points = match pool.install(|| sw.run(&tick)) {
+        Ok(p) => p,
+        Err(e) => return sim_exit(e),
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Err(e) = sweep::write_outputs(&out, &sw, &points) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    for t in sweep::WAIT_TARGETS_S {
+        match sweep::cheapest_within(&points, t) {
+            Some(p) => println!(
+                "p95 <= {t:>2} s  configuration {} ({}): cost {:.2} €, p95 {} s, timed out {}",
+                p.index,
+                sweep::describe(&grids, &p.values),
+                p.summary.cost_eur.total,
+                p.summary.wait_s.p95,
+                p.summary.timed_out
+            ),
+            None => println!("p95 <= {t:>2} s  none"),
+        }
+    }
+    println!("results             {}", out.display());
+    eprintln!("wall time {:.3} s ({n} runs)", started.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
+}
+
+fn compare(
+    scenarios: Vec<PathBuf>,
+    policies: String,
+    seed: Option<u64>,
+    jobs: Option<usize>,
+    out: PathBuf,
+) -> ExitCode {
+    let started = Instant::now();
+    let policies = match compare::policy_list(&policies) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = match compare::load_all(&scenarios, &policies, &mut |w| eprintln!("warning: {w}")) {
+        Ok(l) => l,
+        Err(e) => return sim_exit(e),
+    };
+    let pool = match pool(jobs) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let bar = runs_bar(loaded.len());
+    let tick = || {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    };
+    let entries = match pool.install(|| compare::run_all(&loaded, seed, &tick)) {
+        Ok(e) => e,
+        Err(e) => return sim_exit(e),
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Err(e) = compare::write_outputs(&out, &entries) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    for e in &entries {
+        let s = &e.summary;
+        println!(
+            "{:<20} {:<20} cost {:>10.2} €  ratio {:>7}  p95 {:>7} s  timed out {}",
+            s.scenario,
+            s.policy,
+            s.cost_eur.total,
+            s.cost_ratio.map_or("n/a".into(), |r| format!("{r:.3}")),
+            s.wait_s.p95,
+            s.timed_out
+        );
+    }
+    println!("results             {}", out.display());
+    eprintln!("wall time {:.3} s ({} runs)", started.elapsed().as_secs_f64(), entries.len());
+    ExitCode::SUCCESS
 }
 
 fn generate(

@@ -98,3 +98,118 @@ fn run_refuses_to_start_without_an_api_token_and_names_bad_config_fields() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nodes[0].name"));
 }
+
+fn shipped(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
+}
+
+fn tune(out: &std::path::Path, jobs: &str) -> std::process::Output {
+    bin()
+        .arg("tune")
+        .arg(shipped("small-weekday.toml"))
+        .args(["--grid", "conductor.reactive.scale_up_threshold_percent=70:90:20", "--grid", "cloud.max_nodes=2,10"])
+        .args(["--jobs", jobs, "--out"])
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tune_is_identical_for_any_jobs_and_best_toml_runs() {
+    let d = tmp("tune");
+    let (a, b) = (d.join("j1"), d.join("j2"));
+    for (out, jobs) in [(&a, "1"), (&b, "2")] {
+        let o = tune(out, jobs);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("wall time"), "timing goes to stderr");
+        for f in ["sweep.csv", "pareto.png", "report.md", "best.toml"] {
+            assert!(out.join(f).exists(), "{f}");
+        }
+    }
+    for f in ["sweep.csv", "best.toml", "report.md"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    }
+    let csv = std::fs::read_to_string(a.join("sweep.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "a header and 2 × 2 configurations: {csv}");
+    assert!(lines[0].starts_with("config,conductor.reactive.scale_up_threshold_percent,cloud.max_nodes,cost_eur,"));
+    assert!(lines[1].starts_with("0,70,2,") && lines[4].starts_with("3,90,10,"), "{csv}");
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    for t in ["≤ 10 s", "≤ 30 s", "≤ 60 s"] {
+        assert!(report.contains(t), "{report}");
+    }
+
+    // best.toml runs from anywhere and reproduces its row of sweep.csv.
+    let best = std::fs::read_to_string(a.join("best.toml")).unwrap();
+    let index: usize = best.split("(configuration ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+    let sim = d.join("best");
+    let o = bin().arg("simulate").arg(a.join("best.toml")).arg("--out").arg(&sim).current_dir(&d).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(sim.join("summary.json")).unwrap()).unwrap();
+    let cost: f64 = lines[index + 1].split(',').nth(3).unwrap().parse().unwrap();
+    assert_eq!(summary["cost_eur"]["total"].as_f64(), Some(cost), "best.toml is configuration {index}");
+}
+
+#[test]
+fn bad_grids_exit_two_naming_the_grid() {
+    let d = tmp("badgrid");
+    for (grid, named) in [
+        ("foo", "--grid foo"),
+        ("x=1:0:1", "--grid x=1:0:1"),
+        ("x.y=0:1:0", "--grid x.y=0:1:0: x.y: step 0"),
+        ("conductor.reactive.scale_up_threshold_percent=10:20:10", "scale_up_threshold_percent=10"),
+    ] {
+        let o = bin()
+            .arg("tune")
+            .arg(shipped("small-weekday.toml"))
+            .args(["--grid", grid, "--out"])
+            .arg(d.join("out"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{grid}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(named), "{grid}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn compare_runs_every_policy_on_every_scenario_identically_for_any_jobs() {
+    let d = tmp("compare");
+    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n0,b,start,4096\n600,a,stop,\n")
+        .unwrap();
+    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let run = |jobs: &str| {
+        let out = d.join(format!("j{jobs}"));
+        let o = bin()
+            .arg("compare")
+            .arg(d.join("s.toml"))
+            .arg(shipped("small-weekday.toml"))
+            .args(["--policies", "seed,default,no_such_policy", "--jobs", jobs, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("skipping policy \"no_such_policy\""));
+        for f in ["compare.json", "compare.md", "compare.png"] {
+            assert!(out.join(f).exists(), "{f}");
+        }
+        (std::fs::read(out.join("compare.json")).unwrap(), std::fs::read(out.join("compare.md")).unwrap())
+    };
+    let (json, md) = run("1");
+    assert_eq!((json.clone(), md.clone()), run("2"), "identical for --jobs 1 and 2");
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+    let pairs: Vec<(String, String)> =
+        all.iter().map(|o| (o["scenario"].as_str().unwrap().into(), o["policy"].as_str().unwrap().into())).collect();
+    let want = [("s", "seed"), ("s", "default"), ("small-weekday", "seed"), ("small-weekday", "default")];
+    assert_eq!(pairs, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    for o in &all {
+        for k in
+            ["requests", "wait_s", "cost_eur", "cost_ratio", "churn_per_hour", "budget_refusals", "scale_down_vetoes"]
+        {
+            assert!(o.get(k).is_some(), "{k} in {o}");
+        }
+    }
+    let md = String::from_utf8(md).unwrap();
+    assert!(md.contains("default vs seed: "), "{md}");
+}

@@ -976,6 +976,9 @@ impl Sim<'_> {
             } else {
                 0.0
             },
+            budget_refusals: counters.budget_refusals,
+            rebuy_refusals: counters.rebuy_refusals,
+            scale_down_vetoes: counters.scale_down_vetoes,
             idle_stops: self.idle_stops,
             crashes: self.world.crashes,
             invariant_violations: self.violations,
@@ -1017,6 +1020,10 @@ fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: 
         ("lower bound (€)".into(), format!("{:.2}", s.lower_bound_eur)),
         ("cost / bound".into(), s.cost_ratio.map_or("n/a".into(), |r| format!("{r:.3}"))),
         ("scale ups / downs".into(), format!("{} / {}", s.scale_ups, s.scale_downs)),
+        (
+            "refusals budget / rebuy, scale-down vetoes".into(),
+            format!("{} / {}, {}", s.budget_refusals, s.rebuy_refusals, s.scale_down_vetoes),
+        ),
         ("peak cloud nodes".into(), s.peak_cloud_nodes.to_string()),
         ("invariant violations".into(), s.invariant_violations.to_string()),
     ];

@@ -1,11 +1,13 @@
 //! conductor-sim: a deterministic discrete-event simulator that drives the unchanged
 //! core against a simulated fleet and cloud, replaying load traces.
 
+pub mod compare;
 pub mod generate;
 pub mod harness;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod sweep;
 pub mod trace;
 pub mod world;
 

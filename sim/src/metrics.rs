@@ -84,7 +84,7 @@ impl WaitHistogram {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct WaitStats {
     pub p50: f64,
     pub p95: f64,
@@ -93,7 +93,7 @@ pub struct WaitStats {
     pub mean: f64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct CostStats {
     pub total: f64,
     pub dedicated: f64,
@@ -102,7 +102,7 @@ pub struct CostStats {
 
 /// `summary.json`. Field order is the file's order; floats are rounded so that the
 /// file reads well and stays byte-identical.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Summary {
     pub scenario: String,
     pub policy: String,
@@ -128,6 +128,12 @@ pub struct Summary {
     pub peak_cloud_nodes: u32,
     /// Node buys plus sales per simulated hour.
     pub churn_per_hour: f64,
+    /// Scale-ups the engine refused for `scaling.budget_eur_per_hour`.
+    pub budget_refusals: u64,
+    /// Scale-ups the engine refused within `scaling.rebuy_cooldown_s` after a sale.
+    pub rebuy_refusals: u64,
+    /// Scale-downs vetoed by another policy's `keep`.
+    pub scale_down_vetoes: u64,
     pub idle_stops: u64,
     pub crashes: u64,
     pub invariant_violations: u64,

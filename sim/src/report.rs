@@ -677,6 +677,175 @@ fn draw_cost(root: &DrawingArea<BitMapBackend, Shift>, d: &Prepared) -> Result<(
 }
 
 // ---------------------------------------------------------------------------
+// Sweep and scoreboard charts
+// ---------------------------------------------------------------------------
+
+/// Saves a chart drawn by `f` on a fresh white bitmap at `path`.
+fn render_chart(
+    path: &Path,
+    f: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
+) -> Result<(), ReportError> {
+    ensure_font();
+    let err = |message: String| ReportError::Plot { path: path.to_path_buf(), message };
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT + 100)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let drawn = f(&root);
+    root.present().map_err(|e| err(e.to_string()))?;
+    drawn.map_err(err)
+}
+
+/// `pareto.png` of `conductor tune`: every configuration as a grey dot (cost €, p95 wait
+/// s), the Pareto frontier in red, connected by rising cost.
+pub fn write_pareto_png(
+    path: &Path,
+    caption: &str,
+    all: &[(f64, f64)],
+    frontier: &[(f64, f64)],
+) -> Result<(), ReportError> {
+    let all: Vec<(f64, f64)> = all.iter().map(|&(x, y)| (clean(x), clean(y))).collect();
+    let frontier: Vec<(f64, f64)> = frontier.iter().map(|&(x, y)| (clean(x), clean(y))).collect();
+    render_chart(path, |root| {
+        let (x_lo, x_hi) =
+            all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+        let (x_lo, x_hi) = if all.is_empty() { (0.0, 1.0) } else { (x_lo, x_hi) };
+        let pad = ((x_hi - x_lo) * 0.05).max(x_hi.abs() * 0.01).max(0.01);
+        let (x0, x1) = nondegenerate(x_lo - pad, x_hi + pad, 1.0);
+        let (y0, y1) = y_range([all.as_slice()], 0.1, 1.0);
+        let mut chart = ChartBuilder::on(root)
+            .caption(caption, (FONT, 22))
+            .margin(12)
+            .margin_right(28)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(de)?;
+        chart
+            .configure_mesh()
+            .x_desc("cost (€)")
+            .y_desc("p95 wait (s)")
+            .x_labels(10)
+            .y_labels(8)
+            .x_label_formatter(&fmt_tick)
+            .y_label_formatter(&fmt_tick)
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(200, 200, 200))
+            .max_light_lines(4)
+            .draw()
+            .map_err(de)?;
+        chart
+            .draw_series(all.iter().map(|&p| Circle::new(p, 4, ShapeStyle::from(&C_GREY.mix(0.6)).filled())))
+            .map_err(de)?
+            .label("configuration")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, ShapeStyle::from(&C_GREY).filled()));
+        chart
+            .draw_series(std::iter::once(PathElement::new(frontier.clone(), ShapeStyle::from(&C_RED).stroke_width(2))))
+            .map_err(de)?
+            .label("Pareto frontier")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], ShapeStyle::from(&C_RED).stroke_width(3)));
+        chart
+            .draw_series(frontier.iter().map(|&p| Circle::new(p, 6, ShapeStyle::from(&C_RED).filled())))
+            .map_err(de)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .margin(8)
+            .draw()
+            .map_err(de)
+    })
+}
+
+/// `compare.png` of `conductor compare`: one group of bars per scenario, one bar per
+/// policy (`values[scenario][policy]`; `None` draws no bar).
+pub fn write_grouped_bars_png(
+    path: &Path,
+    caption: &str,
+    groups: &[String],
+    bars: &[String],
+    values: &[Vec<Option<f64>>],
+) -> Result<(), ReportError> {
+    const PALETTE: [RGBColor; 10] = [
+        C_BLUE,
+        C_ORANGE,
+        C_GREEN,
+        C_RED,
+        C_PURPLE,
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    render_chart(path, |root| {
+        let n_bars = bars.len().max(1) as f64;
+        let width = 0.8 / n_bars;
+        let hi = values.iter().flatten().flatten().map(|&v| clean(v)).fold(0.0f64, f64::max);
+        let (y0, y1) = nondegenerate(0.0, hi * 1.3, 1.0);
+        let x1 = groups.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(root)
+            .caption(caption, (FONT, 22))
+            .margin(12)
+            .margin_right(28)
+            .x_label_area_size(60)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0.0..x1, y0..y1)
+            .map_err(de)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("cost / lower bound")
+            .y_labels(8)
+            .y_label_formatter(&fmt_tick)
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(200, 200, 200))
+            .max_light_lines(4)
+            .draw()
+            .map_err(de)?;
+        for (b, name) in bars.iter().enumerate() {
+            let color = PALETTE[b % PALETTE.len()];
+            let rects: Vec<Rectangle<(f64, f64)>> = values
+                .iter()
+                .enumerate()
+                .filter_map(|(g, row)| {
+                    let v = clean(row.get(b).copied().flatten()?);
+                    let x = g as f64 + 0.1 + b as f64 * width;
+                    Some(Rectangle::new([(x, 0.0), (x + width * 0.9, v)], ShapeStyle::from(&color).filled()))
+                })
+                .collect();
+            chart
+                .draw_series(rects)
+                .map_err(de)?
+                .label(name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], ShapeStyle::from(&color).filled()));
+        }
+        let style = TextStyle::from((FONT, 16).into_font()).color(&BLACK).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ));
+        for (g, name) in groups.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(g as f64 + 0.5, y0));
+            root.draw(&Text::new(cell(name), (x, y + 8), style.clone())).map_err(de)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .margin(8)
+            .draw()
+            .map_err(de)
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Markdown
 // ---------------------------------------------------------------------------
 
