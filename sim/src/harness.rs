@@ -126,6 +126,10 @@ impl Hasher for FxHasher {
     fn write_u64(&mut self, i: u64) {
         self.add(i);
     }
+    fn write_u128(&mut self, i: u128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
+    }
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
@@ -333,7 +337,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         sim.drain(0);
     }
 
-    let mut interner: FastMap<String, u64> = FastMap::default();
+    let mut interner = Interner::default();
     let mut pending = next_row(&mut reader, &mut interner)?;
     // Plot samples: every `report.sample_s`, or about 2,000 over the run.
     let expected_end = duration_ms.max(1);
@@ -431,20 +435,37 @@ pub fn gen_params(g: &GenDef, loaded: &Loaded) -> generate::GenParams {
     }
 }
 
-fn next_row(
-    reader: &mut TraceReader<Box<dyn BufRead>>,
-    interner: &mut FastMap<String, u64>,
-) -> Result<Option<Row>, SimError> {
+/// Dense ids for trace server names. Names of up to 15 bytes (nearly all) are packed
+/// with their length into one `u128` key, so a lookup hashes two words and compares in
+/// place instead of following a pointer to a heap string; longer names use a string map.
+#[derive(Default)]
+struct Interner {
+    short: FastMap<u128, u64>,
+    long: FastMap<String, u64>,
+}
+
+impl Interner {
+    fn id(&mut self, name: &str) -> u64 {
+        let next = (self.short.len() + self.long.len()) as u64;
+        let b = name.as_bytes();
+        if b.len() < 16 {
+            let mut buf = [0u8; 16];
+            buf[..b.len()].copy_from_slice(b);
+            buf[15] = b.len() as u8;
+            return *self.short.entry(u128::from_le_bytes(buf)).or_insert(next);
+        }
+        if let Some(&id) = self.long.get(name) {
+            return id;
+        }
+        self.long.insert(name.to_string(), next);
+        next
+    }
+}
+
+fn next_row(reader: &mut TraceReader<Box<dyn BufRead>>, interner: &mut Interner) -> Result<Option<Row>, SimError> {
     let Some(r) = reader.next_row() else { return Ok(None) };
     let r = r.map_err(|e| SimError::Input(e.to_string()))?;
-    let next = interner.len() as u64;
-    let id = match interner.get(r.server) {
-        Some(&id) => id,
-        None => {
-            interner.insert(r.server.to_string(), next);
-            next
-        }
-    };
+    let id = interner.id(r.server);
     Ok(Some(Row {
         at_ms: r.at_ms,
         server: ServerId(id),
