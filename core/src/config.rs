@@ -39,6 +39,7 @@ pub struct Config {
     pub cluster_autoscaler: ClusterAutoscalerConfig,
     pub karpenter: KarpenterConfig,
     pub predictive: PredictiveConfig,
+    pub consolidation: ConsolidationConfig,
     /// The VM types the cloud sells.
     pub catalogue: Vec<ServerType>,
 }
@@ -66,6 +67,7 @@ impl Default for Config {
             cluster_autoscaler: ClusterAutoscalerConfig::default(),
             karpenter: KarpenterConfig::default(),
             predictive: PredictiveConfig::default(),
+            consolidation: ConsolidationConfig::default(),
             catalogue: default_catalogue(),
         }
     }
@@ -496,6 +498,42 @@ impl Default for PredictiveConfig {
     }
 }
 
+/// Moving idle servers off a rented node so that it can be sold (see
+/// [`crate::policy::Consolidation`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsolidationConfig {
+    /// No consolidation until this long after the last scale action or node health change.
+    pub stable_s: u64,
+    /// Only a node whose hourly price is above this is emptied.
+    pub min_savings_eur_per_hour: f64,
+    /// Only a node healthy for at least this long is emptied.
+    pub node_min_uptime_s: u64,
+    /// Only a node whose every server has had 0 players for at least this long is emptied.
+    pub node_min_idle_s: u64,
+    /// Only servers of this size range move (the design: small and medium tiers, 2-8 GB).
+    pub server_min_ram_mb: u32,
+    pub server_max_ram_mb: u32,
+    /// At most this many nodes are being emptied (cordoned) at once.
+    pub max_draining_nodes: u32,
+    pub priority: i32,
+}
+
+impl Default for ConsolidationConfig {
+    fn default() -> Self {
+        ConsolidationConfig {
+            stable_s: 2 * 3600,
+            min_savings_eur_per_hour: 0.10,
+            node_min_uptime_s: 30 * 60,
+            node_min_idle_s: 15 * 60,
+            server_min_ram_mb: 2048,
+            server_max_ram_mb: 8192,
+            max_draining_nodes: 1,
+            priority: 0,
+        }
+    }
+}
+
 /// The longest duration any setting accepts: ten years, far from overflowing milliseconds.
 pub const DURATION_S_MAX: u64 = 10 * 365 * 86_400;
 
@@ -566,6 +604,9 @@ impl Config {
             ("predictive.lead_s", self.predictive.lead_s),
             ("predictive.scale_down_horizon_s", self.predictive.scale_down_horizon_s),
             ("predictive.warmup_s", self.predictive.warmup_s),
+            ("consolidation.stable_s", self.consolidation.stable_s),
+            ("consolidation.node_min_uptime_s", self.consolidation.node_min_uptime_s),
+            ("consolidation.node_min_idle_s", self.consolidation.node_min_idle_s),
         ];
         for (field, v) in durations {
             if v > DURATION_S_MAX {
@@ -721,6 +762,19 @@ impl Config {
         if self.predictive.target_utilization_percent < 1.0 {
             return Err(err("predictive.target_utilization_percent", "must be at least 1"));
         }
+        let c = &self.consolidation;
+        if !(c.min_savings_eur_per_hour.is_finite() && c.min_savings_eur_per_hour >= 0.0) {
+            return Err(err("consolidation.min_savings_eur_per_hour", "must be a non-negative number"));
+        }
+        if c.server_min_ram_mb > c.server_max_ram_mb {
+            return Err(err(
+                "consolidation.server_min_ram_mb",
+                format!("{} is above consolidation.server_max_ram_mb ({})", c.server_min_ram_mb, c.server_max_ram_mb),
+            ));
+        }
+        if c.max_draining_nodes == 0 {
+            return Err(err("consolidation.max_draining_nodes", "must be at least 1"));
+        }
         Ok(())
     }
 }
@@ -760,6 +814,22 @@ mod tests {
         let mut c = Config::default();
         c.health.failures_max = 0;
         assert_eq!(c.validate().unwrap_err().field, "health.failures_max");
+
+        let mut c = Config::default();
+        c.consolidation.max_draining_nodes = 0;
+        assert_eq!(c.validate().unwrap_err().field, "consolidation.max_draining_nodes");
+
+        let mut c = Config::default();
+        c.consolidation.server_min_ram_mb = 9000;
+        assert_eq!(c.validate().unwrap_err().field, "consolidation.server_min_ram_mb");
+
+        let mut c = Config::default();
+        c.consolidation.min_savings_eur_per_hour = f64::NAN;
+        assert_eq!(c.validate().unwrap_err().field, "consolidation.min_savings_eur_per_hour");
+
+        let mut c = Config::default();
+        c.consolidation.stable_s = u64::MAX;
+        assert_eq!(c.validate().unwrap_err().field, "consolidation.stable_s");
 
         let mut c = Config::default();
         c.scaling.policies = vec!["magic".into()];

@@ -7,7 +7,7 @@ use crate::io::*;
 use crate::log::DebugLog;
 use crate::model::{NodeId, NodeKind, Plan, ServerId, Storage, UserId, WorldAction};
 use crate::node::{Health, Lifecycle, NodeSpec};
-use crate::policy::{self, Policy, ScalingContext};
+use crate::policy::{self, Consolidate, Policy, ScalingContext, ServerInfo};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::time::Millis;
 use crate::timers::{Rounds, TimerSet};
@@ -94,6 +94,22 @@ struct ProbeState {
     failures: u32,
 }
 
+/// A server being moved by consolidation. While it stops (`starting == false`) its RAM
+/// is booked twice: on `from` by the server, and on `to` by this hold, so that nothing
+/// takes the room it is moving into. Once it has stopped, the hold becomes its booking
+/// and it starts on `to` (`starting == true`) until its start is reported.
+#[derive(Clone, Debug)]
+struct Migration {
+    from: NodeId,
+    to: NodeId,
+    ram_mb: u32,
+    starting: bool,
+    /// The hold on `to` is booked (it goes when `to` is deleted under it).
+    held: bool,
+    /// Why it must not move after all (players joined, the target went away).
+    abort: Option<String>,
+}
+
 /// Counters over the engine's life.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -110,6 +126,12 @@ pub struct Counters {
     pub rebuy_refusals: u64,
     /// Scale-downs another policy vetoed.
     pub scale_down_vetoes: u64,
+    /// Nodes cordoned for consolidation.
+    pub consolidations: u64,
+    /// Servers that now run on their migration's target.
+    pub migrations: u64,
+    /// Migrations that did not move their server.
+    pub migrations_aborted: u64,
 }
 
 /// The fleet orchestration engine. Pure: no IO, no clock, no randomness.
@@ -178,6 +200,19 @@ pub struct Conductor {
     deletes: TimerSet<NodeId>,
     queue_pass_wanted: bool,
     scaling_wanted: bool,
+    /// The last time a node's health changed (consolidation waits for stability).
+    last_health_change: Option<Millis>,
+    /// Nodes cordoned (draining) for consolidation, until sold or given up.
+    consolidating: BTreeSet<NodeId>,
+    migrations: BTreeMap<ServerId, Migration>,
+}
+
+fn stop_reason(kind: ExitKind) -> StopReason {
+    match kind {
+        ExitKind::Idle => StopReason::Idle,
+        ExitKind::Migrate => StopReason::Migrate,
+        _ => StopReason::Requested,
+    }
 }
 
 fn s_to_ms(s: u64) -> u64 {
@@ -228,6 +263,9 @@ impl Conductor {
             deletes: TimerSet::new(),
             queue_pass_wanted: false,
             scaling_wanted: false,
+            last_health_change: None,
+            consolidating: BTreeSet::new(),
+            migrations: BTreeMap::new(),
             now,
             started_at: now,
             cfg,
@@ -508,6 +546,11 @@ impl Conductor {
                 StopReply::Cancelled
             }
             State::AwaitingStart { node, .. } => {
+                if self.migrations.remove(&id).is_some() {
+                    // Moved, not yet reported up: no user request to cancel.
+                    self.request_exit(id, node, ExitKind::Requested);
+                    return StopReply::Stopping;
+                }
                 // The request ends here, cancelled by its user; the container that may
                 // be coming up is stopped.
                 self.counters.cancelled += 1;
@@ -517,6 +560,15 @@ impl Conductor {
             }
             State::Running { node } | State::Lost { node } => {
                 self.request_exit(id, node, ExitKind::Requested);
+                StopReply::Stopping
+            }
+            State::AwaitingExit { node, kind: ExitKind::Migrate } => {
+                // Stopping only to move: the user's stop wins, the move is off.
+                if let Some(m) = self.migrations.get_mut(&id) {
+                    m.abort.get_or_insert_with(|| "stop requested".into());
+                }
+                self.servers.get_mut(&id).expect("known").state =
+                    State::AwaitingExit { node, kind: ExitKind::Requested };
                 StopReply::Stopping
             }
             State::AwaitingExit { .. } => StopReply::AlreadyStopping,
@@ -535,10 +587,7 @@ impl Conductor {
         debug_assert!(s.stop_retry_at.is_none(), "{id} has a stop retry already");
         s.stop_retry_at = Some(retry);
         self.clear_idle(id);
-        let reason = match kind {
-            ExitKind::Idle => StopReason::Idle,
-            _ => StopReason::Requested,
-        };
+        let reason = stop_reason(kind);
         self.out.push_back(Command::StopContainer { server: id, node, reason });
         self.stop_retries.insert(retry, id);
     }
@@ -552,6 +601,14 @@ impl Conductor {
                 self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
                 self.world_started(id, node);
+                if let Some(m) = self.migrations.remove(&id) {
+                    // The move is done: it runs on the target, and only now may its old
+                    // node become empty (the world moved with this start).
+                    self.counters.migrations += 1;
+                    self.publish(Event::Migrated { server: id, from: m.from, to: node });
+                    self.scaling_wanted = true;
+                    return Reply::Ok;
+                }
                 self.counters.started += 1;
                 self.publish(Event::Started { server: id, node });
                 Reply::Ok
@@ -559,6 +616,7 @@ impl Conductor {
             Some(State::Running { node: n }) if n == node => Reply::Ignored("duplicate start report"),
             Some(State::AwaitingExit { node: n, .. }) if n == node => Reply::Ignored("start report while stopping"),
             Some(State::Lost { node: n }) if n == node => {
+                self.migrations.remove(&id);
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
                 self.world_started(id, node);
                 Reply::Ok
@@ -579,6 +637,13 @@ impl Conductor {
             Some(State::AwaitingStart { node: n, since }) if n == node => {
                 self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
                 self.unbind(id);
+                if let Some(m) = self.migrations.remove(&id) {
+                    // Its old deadline means nothing here: back to the head of the queue.
+                    self.counters.migrations_aborted += 1;
+                    self.publish(Event::MigrationAborted { server: id, from: m.from, to: node, reason });
+                    self.requeue_at_head(id, node);
+                    return Reply::Ok;
+                }
                 self.publish(Event::StartAttemptFailed { server: id, node, reason });
                 self.requeue_in_place(id);
                 self.queue_pass_wanted = true;
@@ -616,6 +681,9 @@ impl Conductor {
     }
 
     fn finish_exit(&mut self, id: ServerId, node: NodeId, kind: ExitKind) {
+        if self.migrations.get(&id).is_some_and(|m| !m.starting && m.from == node) && self.migration_stopped(id, kind) {
+            return;
+        }
         let s = self.servers.get_mut(&id).expect("known");
         let reserved = s.plan == Plan::Reserved;
         s.state = State::Stopped;
@@ -628,6 +696,168 @@ impl Conductor {
         self.schedule_archive(id);
         self.forget_if_idle(id);
         self.queue_pass_wanted = true;
+    }
+
+    // ---------------------------------------------------------------- consolidation
+
+    /// Release a migration's hold on its target.
+    fn release_hold(&mut self, m: &Migration) {
+        if m.held && !m.starting {
+            self.fleet.unbind(m.to, m.ram_mb, self.now);
+        }
+    }
+
+    /// Give up emptying a node: it takes servers again.
+    fn uncordon(&mut self, node: NodeId) {
+        if self.consolidating.remove(&node) {
+            self.fleet.update(node, |n| {
+                n.lifecycle = Lifecycle::Active;
+                n.draining_since = None;
+            });
+            self.queue_pass_wanted = true;
+        }
+    }
+
+    /// Start a server on `node` (its RAM booked there) without a new request: the second
+    /// half of a move, or a restart where it was. No `Placed` event: nobody waited.
+    fn start_quietly(&mut self, id: ServerId, node: NodeId, world: WorldAction) {
+        if self.servers[&id].bound != Some(node) {
+            self.bind(id, node);
+        }
+        self.unschedule_archive(id);
+        let now = self.now;
+        let s = self.servers.get_mut(&id).expect("known");
+        s.state = State::AwaitingStart { node, since: now };
+        // Should it be requeued later, it waits from now, with a fresh deadline.
+        s.queued_at = now;
+        s.deadline = now.plus(s_to_ms(self.cfg.queue.timeout_s));
+        let (ram_mb, plan) = (s.ram_mb, s.plan);
+        self.reservations.insert(now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
+        self.out.push_back(Command::StartContainer { server: id, node, ram_mb, plan, world });
+    }
+
+    /// A migrating server has stopped on its old node. Returns whether it was handled
+    /// (started on the target, or restarted); `false` lets a requested stop finish.
+    fn migration_stopped(&mut self, id: ServerId, kind: ExitKind) -> bool {
+        let m = self.migrations.remove(&id).expect("checked");
+        self.release_hold(&m);
+        self.clear_idle(id);
+        self.unschedule_stop_retry(id);
+        let abort = |engine: &mut Conductor, reason: String| {
+            engine.counters.migrations_aborted += 1;
+            engine.log.add(engine.now, "info", format!("migration of {id} off {} aborted: {reason}", m.from));
+            engine.publish(Event::MigrationAborted { server: id, from: m.from, to: m.to, reason });
+            engine.uncordon(m.from);
+        };
+        if kind != ExitKind::Migrate {
+            abort(self, m.abort.clone().unwrap_or_else(|| "stop requested".into()));
+            return false;
+        }
+        let reserve = self.fleet.reserve();
+        let target_ok = m.held && self.fleet.get(m.to).is_some_and(|n| n.placeable() && n.fits(m.ram_mb, reserve));
+        if let (true, None) = (target_ok, &m.abort) {
+            self.unbind(id);
+            let s = &self.servers[&id];
+            let world = match s.world {
+                Some(w) if w != m.to => WorldAction::MoveFrom(w),
+                Some(_) => WorldAction::InPlace,
+                None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
+                    WorldAction::RestoreFromArchive
+                }
+                None => WorldAction::InPlace,
+            };
+            self.migrations.insert(id, Migration { starting: true, held: false, ..m.clone() });
+            self.start_quietly(id, m.to, world);
+            return true;
+        }
+        abort(self, m.abort.clone().unwrap_or_else(|| "the target has no room any more".into()));
+        // Not moved: it starts again where it was, or anywhere if that node is unwell.
+        if self.fleet.get(m.from).is_some_and(|n| n.placeable()) {
+            self.start_quietly(id, m.from, WorldAction::InPlace);
+        } else {
+            self.unbind(id);
+            self.requeue_at_head(id, m.from);
+        }
+        true
+    }
+
+    /// Carry out a policy's consolidation: check everything again, book the targets,
+    /// cordon the node, stop its servers. Refused whole if anything does not hold.
+    fn consolidate(&mut self, policy: &'static str, c: Consolidate) {
+        let refuse = |engine: &mut Conductor, why: &str| {
+            engine.log.add(engine.now, "warn", format!("consolidation of {} by {policy} refused: {why}", c.node));
+        };
+        let Some(n) = self.fleet.get(c.node) else { return refuse(self, "unknown node") };
+        if self.consolidating.len() >= self.cfg.consolidation.max_draining_nodes as usize {
+            return refuse(self, "consolidation.max_draining_nodes nodes are being emptied");
+        }
+        if n.kind != NodeKind::Cloud || n.system || !n.placeable() {
+            return refuse(self, "not an active healthy cloud node");
+        }
+        if c.moves.len() != n.containers() as usize || c.moves.is_empty() {
+            return refuse(self, "the moves do not cover the node's servers");
+        }
+        let mut seen = BTreeSet::new();
+        for &(sid, to) in &c.moves {
+            let movable = self.servers.get(&sid).is_some_and(|s| {
+                s.state == State::Running { node: c.node }
+                    && s.plan != Plan::Reserved
+                    && s.zero_players_since.is_some()
+                    && !self.migrations.contains_key(&sid)
+            });
+            let target_ok = to != c.node && self.fleet.get(to).is_some_and(|t| t.placeable());
+            if !movable || !target_ok || !seen.insert(sid) {
+                return refuse(self, &format!("{sid} cannot move to {to}"));
+            }
+        }
+        let mut held: Vec<(NodeId, u32)> = Vec::new();
+        for &(sid, to) in &c.moves {
+            let ram = self.servers[&sid].ram_mb;
+            if !self.fleet.get(to).expect("checked").fits(ram, self.fleet.reserve()) {
+                for (t, r) in held {
+                    self.fleet.unbind(t, r, self.now);
+                }
+                return refuse(self, &format!("{sid} does not fit on {to}"));
+            }
+            self.fleet.bind(to, ram);
+            held.push((to, ram));
+        }
+        let now = self.now;
+        self.fleet.update(c.node, |n| {
+            n.lifecycle = Lifecycle::Draining;
+            n.draining_since = Some(now);
+        });
+        self.consolidating.insert(c.node);
+        self.counters.consolidations += 1;
+        self.log.add(now, "info", format!("consolidate {} by {policy}: {}", c.node, c.reason));
+        self.publish(Event::ConsolidationStarted { node: c.node, policy: policy.to_string(), reason: c.reason });
+        for (sid, to) in c.moves {
+            let ram_mb = self.servers[&sid].ram_mb;
+            self.migrations
+                .insert(sid, Migration { from: c.node, to, ram_mb, starting: false, held: true, abort: None });
+            self.publish(Event::MigrationStarted { server: sid, from: c.node, to });
+            self.request_exit(sid, c.node, ExitKind::Migrate);
+        }
+    }
+
+    /// Running servers for consolidation, by node then id.
+    fn running_servers(&self) -> Vec<ServerInfo> {
+        let mut v: Vec<ServerInfo> = self
+            .servers
+            .iter()
+            .filter_map(|(id, s)| match s.state {
+                State::Running { node } => Some(ServerInfo {
+                    id,
+                    node,
+                    ram_mb: s.ram_mb,
+                    plan: s.plan,
+                    zero_players_since: s.zero_players_since,
+                }),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|s| (s.node, s.id));
+        v
     }
 
     // ---------------------------------------------------------------- operator
@@ -704,6 +934,13 @@ impl Conductor {
     }
 
     fn on_players(&mut self, id: ServerId, count: u32) -> Reply {
+        if count > 0 {
+            if let Some(m) = self.migrations.get_mut(&id).filter(|m| !m.starting) {
+                // Players joined between the decision and the stop: it must not move.
+                m.abort.get_or_insert_with(|| format!("{count} player(s) joined"));
+                return Reply::Ok;
+            }
+        }
         let Some(s) = self.servers.get_mut(&id) else { return Reply::Ignored("unknown server") };
         if !matches!(s.state, State::Running { .. }) {
             return Reply::Ignored("player count for a server that is not running");
@@ -1029,6 +1266,7 @@ impl Conductor {
         self.provisions.retain(|&(_, n)| n != id);
         self.deletes.retain(|&(_, n)| n != id);
         self.overcommitted.remove(&id);
+        self.consolidating.remove(&id);
         self.recompute_largest();
         self.publish(Event::NodeRemoved { node: id, kind: node.kind });
     }
@@ -1080,6 +1318,17 @@ impl Conductor {
             // Deleted behind our back (or a crash): whatever ran there is gone.
             self.log.add(self.now, "warn", format!("node {} deleted without a delete command", n.name));
         }
+        // Moves into it are off: their holds go with it.
+        let into: Vec<ServerId> =
+            self.migrations.iter().filter(|(_, m)| !m.starting && m.to == id).map(|(&sid, _)| sid).collect();
+        for sid in into {
+            let m = self.migrations.get_mut(&sid).expect("listed");
+            m.abort.get_or_insert_with(|| "target node deleted".into());
+            let ram = m.ram_mb;
+            m.held = false;
+            self.fleet.unbind(id, ram, self.now);
+        }
+        let Some(n) = self.fleet.get(id) else { return Reply::Ignored("unknown node") };
         // Everything on it is gone for certain now. An empty node (the usual scale-down)
         // has no server booked and no world stored, so there is nothing to look for.
         if n.is_empty() {
@@ -1104,8 +1353,26 @@ impl Conductor {
 
     /// A server's node is gone for certain: requeue what wanted to run, drop the rest.
     fn evict(&mut self, sid: ServerId, node: NodeId) {
+        let mut state = self.servers[&sid].state.clone();
+        if let Some(m) = self.migrations.get(&sid).cloned() {
+            if m.starting && m.to == node {
+                self.migrations.remove(&sid);
+            } else if !m.starting && m.from == node {
+                // Its node vanished while it stopped to move: it wanted to run, so it
+                // is requeued like a running server.
+                self.migrations.remove(&sid);
+                self.release_hold(&m);
+                self.counters.migrations_aborted += 1;
+                self.publish(Event::MigrationAborted {
+                    server: sid,
+                    from: m.from,
+                    to: m.to,
+                    reason: "node deleted".into(),
+                });
+                state = State::Running { node };
+            }
+        }
         let s = &self.servers[&sid];
-        let state = s.state.clone();
         let world_here = s.world == Some(node);
         if s.bound != Some(node) {
             // Only its world was there (it runs or starts elsewhere): that copy is gone.
@@ -1262,6 +1529,7 @@ impl Conductor {
                 });
                 self.grace.retain(|&(_, n)| n != id);
                 self.provisions.retain(|&(_, n)| n != id);
+                self.last_health_change = Some(now);
                 self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Healthy });
                 // A node's container count is the number of servers booked on it.
                 if from == Health::Unhealthy || self.fleet.get(id).is_some_and(|n| n.containers() > 0) {
@@ -1288,6 +1556,7 @@ impl Conductor {
                 n.unhealthy_since = Some(now);
             });
             self.grace.insert(now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
+            self.last_health_change = Some(now);
             self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Unhealthy });
             self.scaling_wanted = true;
         }
@@ -1297,7 +1566,7 @@ impl Conductor {
     /// The node stayed unhealthy past the grace period.
     fn node_lost(&mut self, id: NodeId) {
         let Some(n) = self.fleet.get(id) else { return };
-        if n.health != Health::Unhealthy || n.lifecycle == Lifecycle::Draining {
+        if n.health != Health::Unhealthy || (n.lifecycle == Lifecycle::Draining && !self.consolidating.contains(&id)) {
             return;
         }
         let affected: Vec<ServerId> = self
@@ -1520,6 +1789,8 @@ impl Conductor {
             self.demand_at_last_sale_mb,
         );
         ctx.recent_peak_demand_mb = recent_peak.max(ctx.demand_mb());
+        ctx.last_health_change = self.last_health_change;
+        ctx.consolidating = &self.consolidating;
         ctx
     }
 
@@ -1552,8 +1823,11 @@ impl Conductor {
         let mut vetoes = 0;
         let demand_now = self.queue.total_ram_mb() + self.allocated_mb();
         self.record_demand(demand_now);
+        let migrating_from: BTreeSet<NodeId> = self.migrations.values().map(|m| m.from).collect();
+        let servers_buf: Vec<ServerInfo>;
         let (decision, demand) = {
-            let ctx = self.scaling_context();
+            let mut ctx = self.scaling_context();
+            ctx.migrating_from = &migrating_from;
             for p in policies.iter_mut() {
                 p.observe(&ctx);
             }
@@ -1568,7 +1842,7 @@ impl Conductor {
                         refusals.push((p.name(), kind, why));
                         continue;
                     }
-                    decision = Some((p.name(), Ok(up)));
+                    decision = Some((p.name(), Decision::Up(up)));
                     break;
                 }
             }
@@ -1578,15 +1852,28 @@ impl Conductor {
                     let Some(node) = ctx.fleet.get(down.node) else { continue };
                     // No flapping: the rest must hold the peak demand of the last
                     // rebuy cooldown, and no other policy may want the node kept.
+                    // A node cordoned by consolidation adds no capacity: selling it
+                    // takes nothing from anyone.
                     let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
-                    let kept = rest < ctx.recent_peak_demand_mb
-                        || policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some());
+                    let kept = !ctx.consolidating.contains(&node.id)
+                        && (rest < ctx.recent_peak_demand_mb
+                            || policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some()));
                     if kept {
                         vetoes += 1;
                         continue;
                     }
-                    decision = Some((policies[i].name(), Err(down)));
+                    decision = Some((policies[i].name(), Decision::Down(down)));
                     break;
+                }
+            }
+            if decision.is_none() && policies.iter().any(|p| p.wants_servers(&ctx)) {
+                servers_buf = self.running_servers();
+                ctx.servers = &servers_buf;
+                for p in policies.iter_mut() {
+                    if let Some(c) = p.consolidate(&ctx) {
+                        decision = Some((p.name(), Decision::Consolidate(c)));
+                        break;
+                    }
                 }
             }
             (decision, ctx.recent_peak_demand_mb)
@@ -1602,12 +1889,13 @@ impl Conductor {
             self.log.add(self.now, "warn", format!("scale-up by {name} refused: {why}"));
         }
         match decision {
-            Some((name, Ok(up))) => self.scale_up(name, up),
-            Some((name, Err(down))) => {
+            Some((name, Decision::Up(up))) => self.scale_up(name, up),
+            Some((name, Decision::Down(down))) => {
                 if self.scale_down(name, down) {
                     self.demand_at_last_sale_mb = Some(demand);
                 }
             }
+            Some((name, Decision::Consolidate(c))) => self.consolidate(name, c),
             None => {}
         }
     }
@@ -1665,7 +1953,12 @@ impl Conductor {
     fn scale_down(&mut self, policy: &'static str, down: policy::ScaleDown) -> bool {
         let Some(n) = self.fleet.get(down.node) else { return false };
         // The engine's own safety check, whatever the policy says.
-        if n.kind != NodeKind::Cloud || n.system || !n.is_empty() || n.lifecycle != Lifecycle::Active {
+        // A node cordoned by consolidation is sold once empty and no move off it is in
+        // flight (its servers run on their targets).
+        let cordoned = self.consolidating.contains(&down.node)
+            && n.lifecycle == Lifecycle::Draining
+            && !self.migrations.values().any(|m| m.from == down.node);
+        if n.kind != NodeKind::Cloud || n.system || !n.is_empty() || !(n.lifecycle == Lifecycle::Active || cordoned) {
             self.log.add(
                 self.now,
                 "warn",
@@ -1688,6 +1981,7 @@ impl Conductor {
             n.draining_since = Some(now);
         });
         self.deletes.insert(now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), down.node);
+        self.consolidating.remove(&down.node);
         self.last_scale_down = Some(now);
         self.counters.scale_downs += 1;
         self.log.add(now, "info", format!("scale down {name} by {policy}: {}", down.reason));
@@ -1742,6 +2036,13 @@ impl Conductor {
                 // Whatever may have come up must not run unseen next to a retry.
                 self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
                 self.unbind(id);
+                if let Some(m) = self.migrations.remove(&id) {
+                    self.counters.migrations_aborted += 1;
+                    let reason = "no start report on the target".to_string();
+                    self.publish(Event::MigrationAborted { server: id, from: m.from, to: node, reason });
+                    self.requeue_at_head(id, node);
+                    continue;
+                }
                 self.fail(id, FailReason::ReservationTimeout);
                 self.queue_pass_wanted = true;
             }
@@ -1750,7 +2051,7 @@ impl Conductor {
             let Some(s) = self.servers.get_mut(&id) else { continue };
             s.stop_retry_at = None;
             if let State::AwaitingExit { node, kind } = s.state {
-                let reason = if kind == ExitKind::Idle { StopReason::Idle } else { StopReason::Requested };
+                let reason = stop_reason(kind);
                 let retry = now.plus(STOP_RETRY_MS);
                 s.stop_retry_at = Some(retry);
                 self.out.push_back(Command::StopContainer { server: id, node, reason });
@@ -1850,8 +2151,27 @@ impl Conductor {
                 })
                 .collect(),
             reservations: self.reservations.iter().map(|&(_, s)| s).collect(),
+            migrations: self
+                .migrations
+                .iter()
+                .map(|(&id, m)| MigrationView {
+                    server: id,
+                    from: m.from,
+                    to: m.to,
+                    ram_mb: m.ram_mb,
+                    starting: m.starting,
+                    held: m.held,
+                })
+                .collect(),
+            consolidating: &self.consolidating,
         }
     }
+}
+
+enum Decision {
+    Up(policy::ScaleUp),
+    Down(policy::ScaleDown),
+    Consolidate(Consolidate),
 }
 
 /// A server as the outside sees it.
@@ -1882,4 +2202,15 @@ pub(crate) struct InvariantView<'a> {
     pub overcommitted: &'a BTreeSet<NodeId>,
     pub servers: Vec<ServerView>,
     pub reservations: Vec<ServerId>,
+    pub migrations: Vec<MigrationView>,
+    pub consolidating: &'a BTreeSet<NodeId>,
+}
+
+pub(crate) struct MigrationView {
+    pub server: ServerId,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub ram_mb: u32,
+    pub starting: bool,
+    pub held: bool,
 }

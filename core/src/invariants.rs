@@ -56,6 +56,29 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
             }
         }
     }
+    // A moving server's hold on its target counts like a booking there.
+    for m in &v.migrations {
+        let status = v.servers.iter().find(|s| s.id == m.server).map(|s| s.status.clone());
+        if m.starting {
+            if status != Some(ServerStatus::Starting { node: m.to }) {
+                bad.push(format!("{} is moving to {} but is {status:?}", m.server, m.to));
+            }
+        } else {
+            if status != Some(ServerStatus::Stopping { node: m.from }) {
+                bad.push(format!("{} is stopping to move off {} but is {status:?}", m.server, m.from));
+            }
+            if m.held {
+                let e = sums.entry(m.to).or_default();
+                e.0 += u64::from(m.ram_mb);
+                e.1 += 1;
+            }
+        }
+    }
+    for &n in v.consolidating {
+        if v.fleet.get(n).is_none_or(|n| n.lifecycle != Lifecycle::Draining) {
+            bad.push(format!("{n} is being consolidated but is not cordoned"));
+        }
+    }
     let starting: BTreeSet<_> =
         v.servers.iter().filter(|s| matches!(s.status, ServerStatus::Starting { .. })).map(|s| s.id).collect();
     let reserved: BTreeSet<_> = v.reservations.iter().copied().collect();

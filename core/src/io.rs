@@ -186,6 +186,8 @@ pub enum StopReason {
     Idle,
     /// A container whose start the engine gave up on, or a second copy.
     Cleanup,
+    /// Stopped at 0 players to move to another node (consolidation).
+    Migrate,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -222,31 +224,121 @@ pub enum ExitKind {
     Crashed,
     /// Its node was lost and reconciliation found no container.
     NodeLost,
+    /// Stopped to move to another node (consolidation).
+    Migrate,
 }
 
 /// What the engine publishes for operators, billing and the simulator's reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Event {
-    Queued { server: ServerId, position: usize },
-    Placed { server: ServerId, node: NodeId, waited_ms: u64, world: WorldAction },
-    Started { server: ServerId, node: NodeId },
-    StartAttemptFailed { server: ServerId, node: NodeId, reason: String },
-    StartFailed { server: ServerId, reason: FailReason },
-    Cancelled { server: ServerId },
-    Stopped { server: ServerId, node: NodeId, kind: ExitKind },
-    ServerLost { server: ServerId, node: NodeId },
-    Requeued { server: ServerId, node: NodeId },
-    NodeHealthChanged { node: NodeId, from: Health, to: Health },
-    ScaleUp { node: NodeId, server_type: String, policy: String, reason: String },
-    ScaleDown { node: NodeId, policy: String, reason: String },
-    NodeProvisioned { node: NodeId },
-    ProvisionFailed { node: NodeId, reason: String },
-    NodeFenced { node: NodeId },
-    NodeRemoved { node: NodeId, kind: NodeKind },
-    NodeDrained { node: NodeId },
-    ScalingSet { enabled: bool },
-    ServerDeleted { server: ServerId },
-    WorldArchived { server: ServerId, node: NodeId },
+    Queued {
+        server: ServerId,
+        position: usize,
+    },
+    Placed {
+        server: ServerId,
+        node: NodeId,
+        waited_ms: u64,
+        world: WorldAction,
+    },
+    Started {
+        server: ServerId,
+        node: NodeId,
+    },
+    StartAttemptFailed {
+        server: ServerId,
+        node: NodeId,
+        reason: String,
+    },
+    StartFailed {
+        server: ServerId,
+        reason: FailReason,
+    },
+    Cancelled {
+        server: ServerId,
+    },
+    Stopped {
+        server: ServerId,
+        node: NodeId,
+        kind: ExitKind,
+    },
+    ServerLost {
+        server: ServerId,
+        node: NodeId,
+    },
+    Requeued {
+        server: ServerId,
+        node: NodeId,
+    },
+    NodeHealthChanged {
+        node: NodeId,
+        from: Health,
+        to: Health,
+    },
+    ScaleUp {
+        node: NodeId,
+        server_type: String,
+        policy: String,
+        reason: String,
+    },
+    ScaleDown {
+        node: NodeId,
+        policy: String,
+        reason: String,
+    },
+    NodeProvisioned {
+        node: NodeId,
+    },
+    ProvisionFailed {
+        node: NodeId,
+        reason: String,
+    },
+    NodeFenced {
+        node: NodeId,
+    },
+    NodeRemoved {
+        node: NodeId,
+        kind: NodeKind,
+    },
+    NodeDrained {
+        node: NodeId,
+    },
+    ScalingSet {
+        enabled: bool,
+    },
+    ServerDeleted {
+        server: ServerId,
+    },
+    WorldArchived {
+        server: ServerId,
+        node: NodeId,
+    },
+    /// Consolidation cordoned `node` and stops its idle servers to move them.
+    ConsolidationStarted {
+        node: NodeId,
+        policy: String,
+        reason: String,
+    },
+    /// A server at 0 players is stopped to move from `from` to `to` (RAM booked there).
+    MigrationStarted {
+        server: ServerId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// It runs on `to` now.
+    Migrated {
+        server: ServerId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// It was not moved (players joined, a stop was requested, the target went away, or
+    /// the start there failed).
+    MigrationAborted {
+        server: ServerId,
+        from: NodeId,
+        to: NodeId,
+        reason: String,
+    },
 }
 
 /// The synchronous answer to an input.

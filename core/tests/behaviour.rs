@@ -883,3 +883,149 @@ fn a_type_that_failed_to_provision_backs_off_and_the_next_cheapest_is_bought() {
     assert_eq!(again.len(), 1);
     assert_ne!(again[0], "cpx22", "cpx22 is backing off");
 }
+
+// ---------------------------------------------------------------- consolidation
+
+/// A rented node (0.20 EUR/h) with idle servers of `rams` that report 0 players, and an
+/// owned 64 GB host registered a minute later; consolidation and reactive, no idle stop.
+fn consolidation_setup(clouds: &[&[u32]], max_draining: u32, plan: Plan) -> (H, Vec<NodeId>, NodeId) {
+    let mut c = cfg();
+    c.scaling.policies = vec!["consolidation".into(), "reactive".into()];
+    c.consolidation.max_draining_nodes = max_draining;
+    c.idle_shutdown_s = 48 * 3600;
+    let mut h = H::new(c);
+    let mut nodes = Vec::new();
+    let mut id = 1;
+    for (i, rams) in clouds.iter().enumerate() {
+        let mut sp = spec(&format!("cloud-{i}"), NodeKind::Cloud, 32768, false);
+        sp.hourly_eur = 0.2;
+        let Reply::NodeRegistered(n) = h.input(Input::NodeRegistered(sp)) else { panic!() };
+        h.up.insert(n);
+        h.at(h.now);
+        for &ram in rams.iter() {
+            assert_eq!(h.start_plan(id, ram, plan, id), StartReply::Placed { node: n });
+            h.started(id, n);
+            h.input(Input::Players { server: ServerId(id), count: 0 });
+            id += 1;
+        }
+        nodes.push(n);
+    }
+    h.at(MIN);
+    let d = h.node("owned", NodeKind::Dedicated, 65536, false);
+    h.take();
+    (h, nodes, d)
+}
+
+fn consolidations(events: &[Event]) -> Vec<NodeId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConsolidationStarted { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn migration_runs_the_server_on_the_target_before_the_old_node_is_sold() {
+    let (mut h, nodes, d) = consolidation_setup(&[&[4096]], 1, Plan::PayPerPlay);
+    let c = nodes[0];
+    h.at(2 * 60 * MIN);
+    assert!(consolidations(&h.events()).is_empty(), "not stable for 2 h yet (the host came up at 1 min)");
+    h.at(2 * 60 * MIN + 5 * MIN);
+    let cmds = h.take();
+    assert!(cmds.contains(&Command::StopContainer { server: ServerId(1), node: c, reason: StopReason::Migrate }));
+    assert_eq!(h.c.fleet().get(c).unwrap().status(), NodeStatus::Draining, "cordoned");
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 4096, "the target's RAM is held for it");
+    // Nothing new lands on the cordoned node, nor in the held room.
+    assert_eq!(h.start(9, 2048), StartReply::Placed { node: d });
+    h.take();
+    h.input(Input::ContainerExited { server: ServerId(1), node: c });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), d, WorldAction::MoveFrom(c))]);
+    assert_eq!(h.status(1), Some(ServerStatus::Starting { node: d }));
+    // The world is still on the old node until the server is up on the target.
+    h.at(h.now + 20 * MIN);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })), "not before it runs on the target");
+    assert!(h.c.fleet().get(c).is_some());
+    h.started(1, d);
+    let ev = h.events();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Migrated { server: ServerId(1), from, to } if *from == c && *to == d)));
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: d }));
+    let now = h.now;
+    h.at(now + 5 * MIN);
+    let cmds = h.take();
+    assert!(cmds.iter().any(|x| matches!(x, Command::DeleteNode { node, .. } if *node == c)), "{cmds:#?}");
+    assert_eq!(h.c.counters().migrations, 1);
+    assert_eq!(h.c.counters().started, 1, "a move is not a start request");
+}
+
+#[test]
+fn a_server_that_gets_players_mid_migration_is_not_moved() {
+    let (mut h, nodes, d) = consolidation_setup(&[&[4096]], 1, Plan::PayPerPlay);
+    let c = nodes[0];
+    h.at(2 * 60 * MIN + 5 * MIN);
+    assert_eq!(consolidations(&h.events()), vec![c]);
+    h.input(Input::Players { server: ServerId(1), count: 2 });
+    h.input(Input::ContainerExited { server: ServerId(1), node: c });
+    let cmds = h.take();
+    assert_eq!(start_cmds(&cmds), vec![(ServerId(1), c, WorldAction::InPlace)], "restarted where it was");
+    assert!(cmds.iter().any(|x| matches!(x, Command::Publish(Event::MigrationAborted { server: ServerId(1), .. }))));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0, "the hold is released");
+    assert_eq!(h.c.fleet().get(c).unwrap().status(), NodeStatus::Healthy, "uncordoned");
+    h.started(1, c);
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: c }));
+    assert_eq!(h.c.counters().migrations_aborted, 1);
+}
+
+#[test]
+fn servers_with_players_unknown_players_or_reserved_plans_never_move() {
+    // Players.
+    let (mut h, _, _) = consolidation_setup(&[&[4096]], 1, Plan::PayPerPlay);
+    h.input(Input::Players { server: ServerId(1), count: 1 });
+    h.at(10 * 60 * MIN);
+    assert!(consolidations(&h.events()).is_empty());
+    // Reserved plan.
+    let (mut h, _, _) = consolidation_setup(&[&[4096]], 1, Plan::Reserved);
+    h.at(10 * 60 * MIN);
+    assert!(consolidations(&h.events()).is_empty());
+    // Never reported: unknown is not zero.
+    let mut c = cfg();
+    c.scaling.policies = vec!["consolidation".into()];
+    let mut h = H::new(c);
+    let mut sp = spec("cloud", NodeKind::Cloud, 32768, false);
+    sp.hourly_eur = 0.2;
+    let Reply::NodeRegistered(n) = h.input(Input::NodeRegistered(sp)) else { panic!() };
+    h.up.insert(n);
+    h.at(0);
+    h.start(1, 4096);
+    h.started(1, n);
+    h.node("owned", NodeKind::Dedicated, 65536, false);
+    h.at(10 * 60 * MIN);
+    assert!(consolidations(&h.events()).is_empty());
+}
+
+#[test]
+fn at_most_max_draining_nodes_are_emptied_at_once() {
+    for max in [1, 2] {
+        let (mut h, nodes, _) = consolidation_setup(&[&[4096], &[2048]], max, Plan::PayPerPlay);
+        // The exits are never reported: both moves stay in flight.
+        h.at(4 * 60 * MIN);
+        let got = consolidations(&h.events());
+        assert_eq!(got.len(), max as usize, "max {max}: {got:?}");
+        assert!(got.iter().all(|n| nodes.contains(n)));
+    }
+}
+
+#[test]
+fn a_stop_requested_mid_migration_wins() {
+    let (mut h, nodes, d) = consolidation_setup(&[&[4096]], 1, Plan::PayPerPlay);
+    let c = nodes[0];
+    h.at(2 * 60 * MIN + 5 * MIN);
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(1), node: c });
+    assert!(start_cmds(&h.take()).is_empty());
+    assert!(matches!(h.status(1), Some(ServerStatus::Stopped { .. })));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}

@@ -804,6 +804,23 @@ impl Sim<'_> {
                 let name = self.names.get(node).cloned().unwrap_or_default();
                 self.decision(t, "node_fenced", None, Some(&name), "");
             }
+            Event::ConsolidationStarted { node, policy, reason } => {
+                let name = self.names.get(node).cloned().unwrap_or_default();
+                self.decision(t, "consolidate", None, Some(&name), &format!("by {policy}: {reason}"));
+            }
+            Event::MigrationStarted { server, from, to } => {
+                let name = self.names.get(from).cloned().unwrap_or_default();
+                let to = self.names.get(to).cloned().unwrap_or_default();
+                self.decision(t, "migrate", Some(*server), Some(&name), &format!("to {to}"));
+            }
+            Event::Migrated { server, to, .. } => {
+                let name = self.names.get(to).cloned().unwrap_or_default();
+                self.decision(t, "migrated", Some(*server), Some(&name), "");
+            }
+            Event::MigrationAborted { server, from, reason, .. } => {
+                let name = self.names.get(from).cloned().unwrap_or_default();
+                self.decision(t, "migration_aborted", Some(*server), Some(&name), reason);
+            }
             Event::Queued { .. }
             | Event::NodeProvisioned { .. }
             | Event::NodeRemoved { .. }

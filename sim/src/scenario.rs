@@ -251,8 +251,17 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
 /// Policy names the simulator accepts. Each maps to a stack of engine policies
 /// (`conductor.scaling.policies`); `default` is the best stack measured so far, unless
 /// `[conductor.scaling] policies` names other policies, which are then kept as written.
-pub const POLICIES: &[&str] =
-    &["default", "seed", "reactive", "spare_pool", "predictive", "agones_buffer", "cluster_autoscaler", "karpenter"];
+pub const POLICIES: &[&str] = &[
+    "default",
+    "seed",
+    "reactive",
+    "spare_pool",
+    "predictive",
+    "agones_buffer",
+    "cluster_autoscaler",
+    "karpenter",
+    "consolidation",
+];
 
 /// The stack `default` selects.
 pub const DEFAULT_STACK: &[&str] = &["spare_pool", "reactive"];
@@ -271,6 +280,8 @@ fn apply_policy(s: &mut Scenario) -> Result<(), String> {
         // A spare pool alone never reacts to a queue it did not foresee: reactive backs it.
         "spare_pool" => &["spare_pool", "reactive"],
         "predictive" => &["predictive"],
+        // Consolidation only moves servers and sells what it emptied: reactive buys.
+        "consolidation" => &["consolidation", "reactive"],
         "agones_buffer" => {
             // Agones syncs every 30 s.
             scaling.interval_s = scaling.interval_s.min(s.conductor.agones_buffer.sync_interval_s);

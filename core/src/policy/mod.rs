@@ -8,6 +8,7 @@
 
 mod agones;
 mod cluster_autoscaler;
+mod consolidation;
 mod karpenter;
 mod predictive;
 mod reactive;
@@ -15,6 +16,7 @@ mod spare_pool;
 
 pub use agones::AgonesBuffer;
 pub use cluster_autoscaler::ClusterAutoscaler;
+pub use consolidation::Consolidation;
 pub use karpenter::Karpenter;
 pub use predictive::Predictive;
 pub use reactive::Reactive;
@@ -22,14 +24,37 @@ pub use spare_pool::SparePool;
 
 use crate::config::{Config, ReserveConfig, ScalingConfig};
 use crate::fleet::Fleet;
-use crate::model::{NodeId, NodeKind, ServerType};
+use crate::model::{NodeId, NodeKind, Plan, ServerId, ServerType};
 use crate::node::{usable_mb, Health, Lifecycle, Node};
 use crate::queue::StartQueue;
 use crate::time::Millis;
+use std::collections::BTreeSet;
 
 /// Names accepted in `scaling.policies`.
-pub const POLICY_NAMES: &[&str] =
-    &["seed", "reactive", "spare_pool", "predictive", "agones_buffer", "cluster_autoscaler", "karpenter"];
+pub const POLICY_NAMES: &[&str] = &[
+    "seed",
+    "reactive",
+    "spare_pool",
+    "predictive",
+    "agones_buffer",
+    "cluster_autoscaler",
+    "karpenter",
+    "consolidation",
+];
+
+static NO_NODES: BTreeSet<NodeId> = BTreeSet::new();
+
+/// A running server, as consolidation sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerInfo {
+    pub id: ServerId,
+    pub node: NodeId,
+    pub ram_mb: u32,
+    pub plan: Plan,
+    /// Since when its last player report said 0; `None` if it has players or never
+    /// reported (unknown is not zero).
+    pub zero_players_since: Option<Millis>,
+}
 
 const DAY_S: u64 = 86_400;
 const WEEK_S: u64 = 7 * DAY_S;
@@ -68,6 +93,15 @@ pub struct ScalingContext<'a> {
     pub demand_at_last_sale_mb: Option<u64>,
     /// Peak demand (allocated + queued RAM) over the last `scaling.rebuy_cooldown_s`.
     pub recent_peak_demand_mb: u64,
+    /// The last time a node's health changed.
+    pub last_health_change: Option<Millis>,
+    /// Nodes cordoned for consolidation (draining, not yet sold).
+    pub consolidating: &'a BTreeSet<NodeId>,
+    /// Nodes a server is being moved off right now.
+    pub migrating_from: &'a BTreeSet<NodeId>,
+    /// Running servers, by node then id; filled only when a policy asks
+    /// ([`Policy::wants_servers`]), else empty.
+    pub servers: &'a [ServerInfo],
 }
 
 impl<'a> ScalingContext<'a> {
@@ -129,6 +163,10 @@ impl<'a> ScalingContext<'a> {
             last_scale_down,
             demand_at_last_sale_mb,
             recent_peak_demand_mb: allocated + queue.total_ram_mb(),
+            last_health_change: None,
+            consolidating: &NO_NODES,
+            migrating_from: &NO_NODES,
+            servers: &[],
         }
     }
 
@@ -300,6 +338,15 @@ pub struct ScaleDown {
     pub reason: String,
 }
 
+/// Empty `node`: cordon it and move each of its servers to its target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Consolidate {
+    pub node: NodeId,
+    /// (server, target node), one per server booked on `node`.
+    pub moves: Vec<(ServerId, NodeId)>,
+    pub reason: String,
+}
+
 pub trait Policy {
     fn name(&self) -> &'static str;
     /// Higher is asked first.
@@ -312,6 +359,15 @@ pub trait Policy {
     /// Asked before another policy's scale-down is executed: a reason to keep the node
     /// vetoes it, so that combined policies do not sell what one of them would rebuy.
     fn keep(&self, _ctx: &ScalingContext, _node: &Node) -> Option<String> {
+        None
+    }
+    /// Whether the next `consolidate` needs `ScalingContext::servers` (gathering them
+    /// costs a pass over all servers, so the engine asks first).
+    fn wants_servers(&self, _ctx: &ScalingContext) -> bool {
+        false
+    }
+    /// Asked when no policy scales up or down: a node to empty by moving its servers.
+    fn consolidate(&mut self, _ctx: &ScalingContext) -> Option<Consolidate> {
         None
     }
 }
@@ -331,6 +387,7 @@ pub fn build(cfg: &Config) -> Vec<Box<dyn Policy>> {
                 "cluster_autoscaler" => Box::new(ClusterAutoscaler::new(cfg.cluster_autoscaler.clone())),
                 "karpenter" => Box::new(Karpenter::new(cfg.karpenter.clone())),
                 "predictive" => Box::new(Predictive::new(cfg.predictive.clone(), cfg.reactive.clone())),
+                "consolidation" => Box::new(Consolidation::new(cfg.consolidation.clone())),
                 other => unreachable!("Config::validate rejects unknown policy {other:?}"),
             }
         })
