@@ -8,8 +8,11 @@
 //!
 //! ```sh
 //! CONDUCTOR_API_TOKEN=... cargo run --release --example api_load -- --url http://127.0.0.1:8080 \
-//!     --clients 64 --duration-s 10
+//!     --clients 64 --duration-s 10 [--rate 5000]
 //! ```
+//!
+//! Without `--rate` the clients are closed-loop (each sends its next request when the last is
+//! answered: the throughput ceiling); with it they offer that many requests/s in all.
 //!
 //! Exit code 0 when there was no error and the state is consistent, 1 otherwise.
 
@@ -27,6 +30,8 @@ struct Args {
     window: usize,
     ram_mb: u32,
     prefix: String,
+    /// Total requests/s to offer (open loop, paced per client); 0 = as fast as answers come.
+    rate: f64,
 }
 
 fn args() -> Args {
@@ -38,6 +43,7 @@ fn args() -> Args {
         window: 4,
         ram_mb: 512,
         prefix: format!("ld{}", std::process::id()),
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +57,7 @@ fn args() -> Args {
             "--window" => a.window = value().parse().expect("--window N"),
             "--ram-mb" => a.ram_mb = value().parse().expect("--ram-mb N"),
             "--prefix" => a.prefix = value(),
+            "--rate" => a.rate = value().parse().expect("--rate REQUESTS_PER_S"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -79,7 +86,17 @@ async fn client(id: usize, args: Arc<Args>, http: reqwest::Client, until: Instan
     let mut held: VecDeque<String> = VecDeque::new();
     let body = serde_json::json!({ "ram_mb": args.ram_mb, "user": format!("{}-u{id}", args.prefix) });
     let mut n = 0u64;
+    // Paced clients send on a schedule and count latency from the scheduled time, so a slow
+    // answer also charges the requests it delayed (no coordinated omission).
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate));
+    let mut next = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(id as f64 / args.clients as f64));
     while Instant::now() < until {
+        if interval.is_some() {
+            tokio::time::sleep_until(next.into()).await;
+            if next >= until {
+                break;
+            }
+        }
         let (path, is_start, server) = if held.len() > args.window {
             let s = held.pop_front().expect("held");
             (format!("{}/v1/servers/{s}/stop", args.url), false, s)
@@ -92,7 +109,10 @@ async fn client(id: usize, args: Arc<Args>, http: reqwest::Client, until: Instan
         if is_start {
             req = req.json(&body);
         }
-        let t0 = Instant::now();
+        let t0 = if interval.is_some() { next } else { Instant::now() };
+        if let Some(i) = interval {
+            next += i;
+        }
         let res = req.send().await;
         let answer = match res {
             Ok(r) => {

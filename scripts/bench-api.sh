@@ -6,7 +6,8 @@
 # DURATION_S seconds. Prints requests/s, p50/p95/p99/max latency, errors and a consistency check
 # (GET /v1/queue and /v1/fleet against what the clients were told). Target on a 2-core machine:
 # 5,000 requests/s with p99 below 20 ms and no error.
-#   CLIENTS=64 DURATION_S=10 bash scripts/bench-api.sh
+#   CLIENTS=64 DURATION_S=10 bash scripts/bench-api.sh           # closed loop: the ceiling
+#   CLIENTS=64 DURATION_S=10 RATE=5000 bash scripts/bench-api.sh # open loop at 5,000 requests/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
@@ -26,22 +27,22 @@ interval_s = 0
 [[nodes]]
 name = "big-1"
 address = "local"
-ram_mb = 4000000
+ram_mb = 16000000
 
 [[nodes]]
 name = "big-2"
 address = "local"
-ram_mb = 4000000
+ram_mb = 16000000
 
 [[nodes]]
 name = "big-3"
 address = "local"
-ram_mb = 4000000
+ram_mb = 16000000
 
 [[nodes]]
 name = "big-4"
 address = "local"
-ram_mb = 4000000
+ram_mb = 16000000
 
 [conductor]
 startup_delay_s = 0
@@ -67,5 +68,5 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$target/release/examples/api_load" --url "http://127.0.0.1:$port" \
-  --clients "${CLIENTS:-64}" --duration-s "${DURATION_S:-10}" --window "${WINDOW:-4}"
+  --clients "${CLIENTS:-64}" --duration-s "${DURATION_S:-10}" --window "${WINDOW:-4}" --rate "${RATE:-0}"
 echo "conductor log: $dir/conductor.log ($(wc -l < "$dir/conductor.log") lines)"

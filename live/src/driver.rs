@@ -1204,7 +1204,8 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     } else {
         None
     };
-    let store = Store::open(&cfg.database.path).map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
+    let store = Store::open_with_checkpointer(&cfg.database.path, Duration::from_secs(1))
+        .map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
     let listen = opts.listen.clone().unwrap_or_else(|| cfg.api.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -74,6 +74,27 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Opens the file for the driver: like [`Store::open`], but the driver's connection never
+    /// checkpoints the WAL itself (a checkpoint copies pages into the database and syncs it, tens
+    /// of milliseconds the driver's loop would stand still for); a background thread with its
+    /// own connection checkpoints it every `every` instead, passively, without blocking writes.
+    pub fn open_with_checkpointer(path: &Path, every: std::time::Duration) -> Result<Store, StoreError> {
+        let store = Store::open(path)?;
+        store.db.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    eprintln!("conductor: store: checkpoint failed: {e}");
+                }
+            })
+            .map_err(|e| StoreError(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        Ok(store)
+    }
+
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let db = Connection::open_in_memory()?;
         db.execute_batch(SCHEMA)?;
