@@ -302,6 +302,46 @@ fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
     cleanup_prefix("lv2-");
 }
 
+#[test]
+fn a_node_with_a_changed_host_key_never_turns_healthy() {
+    require_env();
+    let dir = tempfile::tempdir().unwrap();
+    // 127.0.0.3's entry carries 127.0.0.4's real key: to conductor, the host key changed.
+    let sd = state_dir();
+    let port: u16 = std::fs::read_to_string(sd.join("nodes.tsv"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("127.0.0.3\t").map(|p| p.trim().parse().unwrap()))
+        .expect("127.0.0.3 in nodes.tsv");
+    let pattern = if port == 22 { "127.0.0.3".to_string() } else { format!("[127.0.0.3]:{port}") };
+    let other = std::fs::read_to_string(sd.join("nodes/127.0.0.4/ssh_host_ed25519_key.pub")).unwrap();
+    let other: Vec<&str> = other.split_whitespace().take(2).collect();
+    let wrong = dir.path().join("wrong_known_hosts");
+    std::fs::write(&wrong, format!("{pattern} {}\n", other.join(" "))).unwrap();
+    let nodes = "[[nodes]]\nname = \"lv4-k\"\naddress = \"127.0.0.3\"\nram_mb = 4096\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(&sd.join("known_hosts").display().to_string(), &wrong.display().to_string());
+    assert!(text.contains("wrong_known_hosts"));
+    std::fs::write(&cfg, text).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    // Health probes every second, two failures make a node unhealthy: 6 s is plenty.
+    let t0 = Instant::now();
+    let mut last = String::new();
+    while t0.elapsed() < Duration::from_secs(6) {
+        let nodes = json(&get(&u("/v1/nodes"), Some(TOKEN)).1);
+        last = nodes[0]["health"].as_str().unwrap_or_default().to_string();
+        assert_ne!(last, "healthy", "a node behind a changed host key turned healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Never reached, so never known to be healthy: `unknown` (or `unhealthy` after a good probe).
+    assert!(matches!(last.as_str(), "unknown" | "unhealthy"), "{last}");
+    let (code, body) = http("POST", &u("/v1/servers/lv4-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert_eq!((code, json(&body)["state"].clone()), (202, "queued".into()), "nothing placed there: {body}");
+    assert!(containers_of("lv4-s1").is_empty());
+}
+
 struct Guard<F: FnMut()>(F);
 impl<F: FnMut()> Drop for Guard<F> {
     fn drop(&mut self) {

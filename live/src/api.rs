@@ -30,7 +30,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::control::{valid_name, Answer, ApiCall, ApiError, NewNode, ServerInfo, StartBody};
+use crate::config::PortRange;
+use crate::control::{valid_host, valid_name, Answer, ApiCall, ApiError, NewNode, ServerInfo, StartBody};
 use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 /// Largest request body accepted; larger ones get 413.
@@ -124,6 +125,18 @@ async fn add_node(State(state): State<ApiState>, JsonBody(node): JsonBody<NewNod
     // The name becomes part of container labels and log lines; check it here like a path id.
     if !valid_name(&node.node) {
         return Err(Failure::bad_request(format!("field `node`: {NAME_RULE}")));
+    }
+    // The address becomes an ssh destination: refused here already, before the driver sees it.
+    if !valid_host(&node.address) {
+        return Err(Failure::bad_request(
+            "field `address`: must be `local` or a host name or IP address (A-Z, a-z, 0-9, '.', '-', ':')",
+        ));
+    }
+    if node.ram_mb == 0 {
+        return Err(Failure::bad_request("field `ram_mb`: must be above 0"));
+    }
+    if let Some(ports) = &node.ports {
+        PortRange::parse(ports).map_err(|e| Failure::bad_request(format!("field `ports`: {e}")))?;
     }
     let info = ask(&state.calls, |answer| ApiCall::AddNode { node, answer }).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())

@@ -3,7 +3,7 @@
 //! file `api.token_file`), the Hetzner token from `HCLOUD_TOKEN` (or
 //! `hetzner.token_file`). Every error names the field.
 
-use crate::control::valid_name;
+use crate::control::{valid_host, valid_name};
 use conductor_core::config::Config as CoreConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -259,8 +259,8 @@ impl LiveConfig {
             if !seen.insert(n.name.clone()) {
                 return Err(format!("{at}.name: {:?} appears twice", n.name));
             }
-            if n.address.is_empty() || n.address.starts_with('-') || n.address.contains(char::is_whitespace) {
-                return Err(format!("{at}.address: {:?} is not a host", n.address));
+            if !valid_host(&n.address) {
+                return Err(format!("{at}.address: {:?} is not a host name or IP address", n.address));
             }
             if n.ram_mb == 0 {
                 return Err(format!("{at}.ram_mb: must be above 0"));

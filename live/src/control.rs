@@ -214,6 +214,17 @@ pub fn valid_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Node addresses (`address` in the config and in `POST /v1/nodes`): `local`, or a host name or IP
+/// address of 1 to 253 characters of `A-Z a-z 0-9 . - :`, not starting with `-`. The address
+/// becomes the destination of an `ssh` process, so anything that could read as an option, a user
+/// (`@`), a second argument (whitespace) or shell syntax is refused.
+pub fn valid_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with('-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +236,16 @@ mod tests {
         }
         for bad in ["", "-a", "a-", "A", "a b", "a;rm", "a/b", "ü", &"x".repeat(64), "$(id)"] {
             assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        for ok in ["local", "10.0.0.1", "node-1.example.com", "::1", "fe80::1"] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in ["", "-oProxyCommand=x", "a b", "root@h", "h;id", "$(id)", "h\n", "a/b", &"x".repeat(254)] {
+            assert!(!valid_host(bad), "{bad}");
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::config::{read_secret, LiveConfig, PortRange};
 use crate::control::{
-    valid_name, ApiCall, ApiError, Decision, FleetInfo, NewNode, NodeInfo, QueueEntry, ServerInfo, StartBody,
-    StartOutcome, StopOutcome,
+    valid_host, valid_name, ApiCall, ApiError, Decision, FleetInfo, NewNode, NodeInfo, QueueEntry, ServerInfo,
+    StartBody, StartOutcome, StopOutcome,
 };
 use crate::docker::{memory_limit_mb, ContainerInfo, ContainerSpec, DockerNode, Endpoint};
 use crate::hetzner::{cloud_init, CloudInit, CreateServer, HetznerClient, ServerStatus as VmStatus};
@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use conductor_core::engine::{Conductor, ServerStatus};
 use conductor_core::io::{
-    Command, ContainerRecord, Event, Input, QueuedRecord, Reply, Snapshot, StartReply, StopReason, StopReply,
+    Command, ContainerRecord, Event, Input, QueuedRecord, Rejection, Reply, Snapshot, StartReply, StopReason, StopReply,
 };
 use conductor_core::node::{usable_mb, Health, Lifecycle, NodeSpec};
 use conductor_core::time::Millis;
@@ -103,6 +103,23 @@ pub struct Driver {
 }
 
 const DECISIONS_KEPT: usize = 1000;
+
+/// Most API calls handled under one store commit (a group commit); more wait for the next.
+const CALLS_PER_COMMIT_MAX: usize = 256;
+
+/// The answer to one API call, held back until the store has committed what the call wrote.
+/// `Some(error)` replaces the answer when the commit failed.
+type Pending = Box<dyn FnOnce(Option<ApiError>) + Send>;
+
+fn pending<T: Send + 'static>(answer: crate::control::Answer<T>, result: Result<T, ApiError>) -> Pending {
+    Box::new(move |failed| {
+        // A send fails only when the handler gave up waiting; nothing to do then.
+        let _ = answer.send(match failed {
+            Some(e) => Err(e),
+            None => result,
+        });
+    })
+}
 
 impl Driver {
     fn now(&mut self) -> Millis {
@@ -754,19 +771,52 @@ impl Driver {
 
     // ------------------------------------------------------------ API
 
-    fn on_call(&mut self, call: ApiCall) {
+    /// Handles `first` and the calls already waiting behind it (up to [`CALLS_PER_COMMIT_MAX`]) in
+    /// one store transaction, then answers them: every answer goes out after the commit, so an
+    /// accepted start is on disk before its client hears of it, at one WAL commit per group
+    /// rather than several per call.
+    fn on_calls(&mut self, first: ApiCall, calls: &mut mpsc::Receiver<ApiCall>) {
+        let in_transaction = match self.store.begin() {
+            Ok(()) => true,
+            Err(e) => {
+                log!("store: cannot open a transaction ({e}); writing call by call");
+                false
+            }
+        };
+        let mut answers = vec![self.on_call(first)];
+        while answers.len() < CALLS_PER_COMMIT_MAX {
+            match calls.try_recv() {
+                Ok(call) => answers.push(self.on_call(call)),
+                Err(_) => break,
+            }
+        }
+        let failed = match in_transaction.then(|| self.store.commit()) {
+            Some(Err(e)) => {
+                log!("store: commit failed: {e}");
+                self.store.rollback();
+                Some(e.to_string())
+            }
+            _ => None,
+        };
+        for answer in answers {
+            answer(failed.as_ref().map(|e| ApiError::Unavailable(format!("not persisted: {e}"))));
+        }
+    }
+
+    /// Handles one call; its answer is returned, to be sent once the store has committed.
+    fn on_call(&mut self, call: ApiCall) -> Pending {
         match call {
             ApiCall::Start { server, body, answer } => {
                 let r = self.api_start(&server, body);
-                let _ = answer.send(r);
+                pending(answer, r)
             }
             ApiCall::Stop { server, answer } => {
                 let r = self.api_stop(&server);
-                let _ = answer.send(r);
+                pending(answer, r)
             }
             ApiCall::Server { server, answer } => {
                 let r = self.known(&server).and_then(|id| self.info(id, &server));
-                let _ = answer.send(r);
+                pending(answer, r)
             }
             ApiCall::Delete { server, answer } => {
                 let r = self.known(&server).and_then(|id| match self.feed(Input::DeleteServer { server: id }) {
@@ -782,14 +832,10 @@ impl Driver {
                     }
                     other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                 });
-                let _ = answer.send(r);
+                pending(answer, r)
             }
-            ApiCall::Fleet { answer } => {
-                let _ = answer.send(Ok(self.fleet_info()));
-            }
-            ApiCall::Nodes { answer } => {
-                let _ = answer.send(Ok(self.node_infos()));
-            }
+            ApiCall::Fleet { answer } => pending(answer, Ok(self.fleet_info())),
+            ApiCall::Nodes { answer } => pending(answer, Ok(self.node_infos())),
             ApiCall::Queue { answer } => {
                 let now = self.now();
                 let entries: Vec<(ServerId, u32, Plan, Millis)> =
@@ -805,14 +851,12 @@ impl Driver {
                         waited_s: now.since(at) / 1000,
                     })
                     .collect();
-                let _ = answer.send(Ok(out));
+                pending(answer, Ok(out))
             }
-            ApiCall::Decisions { answer } => {
-                let _ = answer.send(Ok(self.decisions.iter().cloned().collect()));
-            }
+            ApiCall::Decisions { answer } => pending(answer, Ok(self.decisions.iter().cloned().collect())),
             ApiCall::AddNode { node, answer } => {
                 let r = self.api_add_node(node);
-                let _ = answer.send(r);
+                pending(answer, r)
             }
             ApiCall::RemoveNode { node, answer } => {
                 let r = self.node_id(&node).and_then(|id| match self.feed(Input::RemoveNode { node: id }) {
@@ -820,7 +864,7 @@ impl Driver {
                     Reply::Refused(m) => Err(ApiError::Conflict { message: m.to_string(), server: None }),
                     other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                 });
-                let _ = answer.send(r);
+                pending(answer, r)
             }
             ApiCall::DrainNode { node, answer } => {
                 let r = self.node_id(&node).and_then(|id| match self.feed(Input::DrainNode { node: id }) {
@@ -828,11 +872,11 @@ impl Driver {
                     Reply::Refused(m) => Err(ApiError::Conflict { message: m.to_string(), server: None }),
                     other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                 });
-                let _ = answer.send(r);
+                pending(answer, r)
             }
             ApiCall::SetScaling { enabled, answer } => {
                 self.feed(Input::SetScaling { enabled });
-                let _ = answer.send(Ok(()));
+                pending(answer, Ok(()))
             }
         }
     }
@@ -923,7 +967,16 @@ impl Driver {
                 Ok(StartOutcome { server: name.into(), state: "queued".into(), node: None, position: Some(position) })
             }
             Reply::Start(StartReply::Failed(reason)) => Err(ApiError::BadRequest(reason.to_string())),
-            Reply::Start(StartReply::Rejected(r)) => Err(ApiError::Unavailable(format!("rejected: {r:?}"))),
+            // A full queue is the service's limit (503, try later); the others are the request's.
+            Reply::Start(StartReply::Rejected(Rejection::QueueFull { len_max })) => Err(ApiError::Unavailable(
+                format!("the start queue is full ({len_max} starts waiting, queue.len_max); try again later"),
+            )),
+            Reply::Start(StartReply::Rejected(Rejection::UserQueueFull { per_user_max })) => {
+                Err(ApiError::BadRequest(format!("user: already {per_user_max} starts queued (queue.per_user_max)")))
+            }
+            Reply::Start(StartReply::Rejected(Rejection::InvalidRam)) => {
+                Err(ApiError::BadRequest("ram_mb: must be above 0".into()))
+            }
             Reply::Start(_) => {
                 let info = self.info(id, name).ok();
                 Err(ApiError::Conflict { message: format!("server {name:?} is busy"), server: info })
@@ -954,8 +1007,8 @@ impl Driver {
         if self.by_name.contains_key(&n.node) {
             return Err(ApiError::Conflict { message: format!("node {:?} exists", n.node), server: None });
         }
-        if n.address.is_empty() || n.address.starts_with('-') || n.address.contains(char::is_whitespace) {
-            return Err(ApiError::BadRequest(format!("address: {:?} is not a host", n.address)));
+        if !valid_host(&n.address) {
+            return Err(ApiError::BadRequest(format!("address: {:?} is not a host name or IP address", n.address)));
         }
         if n.ram_mb == 0 {
             return Err(ApiError::BadRequest("ram_mb: must be above 0".into()));
@@ -1151,7 +1204,8 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     } else {
         None
     };
-    let store = Store::open(&cfg.database.path).map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
+    let store = Store::open_with_checkpointer(&cfg.database.path, Duration::from_secs(1))
+        .map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
     let listen = opts.listen.clone().unwrap_or_else(|| cfg.api.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -1213,7 +1267,7 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
             .map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.0.saturating_sub(unix_ms())));
         tokio::select! {
             _ = tokio::time::sleep(wait) => d.tick(),
-            Some(call) = call_rx.recv() => d.on_call(call),
+            Some(call) = call_rx.recv() => d.on_calls(call, &mut call_rx),
             Some(done) = d.done_rx.recv() => d.on_done(done),
             _ = players_tick.tick() => d.poll_players(),
             _ = term.recv() => break,
@@ -1224,8 +1278,8 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     let _ = stop_tx.send(true);
     call_rx.close();
     // Answer what the API had already accepted into the channel.
-    while let Ok(call) = call_rx.try_recv() {
-        d.on_call(call);
+    if let Ok(call) = call_rx.try_recv() {
+        d.on_calls(call, &mut call_rx);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while d.in_flight > 0 {

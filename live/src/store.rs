@@ -74,15 +74,58 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Opens the file for the driver: like [`Store::open`], but the driver's connection never
+    /// checkpoints the WAL itself (a checkpoint copies pages into the database and syncs it, tens
+    /// of milliseconds the driver's loop would stand still for); a background thread with its
+    /// own connection checkpoints it every `every` instead, passively, without blocking writes.
+    pub fn open_with_checkpointer(path: &Path, every: std::time::Duration) -> Result<Store, StoreError> {
+        let store = Store::open(path)?;
+        store.db.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    eprintln!("conductor: store: checkpoint failed: {e}");
+                }
+            })
+            .map_err(|e| StoreError(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        Ok(store)
+    }
+
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let db = Connection::open_in_memory()?;
         db.execute_batch(SCHEMA)?;
         Ok(Store { db })
     }
 
+    /// Opens a transaction: the writes up to [`Store::commit`] become durable together, with one
+    /// WAL commit instead of one per statement (the driver groups the API calls waiting in its
+    /// channel this way and answers them only after the commit).
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<(), StoreError> {
+        self.db.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Undoes an open transaction after a failed commit (no-op without one).
+    pub fn rollback(&self) {
+        if !self.db.is_autocommit() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+    }
+
     pub fn journal(&self, at_ms: u64, input: &Input) -> Result<(), StoreError> {
         let json = serde_json::to_string(input).expect("inputs serialize");
-        self.db.execute("INSERT INTO journal (at_ms, input) VALUES (?1, ?2)", params![at_ms as i64, json])?;
+        self.db
+            .prepare_cached("INSERT INTO journal (at_ms, input) VALUES (?1, ?2)")?
+            .execute(params![at_ms as i64, json])?;
         Ok(())
     }
 
@@ -104,14 +147,15 @@ impl Store {
         if let Some(id) = self.find_server(name)? {
             return Ok(id);
         }
-        self.db.execute("INSERT INTO servers (name) VALUES (?1)", params![name])?;
+        self.db.prepare_cached("INSERT INTO servers (name) VALUES (?1)")?.execute(params![name])?;
         Ok(ServerId(self.db.last_insert_rowid() as u64))
     }
 
     pub fn find_server(&self, name: &str) -> Result<Option<ServerId>, StoreError> {
         Ok(self
             .db
-            .query_row("SELECT id FROM servers WHERE name = ?1", params![name], |r| r.get::<_, i64>(0))
+            .prepare_cached("SELECT id FROM servers WHERE name = ?1")?
+            .query_row(params![name], |r| r.get::<_, i64>(0))
             .optional()?
             .map(|i| ServerId(i as u64)))
     }
@@ -119,12 +163,13 @@ impl Store {
     pub fn user_id(&self, name: &str) -> Result<UserId, StoreError> {
         let found = self
             .db
-            .query_row("SELECT id FROM users WHERE name = ?1", params![name], |r| r.get::<_, i64>(0))
+            .prepare_cached("SELECT id FROM users WHERE name = ?1")?
+            .query_row(params![name], |r| r.get::<_, i64>(0))
             .optional()?;
         if let Some(i) = found {
             return Ok(UserId(i as u64));
         }
-        self.db.execute("INSERT INTO users (name) VALUES (?1)", params![name])?;
+        self.db.prepare_cached("INSERT INTO users (name) VALUES (?1)")?.execute(params![name])?;
         Ok(UserId(self.db.last_insert_rowid() as u64))
     }
 
@@ -138,10 +183,11 @@ impl Store {
         state: &str,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        self.db.execute(
-            "UPDATE servers SET ram_mb = ?2, plan = ?3, user_id = ?4, state = ?5, requested_at = ?6 WHERE id = ?1",
-            params![id.0 as i64, ram_mb, plan_str(plan), user.0 as i64, state, at_ms as i64],
-        )?;
+        self.db
+            .prepare_cached(
+                "UPDATE servers SET ram_mb = ?2, plan = ?3, user_id = ?4, state = ?5, requested_at = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id.0 as i64, ram_mb, plan_str(plan), user.0 as i64, state, at_ms as i64])?;
         Ok(())
     }
 
@@ -149,20 +195,22 @@ impl Store {
     /// `running` clear the request time.
     pub fn set_state(&self, id: ServerId, state: &str) -> Result<(), StoreError> {
         let clear = matches!(state, "running" | "stopped");
-        self.db.execute(
-            "UPDATE servers SET state = ?2, requested_at = CASE WHEN ?3 THEN NULL ELSE requested_at END WHERE id = ?1",
-            params![id.0 as i64, state, clear],
-        )?;
+        self.db
+            .prepare_cached(
+                "UPDATE servers SET state = ?2, requested_at = CASE WHEN ?3 THEN NULL ELSE requested_at END WHERE id = ?1",
+            )?
+            .execute(params![id.0 as i64, state, clear])?;
         Ok(())
     }
 
     /// Back in the queue (requeued after a node loss, or queued again): keeps the
     /// original request time if it has one.
     pub fn requeued(&self, id: ServerId, at_ms: u64) -> Result<(), StoreError> {
-        self.db.execute(
-            "UPDATE servers SET state = 'queued', requested_at = COALESCE(requested_at, ?2) WHERE id = ?1",
-            params![id.0 as i64, at_ms as i64],
-        )?;
+        self.db
+            .prepare_cached(
+                "UPDATE servers SET state = 'queued', requested_at = COALESCE(requested_at, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id.0 as i64, at_ms as i64])?;
         Ok(())
     }
 
@@ -249,5 +297,24 @@ mod tests {
         assert_eq!(j[0].1, Ok(Input::StopRequested { server: ServerId(1) }));
         assert_eq!(s.nodes().unwrap()[0].name, "dedi-9");
         assert_eq!(s.server_name(ServerId(2)).unwrap().as_deref(), Some("mc-b"));
+    }
+
+    #[test]
+    fn a_committed_group_survives_and_an_uncommitted_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.begin().unwrap();
+            let a = s.server_id("mc-a").unwrap();
+            s.journal(1, &Input::StopRequested { server: a }).unwrap();
+            s.commit().unwrap();
+            s.begin().unwrap();
+            s.server_id("mc-b").unwrap();
+            // Dropped without a commit, as a killed process would.
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.servers().unwrap().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["mc-a"]);
+        assert_eq!(s.read_journal().unwrap().len(), 1);
     }
 }
