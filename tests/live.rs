@@ -266,6 +266,28 @@ fn start_queue_stop_api_errors_and_recovery_after_sigkill() {
     assert_eq!(containers_of("lv1-s3").len(), 1);
     drop(c2);
     cleanup_prefix("lv1-");
+
+    // The journal of that live run replays through the simulator.
+    let out = dir.path().join("replay");
+    let o = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .arg("replay")
+        .arg(dir.path().join("conductor.db"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--set", "conductor.scaling.enabled=false"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "replay: {}", String::from_utf8_lossy(&o.stderr));
+    let trace = std::fs::read_to_string(out.join("trace.csv")).unwrap();
+    assert_eq!(trace.lines().filter(|l| l.contains(",start,")).count(), 3, "{trace}");
+    assert!(trace.contains("lv1-s1,stop"), "{trace}");
+    let summary = json(&std::fs::read_to_string(out.join("summary.json")).unwrap());
+    assert_eq!(summary["requests"], 3, "{summary}");
+    let ended = ["started", "timed_out", "cancelled", "queued_at_end"]
+        .iter()
+        .map(|k| summary[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(ended, 3, "every replayed request is accounted for: {summary}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub fn export(journal: &Path, dir: &Path) -> Result<PathBuf, String> {
     let mut trace = String::from("at_s,server,action,ram_mb,plan,players\n");
     let mut nodes = String::new();
     let mut inputs = 0usize;
+    let mut seen = std::collections::BTreeSet::new();
     for (i, (at, input)) in rows.iter().enumerate() {
         let input = input.as_ref().map_err(|e| format!("{}: journal row {}: {e}", journal.display(), i + 1))?;
         let at_s = (at - t0) as f64 / 1000.0;
@@ -41,7 +42,8 @@ pub fn export(journal: &Path, dir: &Path) -> Result<PathBuf, String> {
                 let _ = writeln!(trace, "{at_s:.3},{},players,,,{count}", names(*server));
                 inputs += 1;
             }
-            Input::NodeRegistered(spec) if spec.kind == NodeKind::Dedicated => {
+            // A host registered again after a restart is the same host.
+            Input::NodeRegistered(spec) if spec.kind == NodeKind::Dedicated && seen.insert(spec.name.clone()) => {
                 let _ = writeln!(
                     nodes,
                     "[[nodes]]\nid = {:?}\nram_mb = {}\nsystem = {}\nmonthly_eur = {}\n",
