@@ -106,6 +106,27 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Chaos runs: random windows of a scenario with injected faults, full invariant
+    /// checks after every event, then a liveness phase. Exit code 1 on any violation.
+    Chaos {
+        /// A scenario file; all `scenarios/*.toml` in rotation when omitted.
+        scenario: Option<PathBuf>,
+        /// Run this one seed.
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// Run seeds 0..N (default 100).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Window length range in hours, `MIN:MAX` (default 24:72).
+        #[arg(long, default_value = "24:72")]
+        window_hours: String,
+        /// Parallel runs (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Directory for chaos.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Load traces.
     Trace {
         #[command(subcommand)]
@@ -180,6 +201,9 @@ fn main() -> ExitCode {
             tune(scenario, grids, seed, jobs, sets, policy, out)
         }
         Cmd::Compare { scenarios, policies, seed, jobs, out } => compare(scenarios, policies, seed, jobs, out),
+        Cmd::Chaos { scenario, seed, seeds, window_hours, jobs, out } => {
+            chaos(scenario, seed, seeds, window_hours, jobs, out)
+        }
         Cmd::Trace {
             cmd:
                 TraceCmd::Generate {
@@ -518,6 +542,117 @@ fn compare(
     println!("results             {}", out.display());
     eprintln!("wall time {:.3} s ({} runs)", started.elapsed().as_secs_f64(), entries.len());
     ExitCode::SUCCESS
+}
+
+fn chaos(
+    scenario: Option<PathBuf>,
+    seed: Option<u64>,
+    seeds: Option<u64>,
+    window_hours: String,
+    jobs: Option<usize>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    use conductor_sim::chaos::{self, ChaosConfig, ChaosTrace, Totals};
+    let started = Instant::now();
+    let window: Vec<Option<u64>> = window_hours.split(':').map(|h| h.trim().parse().ok()).collect();
+    let cc = match window.as_slice() {
+        [Some(a), Some(b)] if *a > 0 && a <= b => ChaosConfig { window_min_s: a * 3600, window_max_s: b * 3600 },
+        _ => {
+            eprintln!("error: --window-hours {window_hours:?}: expected MIN:MAX hours, 0 < MIN <= MAX");
+            return ExitCode::from(2);
+        }
+    };
+    let paths: Vec<PathBuf> = match scenario {
+        Some(p) => vec![p],
+        None => {
+            let mut v: Vec<PathBuf> = match std::fs::read_dir("scenarios") {
+                Ok(d) => d
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect(),
+                Err(e) => {
+                    eprintln!("error: scenarios/: {e} (run from the repository or name a scenario)");
+                    return ExitCode::from(2);
+                }
+            };
+            v.sort();
+            v
+        }
+    };
+    let mut scenarios = Vec::new();
+    for p in &paths {
+        let loaded = match scenario::load(p, &[], None) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let trace = match ChaosTrace::load(&loaded) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        scenarios.push((p.display().to_string(), loaded, trace));
+    }
+    if scenarios.is_empty() {
+        eprintln!("error: no scenarios");
+        return ExitCode::from(2);
+    }
+    let n = scenarios.len() as u64;
+    let runs: Vec<(usize, u64)> = match seed {
+        Some(s) => vec![((s % n) as usize, s)],
+        None => (0..seeds.unwrap_or(100)).map(|s| ((s % n) as usize, s)).collect(),
+    };
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let reports = chaos::run_many(&scenarios, &runs, &cc, jobs);
+    let mut totals = Totals::default();
+    for r in &reports {
+        totals.add(r);
+        if r.violation_count > 0 {
+            println!(
+                "FAIL {} ({} violations; window {} s + {} s): reproduce with `{}`",
+                r.scenario,
+                r.violation_count,
+                r.window.start_s,
+                r.window.length_s,
+                r.repro()
+            );
+            for v in &r.violations {
+                println!("  {v}");
+            }
+        }
+    }
+    let limited = reports.iter().filter(|r| !r.limitations.is_empty()).count();
+    println!("seeds run           {}", totals.seeds);
+    println!("seeds with known recovery limitations {limited} (see chaos.json)");
+    println!("failing seeds       {}", totals.failed_seeds);
+    println!("violations          {}", totals.violations);
+    println!("requests            {}", reports.iter().map(|r| r.requests).sum::<u64>());
+    println!("events              {}", reports.iter().map(|r| r.events).sum::<u64>());
+    println!("faults injected");
+    for k in chaos::FAULT_KINDS {
+        println!("  {k:<24}{}", totals.faults.get(k).copied().unwrap_or(0));
+    }
+    if let Some(dir) = &out {
+        let json = serde_json::json!({ "totals": &totals, "seeds": &reports });
+        let p = dir.join("chaos.json");
+        let res = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&p, serde_json::to_string_pretty(&json).expect("serializes") + "\n"));
+        if let Err(e) = res {
+            eprintln!("error: {}: {e}", p.display());
+            return ExitCode::from(1);
+        }
+        println!("results             {}", p.display());
+    }
+    eprintln!("wall time {:.3} s", started.elapsed().as_secs_f64());
+    if totals.violations > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn generate(

@@ -56,6 +56,8 @@ enum State {
     /// Its node was unhealthy past the grace period; waits for the node or an operator.
     Lost {
         node: NodeId,
+        /// It was still starting (its request not yet confirmed) when its node was lost.
+        starting: bool,
     },
     Stopped,
 }
@@ -420,7 +422,7 @@ impl Conductor {
             State::AwaitingStart { node, .. } => ServerStatus::Starting { node },
             State::Running { node } => ServerStatus::Running { node },
             State::AwaitingExit { node, .. } => ServerStatus::Stopping { node },
-            State::Lost { node } => ServerStatus::Lost { node },
+            State::Lost { node, .. } => ServerStatus::Lost { node },
             State::Stopped => ServerStatus::Stopped { booked_on: s.bound, world_on: s.world },
         })
     }
@@ -558,7 +560,12 @@ impl Conductor {
                 self.request_exit(id, node, ExitKind::Requested);
                 StopReply::Stopping
             }
-            State::Running { node } | State::Lost { node } => {
+            State::Running { node } | State::Lost { node, .. } => {
+                if matches!(s.state, State::Lost { starting: true, .. }) {
+                    // Its request ends here, cancelled by its user.
+                    self.counters.cancelled += 1;
+                    self.publish(Event::Cancelled { server: id });
+                }
                 self.request_exit(id, node, ExitKind::Requested);
                 StopReply::Stopping
             }
@@ -615,10 +622,14 @@ impl Conductor {
             }
             Some(State::Running { node: n }) if n == node => Reply::Ignored("duplicate start report"),
             Some(State::AwaitingExit { node: n, .. }) if n == node => Reply::Ignored("start report while stopping"),
-            Some(State::Lost { node: n }) if n == node => {
+            Some(State::Lost { node: n, starting }) if n == node => {
                 self.migrations.remove(&id);
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
                 self.world_started(id, node);
+                if starting {
+                    self.counters.started += 1;
+                    self.publish(Event::Started { server: id, node });
+                }
                 Reply::Ok
             }
             _ => {
@@ -662,7 +673,12 @@ impl Conductor {
         let state = self.servers.get(&id).map(|s| s.state.clone());
         let kind = match state {
             Some(State::Running { node: n }) if n == node => ExitKind::Crashed,
-            Some(State::Lost { node: n }) if n == node => ExitKind::Crashed,
+            Some(State::Lost { node: n, starting }) if n == node => {
+                if starting {
+                    self.start_lost(id);
+                }
+                ExitKind::Crashed
+            }
             Some(State::AwaitingExit { node: n, kind }) if n == node => kind,
             Some(State::AwaitingStart { node: n, .. }) if n == node => {
                 // It ran (and wrote its world there) before it could report.
@@ -678,6 +694,13 @@ impl Conductor {
         }
         self.finish_exit(id, node, kind);
         Reply::Ok
+    }
+
+    /// A start whose node was lost before it reported, and that turned out not to run
+    /// there: its request ends failed, with that reason (not silently stopped).
+    fn start_lost(&mut self, id: ServerId) {
+        self.counters.failed += 1;
+        self.publish(Event::StartFailed { server: id, reason: FailReason::NodeLost });
     }
 
     fn finish_exit(&mut self, id: ServerId, node: NodeId, kind: ExitKind) {
@@ -1217,6 +1240,15 @@ impl Conductor {
     // ---------------------------------------------------------------- nodes
 
     fn register(&mut self, spec: NodeSpec) -> NodeId {
+        // A VM bought before a restart keeps its name: new ones must not reuse it.
+        if let Some(n) = spec
+            .name
+            .strip_prefix(self.cfg.cloud_name_prefix.as_str())
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.parse::<u64>().ok())
+        {
+            self.cloud_seq = self.cloud_seq.max(n);
+        }
         let kind = spec.kind;
         let system = spec.system;
         let total = spec.total_ram_mb;
@@ -1531,10 +1563,10 @@ impl Conductor {
                 self.provisions.retain(|&(_, n)| n != id);
                 self.last_health_change = Some(now);
                 self.publish(Event::NodeHealthChanged { node: id, from, to: Health::Healthy });
-                // A node's container count is the number of servers booked on it.
-                if from == Health::Unhealthy || self.fleet.get(id).is_some_and(|n| n.containers() > 0) {
-                    self.out.push_back(Command::ListContainers { node: id });
-                }
+                // Whatever it runs is reconciled: servers booked on it, containers that
+                // ran on while it was unreachable, and (on its first answer, e.g. after a
+                // restart it did not answer) containers the engine has not heard of.
+                self.out.push_back(Command::ListContainers { node: id });
                 self.queue_pass_wanted = true;
             }
             self.schedule_probe(id, self.next_probe_round());
@@ -1593,7 +1625,8 @@ impl Conductor {
             if let State::AwaitingStart { since, .. } = s.state {
                 self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid);
             }
-            s.state = State::Lost { node: id };
+            let starting = matches!(s.state, State::AwaitingStart { .. });
+            s.state = State::Lost { node: id, starting };
             self.clear_idle(sid);
             self.publish(Event::ServerLost { server: sid, node: id });
         }
@@ -1610,10 +1643,18 @@ impl Conductor {
         for (sid, state) in &ours {
             let present = listed.contains(sid);
             match state {
-                State::Lost { .. } if present => {
+                State::Lost { starting, .. } if present => {
                     self.servers.get_mut(sid).expect("known").state = State::Running { node: id };
+                    if *starting {
+                        self.world_started(*sid, id);
+                        self.counters.started += 1;
+                        self.publish(Event::Started { server: *sid, node: id });
+                    }
                 }
                 State::Lost { .. } | State::Running { .. } if !present => {
+                    if matches!(state, State::Lost { starting: true, .. }) {
+                        self.start_lost(*sid);
+                    }
                     self.servers.get_mut(sid).expect("known").state =
                         State::AwaitingExit { node: id, kind: ExitKind::NodeLost };
                     self.finish_exit(*sid, id, ExitKind::NodeLost);
@@ -1638,7 +1679,7 @@ impl Conductor {
     fn on_release_lost(&mut self, id: ServerId) -> Reply {
         let Some(s) = self.servers.get(&id) else { return Reply::Ignored("unknown server") };
         let (node, stopping) = match s.state {
-            State::Lost { node } => (node, None),
+            State::Lost { node, .. } => (node, None),
             // Asked to stop while its node was lost: the stop can never be confirmed.
             State::AwaitingExit { node, kind }
                 if self.fleet.get(node).is_some_and(|n| n.health == Health::Unhealthy) =>
@@ -1666,6 +1707,7 @@ impl Conductor {
     // ---------------------------------------------------------------- recovery
 
     fn on_recover(&mut self, snap: Snapshot) -> Reply {
+        self.archived.extend(snap.archived);
         let mut containers = snap.containers;
         containers.sort_by_key(|c| (c.server, !c.running, c.node));
         for c in containers {
@@ -2033,7 +2075,6 @@ impl Conductor {
         }
         while let Some((_, id)) = self.reservations.pop_due(now) {
             if let Some(State::AwaitingStart { node, .. }) = self.servers.get(&id).map(|s| s.state.clone()) {
-                // Whatever may have come up must not run unseen next to a retry.
                 self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
                 self.unbind(id);
                 if let Some(m) = self.migrations.remove(&id) {
@@ -2091,8 +2132,12 @@ impl Conductor {
                 reason: "no healthy report before the provision timeout".into(),
             });
             if lifecycle == Lifecycle::AwaitingProvision {
+                // The VM may exist without having been reported: delete it by name and
+                // repeat until the delete is confirmed (a refused call would leave it
+                // billed for ever).
+                self.fleet.update(id, |n| n.lifecycle = Lifecycle::Draining);
                 self.out.push_back(Command::DeleteNode { node: id, name, provider_id });
-                self.remove_node(id);
+                self.deletes.insert(now.plus(s_to_ms(self.cfg.scaling.delete_timeout_s)), id);
             } else if empty {
                 self.fleet.update(id, |n| n.lifecycle = Lifecycle::Draining);
                 self.out.push_back(Command::DeleteNode { node: id, name, provider_id });

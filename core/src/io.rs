@@ -104,6 +104,10 @@ pub enum Input {
 pub struct Snapshot {
     pub containers: Vec<ContainerRecord>,
     pub queued: Vec<QueuedRecord>,
+    /// Servers whose world is in the archive: a restart restores them from there
+    /// rather than starting them with an empty world.
+    #[serde(default)]
+    pub archived: Vec<ServerId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -199,6 +203,8 @@ pub enum FailReason {
     TooLarge { ram_mb: u32, largest_mb: u64 },
     /// A placed start never reported within `reservation_timeout_s`.
     ReservationTimeout,
+    /// Its node was lost before the start reported, and the container was not there.
+    NodeLost,
 }
 
 impl fmt::Display for FailReason {
@@ -211,6 +217,7 @@ impl fmt::Display for FailReason {
                 write!(f, "{ram_mb} MB is larger than any node could hold ({largest_mb} MB usable)")
             }
             FailReason::ReservationTimeout => write!(f, "the container never reported after placement"),
+            FailReason::NodeLost => write!(f, "its node was lost before the container reported"),
         }
     }
 }

@@ -644,6 +644,7 @@ fn recovery_rebuilds_bookings_stops_duplicates_and_requeues() {
             user: UserId(3),
             queued_at: Millis(0),
         }],
+        archived: vec![],
     }));
     assert_eq!(h.status(1), Some(ServerStatus::Running { node: a }));
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: b, reason: StopReason::Cleanup }));
@@ -740,7 +741,7 @@ fn recovery_never_books_onto_a_placeholder() {
         user: UserId(9),
         running: true,
     };
-    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![] }));
+    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![], archived: vec![] }));
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(9), node, reason: StopReason::Cleanup }));
     assert_eq!(h.status(9), None);
     // The placeholder can still fail and be removed without a panic.

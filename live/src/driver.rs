@@ -582,7 +582,11 @@ impl Driver {
                 if recover {
                     let records = self.records(node, &containers);
                     log!("node {node_name}: adopting {} container(s)", records.len());
-                    self.feed(Input::Recover(Snapshot { containers: records, queued: Vec::new() }));
+                    self.feed(Input::Recover(Snapshot {
+                        containers: records,
+                        queued: Vec::new(),
+                        archived: Vec::new(),
+                    }));
                 } else {
                     let servers: Vec<ServerId> = containers
                         .iter()
@@ -1428,7 +1432,11 @@ impl Driver {
             match res {
                 Ok(cs) => {
                     for c in &cs {
-                        present.insert(c.server.clone());
+                        // A stopped container is a world left on the node, not a start:
+                        // its server's queued request must still be requeued.
+                        if c.running {
+                            present.insert(c.server.clone());
+                        }
                         if let (Some(p), Ok(id)) = (c.host_port, self.store.server_id(&c.server)) {
                             self.nodes.get_mut(&node).expect("listed").used_ports.insert(id, p);
                         }
@@ -1458,7 +1466,7 @@ impl Driver {
         log!("recovered {} container(s) and {} queued request(s)", containers.len(), queued.len());
         let mut queued = queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
-        self.feed(Input::Recover(Snapshot { containers, queued }));
+        self.feed(Input::Recover(Snapshot { containers, queued, archived: Vec::new() }));
         self.tick();
     }
 }

@@ -1,6 +1,7 @@
 //! conductor-sim: a deterministic discrete-event simulator that drives the unchanged
 //! core against a simulated fleet and cloud, replaying load traces.
 
+pub mod chaos;
 pub mod compare;
 pub mod generate;
 pub mod harness;
