@@ -905,7 +905,7 @@ impl Driver {
 
     fn info(&mut self, id: ServerId, name: &str) -> Result<ServerInfo, ApiError> {
         let status = self.engine.server_status(id).ok_or_else(|| ApiError::NotFound(format!("no server {name:?}")))?;
-        let row = self.store.servers().ok().and_then(|rows| rows.into_iter().find(|r| r.id == id));
+        let row = self.store.server(id).ok().flatten();
         let (ram_mb, plan) = row.map_or((0, Plan::PayPerPlay), |r| (r.ram_mb, r.plan));
         let (state, node, position) = match status {
             ServerStatus::Queued { position } => ("queued", None, Some(position)),

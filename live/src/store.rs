@@ -52,6 +52,18 @@ CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNI
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
 ";
 
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRow> {
+    Ok(ServerRow {
+        id: ServerId(r.get::<_, i64>(0)? as u64),
+        name: r.get(1)?,
+        ram_mb: r.get(2)?,
+        plan: plan_of(&r.get::<_, String>(3)?),
+        user: UserId(r.get::<_, i64>(4)? as u64),
+        state: r.get(5)?,
+        requested_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+    })
+}
+
 fn plan_str(p: Plan) -> &'static str {
     p.as_str()
 }
@@ -223,18 +235,19 @@ impl Store {
     pub fn servers(&self) -> Result<Vec<ServerRow>, StoreError> {
         let mut st =
             self.db.prepare("SELECT id, name, ram_mb, plan, user_id, state, requested_at FROM servers ORDER BY id")?;
-        let rows = st.query_map([], |r| {
-            Ok(ServerRow {
-                id: ServerId(r.get::<_, i64>(0)? as u64),
-                name: r.get(1)?,
-                ram_mb: r.get(2)?,
-                plan: plan_of(&r.get::<_, String>(3)?),
-                user: UserId(r.get::<_, i64>(4)? as u64),
-                state: r.get(5)?,
-                requested_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-            })
-        })?;
+        let rows = st.query_map([], row_of)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError)
+    }
+
+    pub fn server(&self, id: ServerId) -> Result<Option<ServerRow>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT id, name, ram_mb, plan, user_id, state, requested_at FROM servers WHERE id = ?1",
+                params![id.0 as i64],
+                row_of,
+            )
+            .optional()?)
     }
 
     pub fn server_name(&self, id: ServerId) -> Result<Option<String>, StoreError> {

@@ -21,7 +21,7 @@
 use crate::generate;
 use crate::harness::gen_params;
 use crate::scenario::{Loaded, TraceSource};
-use crate::trace::{Action, TracePlan, TraceReader};
+use crate::trace::{Action, TraceReader};
 use conductor_core::model::{NodeId, NodeKind, Plan, ServerId, UserId, WorldAction};
 use conductor_core::*;
 use rand::{RngExt, SeedableRng};
@@ -137,11 +137,7 @@ impl ChaosTrace {
                 server: ServerId(id),
                 action: r.action,
                 ram_mb: r.ram_mb,
-                plan: match r.plan {
-                    TracePlan::PayPerPlay => Plan::PayPerPlay,
-                    TracePlan::Balanced => Plan::Balanced,
-                    TracePlan::Reserved => Plan::Reserved,
-                },
+                plan: r.plan.into(),
                 players: r.players,
             });
         }

@@ -10,7 +10,7 @@ use crate::generate;
 use crate::metrics::{round, CostStats, Summary, WaitHistogram, WaitStats};
 use crate::report::{self, ReportInput, Sample};
 use crate::scenario::{GenDef, Loaded, TraceSource};
-use crate::trace::{Action, TracePlan, TraceReader};
+use crate::trace::{Action, TraceReader};
 use crate::world::{Host, Vm, World, HOUR_MS, MONTH_H};
 use conductor_core::model::{NodeId, NodeKind, Plan, ServerId, UserId};
 use conductor_core::node::{usable_mb, Lifecycle, NodeSpec};
@@ -471,11 +471,7 @@ fn next_row(reader: &mut TraceReader<Box<dyn BufRead>>, interner: &mut Interner)
         server: ServerId(id),
         action: r.action,
         ram_mb: r.ram_mb,
-        plan: match r.plan {
-            TracePlan::PayPerPlay => Plan::PayPerPlay,
-            TracePlan::Balanced => Plan::Balanced,
-            TracePlan::Reserved => Plan::Reserved,
-        },
+        plan: r.plan.into(),
         players: r.players,
     }))
 }

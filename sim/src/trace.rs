@@ -102,6 +102,16 @@ pub enum TracePlan {
     Reserved,
 }
 
+impl From<TracePlan> for conductor_core::Plan {
+    fn from(p: TracePlan) -> Self {
+        match p {
+            TracePlan::PayPerPlay => conductor_core::Plan::PayPerPlay,
+            TracePlan::Balanced => conductor_core::Plan::Balanced,
+            TracePlan::Reserved => conductor_core::Plan::Reserved,
+        }
+    }
+}
+
 /// One data row of a trace, borrowing its server id from the reader's line
 /// buffer (so reading a row allocates nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
