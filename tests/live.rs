@@ -38,6 +38,7 @@ fn free_port() -> u16 {
 struct Conductor {
     child: Child,
     url: String,
+    log: PathBuf,
 }
 
 impl Conductor {
@@ -53,11 +54,12 @@ impl Conductor {
         // Logs outlive the test's temporary folder, for post-mortems.
         let logs = state_dir().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
-        let log = std::fs::File::create(logs.join(format!("conductor-{port}.log"))).unwrap();
-        eprintln!("conductor log: {}", logs.join(format!("conductor-{port}.log")).display());
+        let log_path = logs.join(format!("conductor-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        eprintln!("conductor log: {}", log_path.display());
         cmd.stdout(Stdio::null()).stderr(log);
         let child = cmd.spawn().expect("spawn conductor");
-        let c = Conductor { child, url: format!("http://{listen}") };
+        let c = Conductor { child, url: format!("http://{listen}"), log: log_path };
         let t0 = Instant::now();
         while get(&format!("{}/healthz", c.url), None).0 != 200 {
             assert!(t0.elapsed() < Duration::from_secs(20), "API did not come up");
@@ -75,6 +77,11 @@ impl Conductor {
 impl Drop for Conductor {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows what conductor said (CI keeps only the test output).
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("---- {} ----\n{text}---- end of log ----", self.log.display());
+        }
     }
 }
 
@@ -156,8 +163,16 @@ fn cleanup_prefix(prefix: &str) {
     }
 }
 
+/// Host ports of a test's servers: all simulated nodes share one Docker daemon, so each
+/// test (`lvN-` names) gets its own range, 31000 + 100·N.
+fn port_base(nodes: &str) -> u16 {
+    let n = nodes.split("name = \"lv").nth(1).and_then(|r| r.split('-').next()).and_then(|d| d.parse::<u16>().ok());
+    31000 + 100 * n.unwrap_or(0)
+}
+
 fn write_config(dir: &Path, nodes: &str, extra: &str) -> PathBuf {
     let sd = state_dir();
+    let base = port_base(nodes);
     let cfg = format!(
         r#"[database]
 path = "conductor.db"
@@ -166,7 +181,7 @@ path = "conductor.db"
 image = "{IMAGE}"
 container_port = 25565
 stop_grace_s = 1
-ports = "31000-31099"
+ports = "{base}-{last}"
 docker_timeout_s = 5
 
 [ssh]
@@ -195,6 +210,7 @@ lost_grace_s = 3
 "#,
         key = sd.join("id_ed25519").display(),
         kh = sd.join("known_hosts").display(),
+        last = base + 99,
     );
     let path = dir.join("conductor.toml");
     std::fs::write(&path, cfg).unwrap();
@@ -228,7 +244,7 @@ fn start_queue_stop_api_errors_and_recovery_after_sigkill() {
     wait_for("lv1-s1 running", 30, || server_state(&c, "lv1-s1") == "running");
     assert_eq!(containers_of("lv1-s1"), vec![("lv1-a".to_string(), 600 * 1024 * 1024, true)]);
     let info = json(&get(&u("/v1/servers/lv1-s1"), Some(TOKEN)).1);
-    assert!(info["join_address"].as_str().unwrap().starts_with("127.0.0.2:310"), "{info}");
+    assert!(info["join_address"].as_str().unwrap().starts_with("127.0.0.2:311"), "{info}");
     let (code, body) = http("POST", &u("/v1/servers/lv1-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
     assert_eq!(code, 409, "a second start answers with the current state: {body}");
     assert_eq!(json(&body)["server"]["state"], "running");
@@ -322,6 +338,31 @@ fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
     assert_eq!(containers_of("lv2-s1").len(), 1, "nothing runs twice");
     drop(c);
     cleanup_prefix("lv2-");
+}
+
+#[test]
+fn a_host_port_held_by_another_process_is_skipped() {
+    require_env();
+    cleanup_prefix("lv9-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv9-p\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
+    let base = port_base(nodes);
+    // Something that is not ours holds the first port of the node's range.
+    let _squatter = std::net::TcpListener::bind(("0.0.0.0", base)).expect("bind the first port of the range");
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let (code, body) = http("POST", &u("/v1/servers/lv9-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert_eq!(code, 202, "{body}");
+    wait_for("lv9-s1 running", 30, || server_state(&c, "lv9-s1") == "running");
+    let info = json(&get(&u("/v1/servers/lv9-s1"), Some(TOKEN)).1);
+    assert_eq!(info["join_address"], format!("127.0.0.2:{}", base + 1), "the held port is skipped: {info}");
+    assert_eq!(containers_of("lv9-s1").len(), 1);
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log.contains(&format!("host port {base} is taken")), "{log}");
+    drop(c);
+    cleanup_prefix("lv9-");
 }
 
 #[test]

@@ -297,15 +297,19 @@ impl DockerNode {
         self.bounded("info", self.timeout, self.docker.info()).await.map(|_| ())
     }
 
-    /// Creates and starts the server's container, or adopts the one that already exists for this node and
-    /// server (starting it if it is stopped). Returns the container id. Calling it twice never makes two.
+    /// Creates and starts the server's container, or adopts the one that already runs for this node and
+    /// server. A stopped leftover (an earlier run, or a start that failed half way) is removed first: it may
+    /// carry an old port, image or environment. Returns the container id. Calling it twice never makes two.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
         spec.validate()?;
         if spec.node != self.node_id {
             return Err(invalid(format!("spec is for node {} but this is node {}", spec.node, self.node_id)));
         }
         if let Some(existing) = self.find(&spec.server).await?.into_iter().next() {
-            return self.adopt(spec, existing).await;
+            if existing.running {
+                return self.adopt(spec, existing).await;
+            }
+            self.remove_id(&existing.id).await?;
         }
         if let Some(volume) = &spec.data_volume {
             self.ensure_volume(volume, &spec.server).await?;
@@ -328,8 +332,23 @@ impl DockerNode {
             }
             Ok(Err(e)) => return Err(self.api_err("create", e)),
         };
-        self.start_id(&id).await?;
+        if let Err(e) = self.start_id(&id).await {
+            // Never leave a created-but-dead container behind (e.g. its host port was taken).
+            let _ = self.remove_id(&id).await;
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    async fn remove_id(&self, id: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match tokio::time::timeout(self.timeout, self.docker.remove_container(id, Some(options))).await {
+            Err(_) => Err(self.timeout_err("remove", self.timeout)),
+            // 404: already gone; 409: a removal is already in progress.
+            Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+            Ok(Err(e)) => Err(self.api_err("remove", e)),
+            Ok(Ok(())) => Ok(()),
+        }
     }
 
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes the server's container on this node. A server
@@ -349,14 +368,7 @@ impl DockerNode {
                     Ok(Ok(())) => {}
                 }
             }
-            let options = RemoveContainerOptionsBuilder::default().force(true).build();
-            match tokio::time::timeout(self.timeout, self.docker.remove_container(&info.id, Some(options))).await {
-                Err(_) => return Err(self.timeout_err("remove", self.timeout)),
-                // 404: already gone; 409: a removal is already in progress.
-                Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => {}
-                Ok(Err(e)) => return Err(self.api_err("remove", e)),
-                Ok(Ok(())) => {}
-            }
+            self.remove_id(&info.id).await?;
         }
         Ok(())
     }
@@ -402,6 +414,7 @@ impl DockerNode {
             });
         }
         if !existing.running {
+            // Lost a race with another start that has not started it yet.
             self.start_id(&existing.id).await?;
         }
         Ok(existing.id)

@@ -58,6 +58,10 @@ struct NodeRt {
     /// Its containers were listed since start (else the first successful probe lists
     /// them and the engine adopts what it finds).
     listed: bool,
+    /// Host ports found taken by something else, avoided until the Unix ms given.
+    busy_ports: BTreeMap<u16, u64>,
+    /// The last health probe error logged (a failing node logs once, not every probe).
+    last_probe_error: Option<String>,
 }
 
 /// What a node row in the store holds (API-registered hosts and rented VMs).
@@ -78,9 +82,32 @@ struct StoredNode {
 /// Results of adapter tasks, turned into inputs by the driver.
 enum Done {
     Input(Input),
-    Listed { node: NodeId, containers: Vec<ContainerInfo>, recover: bool },
-    AdapterError { adapter: &'static str, op: &'static str, message: String },
+    Listed {
+        node: NodeId,
+        containers: Vec<ContainerInfo>,
+        recover: bool,
+    },
+    AdapterError {
+        adapter: &'static str,
+        op: &'static str,
+        message: String,
+    },
+    /// A health probe failed: logged once per distinct message (the core counts the failures).
+    ProbeFailed {
+        node: NodeId,
+        message: String,
+    },
+    /// The host port picked for a start is taken by something else on the node: the
+    /// server gets another port next time, and this one is avoided for a while.
+    PortBusy {
+        node: NodeId,
+        server: ServerId,
+        port: u16,
+    },
 }
+
+/// How long a host port that something else holds is avoided on its node.
+const BUSY_PORT_AVOID_MS: u64 = 10 * 60 * 1000;
 
 pub struct Driver {
     cfg: LiveConfig,
@@ -187,6 +214,8 @@ impl Driver {
                 public_host,
                 used_ports: BTreeMap::new(),
                 listed: false,
+                busy_ports: BTreeMap::new(),
+                last_probe_error: None,
             },
         );
         self.by_name.insert(name, id);
@@ -330,8 +359,10 @@ impl Driver {
         let port = match rt.used_ports.get(&server) {
             Some(&p) => Some(p),
             None => {
+                let now = unix_ms();
+                rt.busy_ports.retain(|_, until| *until > now);
                 let used: BTreeSet<u16> = rt.used_ports.values().copied().collect();
-                (rt.ports.from..=rt.ports.to).find(|p| !used.contains(p))
+                (rt.ports.from..=rt.ports.to).find(|p| !used.contains(p) && !rt.busy_ports.contains_key(p))
             }
         };
         let Some(port) = port else {
@@ -354,10 +385,14 @@ impl Driver {
             .await;
             match res {
                 Ok(()) => vec![Done::Input(Input::ContainerStarted { server, node })],
-                Err(e) => vec![
-                    Done::AdapterError { adapter: "docker", op: "start", message: e.clone() },
-                    Done::Input(Input::ContainerFailed { server, node, reason: e }),
-                ],
+                Err(e) => {
+                    let mut out = vec![Done::AdapterError { adapter: "docker", op: "start", message: e.clone() }];
+                    if port_taken(&e) {
+                        out.push(Done::PortBusy { node, server, port });
+                    }
+                    out.push(Done::Input(Input::ContainerFailed { server, node, reason: e }));
+                    out
+                }
             }
         });
     }
@@ -391,7 +426,9 @@ impl Driver {
             .collect();
         self.spawn(async move {
             let probes = targets.into_iter().map(|(id, name, ep, conn, listed)| async move {
-                let ok = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.info())).await.is_ok();
+                let probe = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.info())).await;
+                let ok = probe.is_ok();
+                let failed = probe.err().map(|message| Done::ProbeFailed { node: id, message });
                 // A node first reached after start: list it so the engine adopts its containers.
                 let listing = if ok && !listed {
                     let r = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.list())).await;
@@ -399,16 +436,14 @@ impl Driver {
                 } else {
                     None
                 };
-                ((id, ok), listing)
+                ((id, ok), listing.or(failed))
             });
             let results = futures_util::future::join_all(probes).await;
             let mut out = Vec::new();
             let mut probes = Vec::new();
-            for (r, listing) in results {
+            for (r, extra) in results {
                 probes.push(r);
-                if let Some(l) = listing {
-                    out.push(l);
-                }
+                out.extend(extra);
             }
             // Listings first: a node's containers are adopted before it turns healthy.
             out.push(Done::Input(Input::HealthProbes { results: probes }));
@@ -442,6 +477,8 @@ impl Driver {
                 public_host: String::new(),
                 used_ports: BTreeMap::new(),
                 listed: true,
+                busy_ports: BTreeMap::new(),
+                last_probe_error: None,
             },
         );
         self.by_name.insert(name.clone(), node);
@@ -567,6 +604,21 @@ impl Driver {
                     }
                 }
                 self.feed(input);
+            }
+            Done::ProbeFailed { node, message } => {
+                let Some(rt) = self.nodes.get_mut(&node) else { return };
+                if rt.last_probe_error.as_deref() != Some(message.as_str()) {
+                    log!("node {}: health probe failed: {message}", rt.name);
+                    rt.last_probe_error = Some(message);
+                }
+            }
+            Done::PortBusy { node, server, port } => {
+                let Some(rt) = self.nodes.get_mut(&node) else { return };
+                log!("node {}: host port {port} is taken by something else; avoided for 10 min", rt.name);
+                rt.busy_ports.insert(port, unix_ms() + BUSY_PORT_AVOID_MS);
+                if rt.used_ports.get(&server) == Some(&port) {
+                    rt.used_ports.remove(&server);
+                }
             }
             Done::Listed { node, containers, recover } => {
                 let Some(rt) = self.nodes.get_mut(&node) else { return };
@@ -708,6 +760,11 @@ impl Driver {
                 let d = format!("{}: {from:?} -> {to:?}", self.node_name(*node));
                 log!("node {d}");
                 self.decide("node_health", d);
+                if *to == Health::Healthy {
+                    if let Some(rt) = self.nodes.get_mut(node) {
+                        rt.last_probe_error = None;
+                    }
+                }
             }
             Event::ProvisionFailed { node, reason } => {
                 let d = format!("{}: {reason}", self.node_name(*node));
@@ -1140,6 +1197,11 @@ impl Driver {
             futures_util::future::join_all(pings).await.into_iter().flatten().collect()
         });
     }
+}
+
+/// Whether a Docker start error says the host port is held by something else.
+fn port_taken(error: &str) -> bool {
+    error.contains("port is already allocated") || error.contains("address already in use")
 }
 
 type BoxFut<'a, T> =

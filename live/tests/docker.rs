@@ -337,3 +337,34 @@ async fn list_is_scoped_to_this_node_and_our_labels() {
     assert!(a.list().await.expect("list a").is_empty());
     assert!(b.list().await.expect("list b").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leftover_is_replaced_and_a_failed_start_leaves_nothing() {
+    let _env = LiveEnv::load();
+    let node = connect("t-leftover", &local()).await;
+    clear(&node).await;
+    let server = unique("leftover");
+    let first = spec("t-leftover", &server, 64);
+    let old_id = node.start(&first).await.expect("start");
+    // The container stops on its own (a crash), and is left behind stopped.
+    node.raw().kill_container(&old_id, None::<bollard::query_parameters::KillContainerOptions>).await.expect("kill");
+    let listed = node.list().await.expect("list");
+    assert_eq!((listed.len(), listed[0].running), (1, false), "{listed:?}");
+    // The next start brings a new port: the leftover with the old one is not reused.
+    let second = spec("t-leftover", &server, 64);
+    assert_ne!(first.host_port, second.host_port);
+    let new_id = node.start(&second).await.expect("start again");
+    assert_ne!(new_id, old_id, "a fresh container, not the leftover");
+    let listed = node.list().await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].running, listed[0].host_port), (true, Some(second.host_port)));
+    node.stop(&server, GRACE).await.expect("stop");
+
+    // A start that fails after the create (its host port is taken) leaves no container behind.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut taken = spec("t-leftover", &server, 64);
+    taken.host_port = squatter.local_addr().expect("addr").port();
+    let err = node.start(&taken).await.expect_err("the port is taken");
+    assert!(err.to_string().contains("address already in use") || err.to_string().contains("allocated"), "{err}");
+    assert!(node.list().await.expect("list").is_empty(), "no dead container left behind");
+}
