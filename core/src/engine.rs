@@ -182,6 +182,9 @@ pub struct Conductor {
     /// Health probing, per node (indexed by node id): when the next probe is due, when
     /// the outstanding one was sent, consecutive failures.
     probes: Vec<ProbeState>,
+    /// The servers booked on each node (indexed by node id), in id order: kept by
+    /// `bind`/`unbind`, so that reconciling a node does not scan every server.
+    booked_on: Vec<BTreeSet<ServerId>>,
     /// Nodes by the time their next probe is due: nodes that came up together are probed
     /// in one round per `health.interval_s`; a node that failed is retried on its own.
     probe_rounds: Rounds<NodeId>,
@@ -251,6 +254,7 @@ impl Conductor {
             next_queue_tick: now.plus(s_to_ms(cfg.queue_tick_s)),
             next_scaling: now.plus(s_to_ms(cfg.scaling.interval_s)),
             probes: Vec::new(),
+            booked_on: Vec::new(),
             probe_rounds: Rounds::new(),
             probe_timeouts: Rounds::new(),
             probe_scratch: Vec::new(),
@@ -1152,12 +1156,23 @@ impl Conductor {
         assert!(s.bound.is_none(), "{id} bound twice");
         s.bound = Some(node);
         self.fleet.bind(node, s.ram_mb);
+        let slot = node.0 as usize;
+        if self.booked_on.len() <= slot {
+            self.booked_on.resize(slot + 1, BTreeSet::new());
+        }
+        self.booked_on[slot].insert(id);
+    }
+
+    /// The servers booked on `node`, in id order.
+    fn booked_on(&self, node: NodeId) -> impl Iterator<Item = ServerId> + '_ {
+        self.booked_on.get(node.0 as usize).into_iter().flatten().copied()
     }
 
     fn unbind(&mut self, id: ServerId) {
         let s = self.servers.get_mut(&id).expect("known");
         if let Some(node) = s.bound.take() {
             self.fleet.unbind(node, s.ram_mb, self.now);
+            self.booked_on[node.0 as usize].remove(&id);
             if self.overcommitted.contains(&node) {
                 let n = self.fleet.get(node).expect("bound node exists");
                 if n.allocated_mb() <= n.usable_mb(self.fleet.reserve()) {
@@ -1602,12 +1617,8 @@ impl Conductor {
             return;
         }
         let affected: Vec<ServerId> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| {
-                s.bound == Some(id) && matches!(s.state, State::Running { .. } | State::AwaitingStart { .. })
-            })
-            .map(|(sid, _)| sid)
+            .booked_on(id)
+            .filter(|sid| matches!(self.servers[sid].state, State::Running { .. } | State::AwaitingStart { .. }))
             .collect();
         if n.kind == NodeKind::Cloud && self.cfg.storage == Storage::Shared {
             // Fence: once the delete completes its containers are gone for certain, and
@@ -1639,7 +1650,7 @@ impl Conductor {
         }
         let listed: BTreeSet<ServerId> = listed.into_iter().collect();
         let ours: Vec<(ServerId, State)> =
-            self.servers.iter().filter(|(_, s)| s.bound == Some(id)).map(|(sid, s)| (sid, s.state.clone())).collect();
+            self.booked_on(id).map(|sid| (sid, self.servers[&sid].state.clone())).collect();
         for (sid, state) in &ours {
             let present = listed.contains(sid);
             match state {
@@ -2209,6 +2220,7 @@ impl Conductor {
                 })
                 .collect(),
             consolidating: &self.consolidating,
+            booked_on: &self.booked_on,
         }
     }
 }
@@ -2249,6 +2261,7 @@ pub(crate) struct InvariantView<'a> {
     pub reservations: Vec<ServerId>,
     pub migrations: Vec<MigrationView>,
     pub consolidating: &'a BTreeSet<NodeId>,
+    pub booked_on: &'a [BTreeSet<ServerId>],
 }
 
 pub(crate) struct MigrationView {

@@ -11,8 +11,17 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
     let mut bad = Vec::new();
     let reserve = v.fleet.reserve();
     let mut sums: BTreeMap<NodeId, (u64, u32, u32)> = BTreeMap::new();
+    // The per-node booking index agrees with the servers' own bookings.
+    let indexed: usize = v.booked_on.iter().map(BTreeSet::len).sum();
+    let bound = v.servers.iter().filter(|s| s.bound.is_some()).count();
+    if indexed != bound {
+        bad.push(format!("booking index holds {indexed} servers, {bound} are bound"));
+    }
     for s in &v.servers {
         if let Some(n) = s.bound {
+            if !v.booked_on.get(n.0 as usize).is_some_and(|b| b.contains(&s.id)) {
+                bad.push(format!("{} is bound to {n} but missing from its booking index", s.id));
+            }
             let e = sums.entry(n).or_default();
             e.0 += u64::from(s.ram_mb);
             e.1 += 1;
