@@ -473,3 +473,65 @@ hourly_eur = 0.01
     drop(c);
     cleanup_prefix("lv3-");
 }
+
+/// Writes `value` into a file of a running container through `docker exec -i … tee` (no shell involved).
+fn write_in_container(container: &str, path: &str, value: &str) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", container, "tee", path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "docker exec {container} tee {path}");
+}
+
+fn players_of(c: &Conductor, s: &str) -> Option<u64> {
+    json(&get(&format!("{}/v1/servers/{s}", c.url), Some(TOKEN)).1)["players"].as_u64()
+}
+
+#[test]
+fn player_counts_from_server_list_ping_reach_the_api_and_zero_players_stop_the_server_after_idle_time() {
+    require_env();
+    cleanup_prefix("lv5-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv5-a\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    const IDLE_S: u64 = 6;
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("[players]\ninterval_s = 0\n", "[players]\ninterval_s = 1\ntimeout_s = 2\n");
+    let text = text.replace("queue_tick_s = 1\n", &format!("queue_tick_s = 1\nidle_shutdown_s = {IDLE_S}\n"));
+    assert!(text.contains("interval_s = 1\ntimeout_s = 2") && text.contains("idle_shutdown_s = 6"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let (code, body) = http("POST", &u("/v1/servers/lv5-p1/start"), Some(TOKEN), Some("{\"ram_mb\": 256}"));
+    assert_eq!(code, 202, "{body}");
+    wait_for("lv5-p1 running", 30, || server_state(&c, "lv5-p1") == "running");
+    let container = "conductor-lv5-a-lv5-p1";
+    // Players join: the count polled from the container reaches the API (and keeps the server up).
+    write_in_container(container, "/data/players", "3\n");
+    wait_for("3 players reported", 10, || players_of(&c, "lv5-p1") == Some(3));
+    std::thread::sleep(Duration::from_secs(IDLE_S + 2));
+    assert_eq!(server_state(&c, "lv5-p1"), "running", "a server with players is never idle-stopped");
+    assert_eq!(players_of(&c, "lv5-p1"), Some(3));
+
+    // Everyone leaves: 0 is reported, and idle shutdown stops it, not before IDLE_S.
+    let left = Instant::now();
+    write_in_container(container, "/data/players", "0\n");
+    wait_for("0 players reported", 10, || players_of(&c, "lv5-p1") == Some(0));
+    while left.elapsed() < Duration::from_secs(IDLE_S - 1) {
+        assert_eq!(server_state(&c, "lv5-p1"), "running", "idle-stopped after {:?}", left.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for("lv5-p1 idle-stopped", 15, || server_state(&c, "lv5-p1") == "stopped");
+    let after = left.elapsed();
+    assert!(after >= Duration::from_secs(IDLE_S), "stopped after {after:?}, before the idle time");
+    wait_for("lv5-p1 container gone", 15, || containers_of("lv5-p1").is_empty());
+    let info = json(&get(&u("/v1/servers/lv5-p1"), Some(TOKEN)).1);
+    assert!(info["players"].is_null(), "a stopped server reports no players: {info}");
+    drop(c);
+    cleanup_prefix("lv5-");
+}

@@ -19,6 +19,7 @@ pub struct LiveConfig {
     pub nodes: Vec<NodeConfig>,
     pub hetzner: HetznerConfig,
     pub players: PlayersConfig,
+    pub archive: ArchiveConfig,
     /// The core's configuration (`[conductor]`, the same table as in scenarios).
     pub conductor: CoreConfig,
 }
@@ -33,6 +34,7 @@ impl Default for LiveConfig {
             nodes: Vec::new(),
             hetzner: HetznerConfig::default(),
             players: PlayersConfig::default(),
+            archive: ArchiveConfig::default(),
             conductor: CoreConfig::default(),
         }
     }
@@ -195,6 +197,25 @@ impl Default for PlayersConfig {
     }
 }
 
+/// Where worlds go when a stopped server's world leaves its node (`ArchiveWorld`), and
+/// where `RestoreFromArchive` reads them from: `<dir>/<server>/<generation>.tar`, on the
+/// conductor's own host. Without `dir`, worlds stay in their node's Docker volume and a
+/// node holding one is never returned.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// The archive folder (relative to the config file); absent = no archive.
+    pub dir: Option<PathBuf>,
+    /// Bound on one world transfer (archive, restore, or a move between nodes); 0 = 600 s.
+    pub transfer_timeout_s: u64,
+}
+
+impl ArchiveConfig {
+    pub fn transfer_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(if self.transfer_timeout_s == 0 { 600 } else { self.transfer_timeout_s })
+    }
+}
+
 /// An inclusive host port range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
@@ -232,6 +253,9 @@ impl LiveConfig {
             rel(p);
         }
         if let Some(p) = cfg.hetzner.token_file.as_mut() {
+            rel(p);
+        }
+        if let Some(p) = cfg.archive.dir.as_mut() {
             rel(p);
         }
         cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
