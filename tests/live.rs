@@ -499,7 +499,8 @@ fn player_counts_from_server_list_ping_reach_the_api_and_zero_players_stop_the_s
     let nodes = "[[nodes]]\nname = \"lv5-a\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
     let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
     const IDLE_S: u64 = 6;
-    let text = std::fs::read_to_string(&cfg).unwrap();
+    // Host ports of its own: tests run in parallel on one daemon.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("31000-31099", "31100-31199");
     let text = text.replace("[players]\ninterval_s = 0\n", "[players]\ninterval_s = 1\ntimeout_s = 2\n");
     let text = text.replace("queue_tick_s = 1\n", &format!("queue_tick_s = 1\nidle_shutdown_s = {IDLE_S}\n"));
     assert!(text.contains("interval_s = 1\ntimeout_s = 2") && text.contains("idle_shutdown_s = 6"), "{text}");
@@ -534,4 +535,135 @@ fn player_counts_from_server_list_ping_reach_the_api_and_zero_players_stop_the_s
     assert!(info["players"].is_null(), "a stopped server reports no players: {info}");
     drop(c);
     cleanup_prefix("lv5-");
+}
+
+fn read_in_container(container: &str, path: &str) -> Option<String> {
+    let out = Command::new("docker").args(["exec", container, "cat", path]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn volume_exists(volume: &str) -> bool {
+    Command::new("docker").args(["volume", "inspect", volume]).output().is_ok_and(|o| o.status.success())
+}
+
+fn start_server(c: &Conductor, s: &str, ram_mb: u32) -> serde_json::Value {
+    let body = format!("{{\"ram_mb\": {ram_mb}}}");
+    let (code, body) = http("POST", &format!("{}/v1/servers/{s}/start", c.url), Some(TOKEN), Some(&body));
+    assert_eq!(code, 202, "{body}");
+    json(&body)
+}
+
+fn stop_server(c: &Conductor, s: &str) {
+    let (code, body) = http("POST", &format!("{}/v1/servers/{s}/stop", c.url), Some(TOKEN), None);
+    assert_eq!(code, 202, "{body}");
+    wait_for(&format!("{s} stopped"), 30, || server_state(c, s) == "stopped");
+}
+
+fn node_of(c: &Conductor, s: &str) -> String {
+    json(&get(&format!("{}/v1/servers/{s}", c.url), Some(TOKEN)).1)["node"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_world_moves_to_another_node_when_its_node_is_full_and_the_source_copy_is_removed() {
+    require_env();
+    cleanup_prefix("lv6-");
+    let dir = tempfile::tempdir().unwrap();
+    // a: 2048 MB (1048 usable: one 600 MB server); b: 4096 MB. Ties go to a (registered first).
+    let nodes = "[[nodes]]\nname = \"lv6-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\n\n\
+                 [[nodes]]\nname = \"lv6-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    // Host ports of its own: tests run in parallel on one daemon.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("31000-31099", "31200-31299");
+    std::fs::write(&cfg, text).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("nodes healthy", 30, || {
+        json(&get(&u("/v1/nodes"), Some(TOKEN)).1).as_array().unwrap().iter().all(|n| n["health"] == "healthy")
+    });
+    start_server(&c, "lv6-s1", 600);
+    wait_for("lv6-s1 running", 30, || server_state(&c, "lv6-s1") == "running");
+    assert_eq!(node_of(&c, "lv6-s1"), "lv6-a");
+    let marker = format!("lv6 world {}\n", std::process::id());
+    write_in_container("conductor-lv6-a-lv6-s1", "/data/marker", &marker);
+    stop_server(&c, "lv6-s1");
+    assert!(volume_exists("conductor-lv6-a-lv6-s1-data"), "the world stays on a after the stop");
+
+    // Another server takes a's room; lv6-s1 must start on b, with its world moved there.
+    start_server(&c, "lv6-s2", 600);
+    wait_for("lv6-s2 running", 30, || server_state(&c, "lv6-s2") == "running");
+    assert_eq!(node_of(&c, "lv6-s2"), "lv6-a");
+    let t0 = Instant::now();
+    start_server(&c, "lv6-s1", 600);
+    wait_for("lv6-s1 running again", 60, || server_state(&c, "lv6-s1") == "running");
+    eprintln!("move and start took {:?}", t0.elapsed());
+    assert_eq!(node_of(&c, "lv6-s1"), "lv6-b");
+    assert_eq!(read_in_container("conductor-lv6-b-lv6-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    wait_for("the source copy removed", 10, || !volume_exists("conductor-lv6-a-lv6-s1-data"));
+    assert!(volume_exists("conductor-lv6-b-lv6-s1-data"));
+    let d = get(&u("/v1/decisions"), Some(TOKEN)).1;
+    assert!(d.contains("lv6-s1 on lv6-b"), "{d}");
+    drop(c);
+    cleanup_prefix("lv6-");
+}
+
+#[test]
+fn a_stopped_world_is_archived_on_the_conductor_host_and_restored_after_a_restart() {
+    require_env();
+    cleanup_prefix("lv7-");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let nodes = "[[nodes]]\nname = \"lv7-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\n";
+    let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
+    let cfg = write_config(dir.path(), nodes, &extra);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n")
+        .replace("31000-31099", "31300-31399");
+    std::fs::write(&cfg, text).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |c: &Conductor, p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u(&c, "/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    start_server(&c, "lv7-s1", 512);
+    wait_for("lv7-s1 running", 30, || server_state(&c, "lv7-s1") == "running");
+    let marker = format!("lv7 world {}\n", std::process::id());
+    write_in_container("conductor-lv7-a-lv7-s1", "/data/marker", &marker);
+    let t0 = Instant::now();
+    stop_server(&c, "lv7-s1");
+
+    // Archived at once (archive_after_s = 0): one tar named by generation, no temporary file left, and the
+    // node's copy removed once the engine has the confirmation.
+    let tars = || -> Vec<String> {
+        std::fs::read_dir(archive.join("lv7-s1"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default()
+    };
+    wait_for("the archive written", 30, || tars().iter().any(|n| n.ends_with(".tar")));
+    wait_for("the node's copy removed", 30, || !volume_exists("conductor-lv7-a-lv7-s1-data"));
+    eprintln!("archived and removed from the node in {:?}", t0.elapsed());
+    let files = tars();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].trim_end_matches(".tar").parse::<u64>().is_ok(), "{files:?}");
+    let listing = Command::new("tar").arg("-tf").arg(archive.join("lv7-s1").join(&files[0])).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).lines().any(|l| l == "data/marker"));
+    let d = get(&u(&c, "/v1/decisions"), Some(TOKEN)).1;
+    assert!(d.contains("world_archived"), "{d}");
+
+    // A restart knows the archive; the next start restores it before the container starts.
+    c.kill9();
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("node healthy again", 30, || get(&u(&c, "/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let t0 = Instant::now();
+    start_server(&c, "lv7-s1", 512);
+    wait_for("lv7-s1 running from the archive", 60, || server_state(&c, "lv7-s1") == "running");
+    eprintln!("restore and start took {:?}", t0.elapsed());
+    assert_eq!(read_in_container("conductor-lv7-a-lv7-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+
+    // Deleting the server deletes its archive too.
+    stop_server(&c, "lv7-s1");
+    wait_for("archived again", 30, || !volume_exists("conductor-lv7-a-lv7-s1-data"));
+    let (code, body) = http("DELETE", &u(&c, "/v1/servers/lv7-s1"), Some(TOKEN), None);
+    assert_eq!(code, 204, "{body}");
+    assert!(!archive.join("lv7-s1").exists(), "the archive outlived the server");
+    drop(c);
+    cleanup_prefix("lv7-");
 }

@@ -661,11 +661,14 @@ impl Worlds {
         removed
     }
 
-    /// Removes the server's world volume on this node. Absent = Ok; one without our labels is refused.
+    /// Removes the server's world volume on this node, and first any container of the server there that is not
+    /// running (a failed start leaves one created, and it would hold the volume). Absent = Ok; a volume without our
+    /// labels, or a running container of the server, is refused.
     pub async fn remove(&self, server: &str) -> Result<(), DockerError> {
         if !self.exists(server).await? {
             return Ok(());
         }
+        self.remove_stopped_containers(server).await?;
         let volume = volume_name(&self.node_id, server);
         match tokio::time::timeout(self.timeout, self.docker.remove_volume(&volume, None::<RemoveVolumeOptions>)).await
         {
@@ -674,6 +677,30 @@ impl Worlds {
             Ok(Err(e)) => Err(self.api_err("remove volume", e)),
             Ok(Ok(())) => Ok(()),
         }
+    }
+
+    async fn remove_stopped_containers(&self, server: &str) -> Result<(), DockerError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_NODE}={}", self.node_id), format!("{LABEL_SERVER}={server}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let found = self.bounded("list", self.timeout, self.docker.list_containers(Some(options))).await?;
+        for c in found {
+            let labels = c.labels.unwrap_or_default();
+            if labels.get(LABEL_NODE) != Some(&self.node_id) || labels.get(LABEL_SERVER).map(String::as_str) != Some(server)
+            {
+                continue;
+            }
+            if c.state == Some(ContainerSummaryStateEnum::RUNNING) {
+                let message = format!("a container of {server} is running here; its world is not replaced");
+                return Err(self.transfer_err("replace world", message));
+            }
+            if let Some(id) = c.id {
+                self.remove_helper(&id).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn download(&self, helper: &str, dest: &Path) -> Result<u64, DockerError> {

@@ -475,7 +475,9 @@ async fn worlds_export_to_a_tar_and_import_on_another_node() {
     // In use: the daemon refuses to replace it, and the world there is untouched.
     assert!(wb.import(&server, &tar).await.is_err(), "a volume in use was replaced");
     assert_eq!(read_in_container(&container_name("t-wb", &server), "/data/stale").as_deref(), Some("old\n"));
-    b.stop(&server, GRACE).await.expect("stop on b");
+    // Stopped but not removed (as a failed start leaves it): it holds the volume, and the import clears it.
+    let options = bollard::query_parameters::StopContainerOptionsBuilder::default().t(1).build();
+    b.raw().stop_container(&container_name("t-wb", &server), Some(options)).await.expect("docker stop on b");
 
     let started = Instant::now();
     wb.import(&server, &tar).await.expect("import on b");
