@@ -21,8 +21,9 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding};
 use bollard::models::{PortSummaryTypeEnum, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    StartContainerOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StartContainerOptions, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
@@ -622,7 +623,10 @@ impl Worlds {
     /// A missing volume is [`DockerError::NoWorld`]: an empty world is never exported as if it were the world.
     pub async fn export(&self, server: &str, dest: &Path) -> Result<u64, DockerError> {
         if !self.exists(server).await? {
-            return Err(DockerError::NoWorld { node: self.node_id.clone(), volume: volume_name(&self.node_id, server) });
+            return Err(DockerError::NoWorld {
+                node: self.node_id.clone(),
+                volume: volume_name(&self.node_id, server),
+            });
         }
         let helper = self.helper(server).await?;
         let res = match tokio::time::timeout(self.limit, self.download(&helper, dest)).await {
@@ -688,7 +692,8 @@ impl Worlds {
         let found = self.bounded("list", self.timeout, self.docker.list_containers(Some(options))).await?;
         for c in found {
             let labels = c.labels.unwrap_or_default();
-            if labels.get(LABEL_NODE) != Some(&self.node_id) || labels.get(LABEL_SERVER).map(String::as_str) != Some(server)
+            if labels.get(LABEL_NODE) != Some(&self.node_id)
+                || labels.get(LABEL_SERVER).map(String::as_str) != Some(server)
             {
                 continue;
             }
@@ -775,7 +780,8 @@ impl Worlds {
                     return Err(DockerError::ImageNotFound { node: self.node_id.clone(), image: self.image.clone() })
                 }
                 Ok(Err(e)) if status(&e) == Some(409) && attempt == 0 => {
-                    let existing = self.bounded("inspect helper", self.timeout, self.docker.inspect_container(&name, None));
+                    let existing =
+                        self.bounded("inspect helper", self.timeout, self.docker.inspect_container(&name, None));
                     let labels = existing.await?.config.and_then(|c| c.labels).unwrap_or_default();
                     let ours = labels.get(LABEL_NODE) == Some(&self.node_id)
                         && labels.get(LABEL_WORLD_HELPER).map(String::as_str) == Some(server);

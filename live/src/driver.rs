@@ -79,10 +79,22 @@ struct StoredNode {
 /// Results of adapter tasks, turned into inputs by the driver.
 enum Done {
     Input(Input),
-    Listed { node: NodeId, containers: Vec<ContainerInfo>, recover: bool },
-    AdapterError { adapter: &'static str, op: &'static str, message: String },
+    Listed {
+        node: NodeId,
+        containers: Vec<ContainerInfo>,
+        recover: bool,
+    },
+    AdapterError {
+        adapter: &'static str,
+        op: &'static str,
+        message: String,
+    },
     /// A world copy is in the archive store (the file is durable).
-    Archived { server: ServerId, node: NodeId, generation: u64 },
+    Archived {
+        server: ServerId,
+        node: NodeId,
+        generation: u64,
+    },
 }
 
 pub struct Driver {
@@ -1036,27 +1048,29 @@ impl Driver {
                 pending(answer, r)
             }
             ApiCall::Delete { server, answer } => {
-                let r = self.known(&server).and_then(|id| match self.feed(Input::DeleteServer { server: id }) {
-                    Reply::Ok => {
-                        if let Some(root) = &self.cfg.archive.dir {
-                            // `server` passed `known()`'s name check: one plain path component.
-                            let dir = root.join(&server);
-                            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                                if e.kind() != std::io::ErrorKind::NotFound {
-                                    log!("archive: cannot remove {}: {e}", dir.display());
+                let r = self.known_or_archived(&server).and_then(|id| {
+                    match self.feed(Input::DeleteServer { server: id }) {
+                        Reply::Ok => {
+                            if let Some(root) = &self.cfg.archive.dir {
+                                // `server` passed `known()`'s name check: one plain path component.
+                                let dir = root.join(&server);
+                                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                                    if e.kind() != std::io::ErrorKind::NotFound {
+                                        log!("archive: cannot remove {}: {e}", dir.display());
+                                    }
                                 }
                             }
+                            let _ = self.store.delete_server(id);
+                            for rt in self.nodes.values_mut() {
+                                rt.used_ports.remove(&id);
+                            }
+                            Ok(())
                         }
-                        let _ = self.store.delete_server(id);
-                        for rt in self.nodes.values_mut() {
-                            rt.used_ports.remove(&id);
+                        Reply::Refused(m) => {
+                            Err(ApiError::Conflict { message: m.to_string(), server: self.info(id, &server).ok() })
                         }
-                        Ok(())
+                        other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                     }
-                    Reply::Refused(m) => {
-                        Err(ApiError::Conflict { message: m.to_string(), server: self.info(id, &server).ok() })
-                    }
-                    other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                 });
                 pending(answer, r)
             }
@@ -1115,6 +1129,18 @@ impl Driver {
         match id {
             Some(id) if self.engine.server_status(id).is_some() => Ok(id),
             _ => Err(ApiError::NotFound(format!("no server {name:?}"))),
+        }
+    }
+
+    /// `known`, or a stopped server the engine no longer tracks because its world is only
+    /// in the archive (it can still be deleted).
+    fn known_or_archived(&mut self, name: &str) -> Result<ServerId, ApiError> {
+        match self.known(name) {
+            Err(ApiError::NotFound(m)) => match self.store.find_server(name) {
+                Ok(Some(id)) if self.engine.is_archived(id) => Ok(id),
+                _ => Err(ApiError::NotFound(m)),
+            },
+            other => other,
         }
     }
 
