@@ -666,3 +666,47 @@ fn a_stopped_world_is_archived_on_the_conductor_host_and_restored_after_a_restar
     drop(c);
     cleanup_prefix("lv7-");
 }
+
+#[test]
+fn a_world_whose_source_copy_is_gone_is_never_started_empty_elsewhere() {
+    require_env();
+    cleanup_prefix("lv8-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv8-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nports = \"31400-31449\"\n\n\
+                 [[nodes]]\nname = \"lv8-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\nports = \"31450-31499\"\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("nodes healthy", 30, || {
+        json(&get(&u("/v1/nodes"), Some(TOKEN)).1).as_array().unwrap().iter().all(|n| n["health"] == "healthy")
+    });
+    start_server(&c, "lv8-s1", 600);
+    wait_for("lv8-s1 running", 30, || server_state(&c, "lv8-s1") == "running");
+    assert_eq!(node_of(&c, "lv8-s1"), "lv8-a");
+    stop_server(&c, "lv8-s1");
+    // The copy on a disappears behind conductor's back.
+    let rm = Command::new("docker").args(["volume", "rm", "conductor-lv8-a-lv8-s1-data"]).output().unwrap();
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    start_server(&c, "lv8-s2", 600);
+    wait_for("lv8-s2 running", 30, || server_state(&c, "lv8-s2") == "running");
+
+    // The move to b fails with a reason, and lv8-s1 never runs there with an empty world.
+    start_server(&c, "lv8-s1", 600);
+    wait_for("the failed move reported", 30, || {
+        get(&u("/v1/decisions"), Some(TOKEN)).1.contains("no world volume conductor-lv8-a-lv8-s1-data")
+    });
+    let d = json(&get(&u("/v1/decisions"), Some(TOKEN)).1);
+    let failed: Vec<&serde_json::Value> =
+        d.as_array().unwrap().iter().filter(|e| e["kind"] == "start_attempt_failed").collect();
+    assert!(failed[0]["detail"].as_str().unwrap().starts_with("lv8-s1 on lv8-b: world not ready on lv8-b"), "{d}");
+    for _ in 0..10 {
+        assert_ne!(server_state(&c, "lv8-s1"), "running");
+        assert!(containers_of("lv8-s1").is_empty(), "started without its world");
+        assert!(!volume_exists("conductor-lv8-b-lv8-s1-data"), "an empty world was made on b");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, body) = http("POST", &u("/v1/servers/lv8-s1/stop"), Some(TOKEN), None);
+    assert_eq!(code, 202, "{body}");
+    drop(c);
+    cleanup_prefix("lv8-");
+}

@@ -899,6 +899,10 @@ impl Driver {
                     }
                 }
             }
+            Event::StartAttemptFailed { server, node, reason } => {
+                let d = format!("{} on {}: {reason}", self.name_of(*server), self.node_name(*node));
+                self.decide("start_attempt_failed", d);
+            }
             Event::StartFailed { server, reason } => {
                 store(&self.store, *server, "stopped");
                 let d = format!("{}: {reason}", self.name_of(*server));
