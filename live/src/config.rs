@@ -296,6 +296,16 @@ impl LiveConfig {
         if self.players.interval_s > 0 && self.players.timeout_s == 0 {
             return Err("players.timeout_s: must be above 0".into());
         }
+        // A move exports and then imports, both before the container starts: the engine's
+        // wait for the start must cover both.
+        let transfer_s = self.archive.transfer_timeout().as_secs();
+        if 2 * transfer_s >= self.conductor.reservation_timeout_s {
+            return Err(format!(
+                "archive.transfer_timeout_s: {transfer_s} s twice (a move) must stay below \
+                 conductor.reservation_timeout_s ({} s)",
+                self.conductor.reservation_timeout_s
+            ));
+        }
         Ok(())
     }
 }
@@ -341,6 +351,11 @@ mod tests {
         assert!(e.starts_with("conductor."), "{e}");
         let e = parse("[api]\ntoken = \"secret\"\n").unwrap_err();
         assert!(e.contains("unknown field"), "tokens are never read from the config: {e}");
+        let e = parse("[archive]\ntransfer_timeout_s = 900\n").unwrap_err();
+        assert!(e.starts_with("archive.transfer_timeout_s"), "a move could outlast the start's wait: {e}");
+        let ok = parse("[archive]\ndir = \"w\"\ntransfer_timeout_s = 899\n").expect("within the wait");
+        assert_eq!(ok.archive.transfer_timeout(), std::time::Duration::from_secs(899));
+        assert_eq!(parse("").expect("defaults").archive.transfer_timeout(), std::time::Duration::from_secs(600));
     }
 
     #[test]
