@@ -139,15 +139,10 @@ impl Target {
     }
 }
 
-/// The newest world archive of a server in the archive folder: the `*.tar` modified last.
+/// The newest world archive of a server in the archive folder: the `*.tar` modified last
+/// (generations restart at 1 with the conductor, so their numbers do not order archives).
 fn newest_archive(dir: &Path) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".tar") && !n.starts_with('.')))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, p)| p)
+    archives_in(dir).pop()
 }
 
 /// How many archives of a server are kept (the newest, and the one before as a spare).
@@ -174,18 +169,30 @@ async fn archive_world(worlds: &Worlds, root: &Path, server: &str, generation: u
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut archives: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+    prune_archives(&dir, &done);
+    Ok(size)
+}
+
+/// The archives (`*.tar`, not temporary files) in a server's folder, oldest first.
+fn archives_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".tar") && !n.starts_with('.')))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    archives.sort();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Removes all but the newest [`ARCHIVES_KEPT`] archives in `dir`, never `keep` (the one
+/// just written).
+fn prune_archives(dir: &Path, keep: &Path) {
+    let archives = archives_in(dir);
     let old = archives.len().saturating_sub(ARCHIVES_KEPT);
-    for (_, p) in archives.into_iter().take(old).filter(|(_, p)| *p != done) {
-        let _ = tokio::fs::remove_file(p).await;
+    for p in archives.into_iter().take(old).filter(|p| p != keep) {
+        let _ = std::fs::remove_file(p);
     }
-    Ok(size)
 }
 
 const DECISIONS_KEPT: usize = 1000;
@@ -1784,5 +1791,41 @@ impl Driver {
         let archived = self.archived_servers();
         self.feed(Input::Recover(Snapshot { containers, queued, archived }));
         self.tick();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn archive(dir: &Path, name: &str, age_s: u64) -> PathBuf {
+        let p = dir.join(name);
+        let f = std::fs::File::create(&p).expect("create (test setup)");
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_s)).expect("set mtime (test setup)");
+        p
+    }
+
+    #[test]
+    fn the_newest_archive_is_the_last_modified_and_pruning_keeps_two() {
+        let dir = tempfile::tempdir().expect("temp dir (test setup)");
+        assert_eq!(newest_archive(dir.path()), None);
+        assert_eq!(newest_archive(&dir.path().join("missing")), None);
+        // Generation 9 from before a restart is older than generation 2 written after it.
+        let old = archive(dir.path(), "9.tar", 300);
+        let older = archive(dir.path(), "7.tar", 400);
+        let new = archive(dir.path(), "2.tar", 10);
+        archive(dir.path(), ".3.tar.part", 0);
+        archive(dir.path(), "notes.txt", 0);
+        assert_eq!(newest_archive(dir.path()), Some(new.clone()));
+        prune_archives(dir.path(), &new);
+        assert_eq!(archives_in(dir.path()), vec![old, new.clone()], "the newest two are kept");
+        assert!(!older.exists());
+        assert!(dir.path().join("notes.txt").exists() && dir.path().join(".3.tar.part").exists(), "only archives");
+        // The one just written is never pruned, even with an old clock.
+        let just_written = archive(dir.path(), "3.tar", 1000);
+        prune_archives(dir.path(), &just_written);
+        assert!(just_written.exists());
+        assert_eq!(newest_archive(dir.path()), Some(new));
     }
 }

@@ -457,6 +457,12 @@ async fn worlds_export_to_a_tar_and_import_on_another_node() {
         .expect("docker exec mkdir");
     assert!(mkdir.success());
     write_in_container(&container_name("t-wa", &server), "/data/world/level.dat", &marker);
+    // Game images run as an unprivileged user: ownership must survive the trip.
+    let chown = Command::new("docker")
+        .args(["exec", &container_name("t-wa", &server), "chown", "-R", "1000:1000", "/data/world"])
+        .status()
+        .expect("docker exec chown");
+    assert!(chown.success());
     a.stop(&server, GRACE).await.expect("stop on a");
 
     let started = Instant::now();
@@ -486,6 +492,11 @@ async fn worlds_export_to_a_tar_and_import_on_another_node() {
     let name_b = container_name("t-wb", &server);
     assert_eq!(read_in_container(&name_b, "/data/world/level.dat").as_deref(), Some(marker.as_str()));
     assert_eq!(read_in_container(&name_b, "/data/stale"), None, "a stale file survived the import");
+    let owner = Command::new("docker")
+        .args(["exec", &name_b, "stat", "-c", "%u:%g", "/data/world/level.dat", "/data/world"])
+        .output()
+        .expect("docker exec stat");
+    assert_eq!(String::from_utf8_lossy(&owner.stdout), "1000:1000\n1000:1000\n", "ownership lost in the move");
     // The source copy is still there until removed; removing it leaves b's copy alone.
     assert!(wa.exists(&server).await.expect("exists"));
     wa.remove(&server).await.expect("remove the source copy");
