@@ -710,3 +710,45 @@ fn a_world_whose_source_copy_is_gone_is_never_started_empty_elsewhere() {
     drop(c);
     cleanup_prefix("lv8-");
 }
+
+#[test]
+fn an_archive_that_cannot_be_written_is_not_confirmed_and_the_world_stays_on_its_node() {
+    require_env();
+    cleanup_prefix("lv9-");
+    let dir = tempfile::tempdir().unwrap();
+    // The archive "folder" is a regular file: every archive attempt fails.
+    let archive = dir.path().join("not-a-folder");
+    std::fs::write(&archive, "x").unwrap();
+    let nodes = "[[nodes]]\nname = \"lv9-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\nports = \"31500-31549\"\n";
+    let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
+    let cfg = write_config(dir.path(), nodes, &extra);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    start_server(&c, "lv9-s1", 512);
+    wait_for("lv9-s1 running", 30, || server_state(&c, "lv9-s1") == "running");
+    write_in_container("conductor-lv9-a-lv9-s1", "/data/marker", "kept\n");
+    stop_server(&c, "lv9-s1");
+    let errors = || {
+        get(&u("/metrics"), Some(TOKEN))
+            .1
+            .lines()
+            .find(|l| l.starts_with("conductor_adapter_errors_total") && l.contains("archive_world"))
+            .map(str::to_string)
+    };
+    wait_for("the archive failure counted", 30, || errors().is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(server_state(&c, "lv9-s1"), "stopped", "still tracked: the world is on its node");
+    assert!(volume_exists("conductor-lv9-a-lv9-s1-data"), "the only copy was removed");
+    assert!(!get(&u("/v1/decisions"), Some(TOKEN)).1.contains("world_archived"));
+    // The world is still there for the next start on the node.
+    start_server(&c, "lv9-s1", 512);
+    wait_for("lv9-s1 running again", 30, || server_state(&c, "lv9-s1") == "running");
+    assert_eq!(read_in_container("conductor-lv9-a-lv9-s1", "/data/marker").as_deref(), Some("kept\n"));
+    drop(c);
+    cleanup_prefix("lv9-");
+}
