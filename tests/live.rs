@@ -601,6 +601,12 @@ fn a_world_moves_to_another_node_when_its_node_is_full_and_the_source_copy_is_re
     assert!(volume_exists("conductor-lv6-b-lv6-s1-data"));
     let d = get(&u("/v1/decisions"), Some(TOKEN)).1;
     assert!(d.contains("lv6-s1 on lv6-b"), "{d}");
+    // Deleting the stopped server deletes its world on the node that holds it.
+    stop_server(&c, "lv6-s1");
+    assert!(volume_exists("conductor-lv6-b-lv6-s1-data"), "no archive store: the world stays on b");
+    let (code, body) = http("DELETE", &u("/v1/servers/lv6-s1"), Some(TOKEN), None);
+    assert_eq!(code, 204, "{body}");
+    wait_for("the world deleted", 15, || !volume_exists("conductor-lv6-b-lv6-s1-data"));
     drop(c);
     cleanup_prefix("lv6-");
 }
@@ -722,9 +728,8 @@ fn an_archive_that_cannot_be_written_is_not_confirmed_and_the_world_stays_on_its
     let nodes = "[[nodes]]\nname = \"lv9-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\nports = \"31500-31549\"\n";
     let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
     let cfg = write_config(dir.path(), nodes, &extra);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n");
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n");
     std::fs::write(&cfg, text).unwrap();
     let c = Conductor::start(&cfg, &[], &[]);
     let u = |p: &str| format!("{}{p}", c.url);

@@ -358,25 +358,17 @@ impl Driver {
             Command::ArchiveWorld { server, node, generation } => self.archive(server, node, generation),
             Command::DeleteWorld { server, node } => {
                 let name = self.name_of(server);
-                let Some(rt) = self.nodes.get(&node) else { return };
-                let conn = rt.conn.clone();
-                let volume = volume_name(&rt.name, &name);
+                let Some(target) = self.target(node) else { return };
+                let (image, limit, timeout) =
+                    (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
                 self.spawn_world(server, async move {
-                    let guard = conn.lock().await;
-                    match guard.as_ref() {
-                        Some(d) => match d.remove_data_volume(&volume).await {
-                            Ok(()) => vec![],
-                            Err(e) => vec![Done::AdapterError {
-                                adapter: "docker",
-                                op: "delete_world",
-                                message: e.to_string(),
-                            }],
-                        },
-                        None => vec![Done::AdapterError {
-                            adapter: "docker",
-                            op: "delete_world",
-                            message: "node not connected".into(),
-                        }],
+                    let removed = match target.worlds(&image, limit, timeout).await {
+                        Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match removed {
+                        Ok(()) => vec![],
+                        Err(e) => vec![Done::AdapterError { adapter: "docker", op: "delete_world", message: e }],
                     }
                 });
             }
