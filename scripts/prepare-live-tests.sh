@@ -4,10 +4,13 @@
 # What it sets up, idempotently (safe to run again and again, also with CI=true on a fresh Debian machine as root):
 #   1. Debian packages: busybox-static, openssh-server, openssh-client, python3, python3-venv (+ procps, iproute2).
 #   2. A local image conductor-test-mc:latest made with `docker import` from a busybox root file system; its default
-#      command listens on TCP $PORT (default 25565) and writes into /data. Rebuilt only when its content hash changes.
+#      command answers Minecraft Server List Ping on TCP $PORT (default 25565), players.online read from
+#      /data/players (a test sets it with `docker exec`), and writes into /data. Rebuilt only when its content hash changes.
 #   3. Under the state dir ($CONDUCTOR_TEST_DIR, default /tmp/conductor-live-test): an ed25519 client key, one host
-#      key per simulated node, and one sshd per node on 127.0.0.2, 127.0.0.3 and 127.0.0.4 (port 22, or 2200+last
-#      octet when 22 is taken), key-only root login, plus a known_hosts file and nodes.tsv (address TAB port).
+#      key per simulated node, and one sshd per node on 127.0.0.2 to 127.0.0.6 (port 22, or 2200+last octet when 22
+#      is taken), key-only root login, plus a known_hosts file and nodes.tsv (address TAB port). Tests that stop or
+#      freeze a node's sshd own one node each (127.0.0.5: live/tests/docker.rs, 127.0.0.6: tests/live.rs), so that
+#      tests running in parallel never lose a node they did not expect to lose.
 #
 # Usage:
 #   prepare-live-tests.sh [prepare]        everything above (default)
@@ -19,7 +22,7 @@
 set -euo pipefail
 
 STATE_DIR="${CONDUCTOR_TEST_DIR:-/tmp/conductor-live-test}"
-NODE_ADDRS=(127.0.0.2 127.0.0.3 127.0.0.4)
+NODE_ADDRS=(127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5 127.0.0.6)
 IMAGE="conductor-test-mc:latest"
 HASH_LABEL="conductor.test.hash"
 SSHD=/usr/sbin/sshd
@@ -91,16 +94,67 @@ file_is_static() {
 start_script() {
     cat <<'EOF'
 #!/bin/sh
-# Stand-in for a Minecraft server: listens on $PORT, writes into /data, exits on SIGTERM.
+# Stand-in for a Minecraft server: answers Server List Ping on $PORT (one /slp.sh per connection), writes into
+# /data, exits on SIGTERM.
 PORT="${PORT:-25565}"
-mkdir -p /data /www
-echo "conductor test server ${SERVER_NAME:-unknown}" >/www/index.html
+mkdir -p /data
 date >>/data/started
 echo "listening on ${PORT}" >>/data/log
-busybox httpd -f -p "${PORT}" -h /www &
+busybox nc -ll -p "${PORT}" -e /slp.sh &
 child=$!
 trap 'kill "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
 wait "$child"
+EOF
+}
+
+slp_script() {
+    cat <<'EOF'
+#!/bin/sh
+# One Server List Ping exchange on stdin/stdout (the socket, from `nc -ll -e`): read the handshake and the status
+# request, write a status response whose players.online is the number in /data/players (digits only; 0 when the
+# file is absent or holds no digits), then answer an optional ping (09 01 + 8 bytes) with the same bytes.
+PLAYERS_FILE="${PLAYERS_FILE:-/data/players}"
+byte() { dd bs=1 count=1 2>/dev/null | od -An -tu1 | tr -d ' \n'; }
+varint() {
+    v=$1
+    out=""
+    while :; do
+        b=$((v & 127))
+        v=$((v >> 7))
+        [ "$v" -ne 0 ] && b=$((b | 128))
+        out="$out\\$(printf '%03o' "$b")"
+        [ "$v" -eq 0 ] && break
+    done
+    printf "$out"
+}
+b0=$(byte)
+[ -n "$b0" ] || exit 0
+# 0xFE starts a legacy ping, which this stand-in does not speak.
+[ "$b0" -eq 254 ] && exit 0
+len=$b0
+if [ "$b0" -ge 128 ]; then
+    b1=$(byte)
+    { [ -n "$b1" ] && [ "$b1" -lt 128 ]; } || exit 0
+    len=$(((b0 & 127) | (b1 << 7)))
+fi
+# The handshake's body, then the status request (01 00).
+dd bs=1 count="$len" 2>/dev/null >/dev/null
+dd bs=1 count=2 2>/dev/null >/dev/null
+online=$(head -c 16 "$PLAYERS_FILE" 2>/dev/null | tr -cd 0-9 | head -c 9)
+online=$((${online:-0} + 0))
+json="{\"version\":{\"name\":\"conductor-test\",\"protocol\":-1},\"players\":{\"max\":20,\"online\":$online},\"description\":{\"text\":\"conductor test server\"}}"
+n=${#json}
+# Frame: length (packet id + string length + JSON), packet id 0x00, the JSON string.
+varint $((1 + $(varint "$n" | wc -c) + n))
+printf '\000'
+varint "$n"
+printf '%s' "$json"
+tmp=$(mktemp)
+timeout 2 dd bs=1 count=10 of="$tmp" 2>/dev/null
+if [ "$(wc -c <"$tmp")" -eq 10 ] && [ "$(od -An -tx1 -N2 "$tmp" | tr -d ' \n')" = "0901" ]; then
+    cat "$tmp"
+fi
+rm -f "$tmp"
 EOF
 }
 
@@ -108,9 +162,10 @@ ensure_image() {
     local bb hash current tmp
     bb=$(busybox_path)
     hash=$({
-        echo "image-v1"
+        echo "image-v2"
         sha256sum "$bb" | cut -d' ' -f1
         start_script
+        slp_script
     } | sha256sum | cut -c1-16)
     current=$(docker image inspect -f "{{index .Config.Labels \"$HASH_LABEL\"}}" "$IMAGE" 2>/dev/null || true)
     if [[ "$current" == "$hash" ]]; then
@@ -120,7 +175,7 @@ ensure_image() {
     tmp=$(mktemp -d)
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" RETURN
-    mkdir -p "$tmp/rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,data,www,proc,sys,dev}
+    mkdir -p "$tmp/rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,data,proc,sys,dev}
     chmod 1777 "$tmp/rootfs/tmp"
     cp "$bb" "$tmp/rootfs/bin/busybox"
     local applet
@@ -129,7 +184,8 @@ ensure_image() {
         ln -sf /bin/busybox "$tmp/rootfs/bin/$applet"
     done
     start_script >"$tmp/rootfs/start.sh"
-    chmod 755 "$tmp/rootfs/start.sh"
+    slp_script >"$tmp/rootfs/slp.sh"
+    chmod 755 "$tmp/rootfs/start.sh" "$tmp/rootfs/slp.sh"
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$tmp/rootfs/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$tmp/rootfs/etc/group"
     tar -C "$tmp/rootfs" --numeric-owner -cf - . | docker import \

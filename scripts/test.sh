@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need first:
 # busybox-static, openssh-server/-client and python3-venv (apt), the test image
-# conductor-test-mc:latest (docker import), one sshd per simulated node on 127.0.0.2-4,
+# conductor-test-mc:latest (docker import), one sshd per simulated node on 127.0.0.2-6,
 # and Hetzner's official Python client in a venv (for the emulator fidelity test).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 //! `conductor run` for real: the binary against the local Docker daemon reached over
-//! sshd on 127.0.0.2-4 (one sshd per simulated node, from scripts/prepare-live-tests.sh),
+//! sshd on 127.0.0.2-6 (one sshd per simulated node, from scripts/prepare-live-tests.sh),
 //! the Hetzner emulator subcommand, a real SQLite file and the real HTTP API.
 //! All nodes share the one daemon, so every check filters on the node label.
 
@@ -164,10 +164,11 @@ fn cleanup_prefix(prefix: &str) {
 }
 
 /// Host ports of a test's servers: all simulated nodes share one Docker daemon, so each
-/// test (`lvN-` names) gets its own range, 31000 + 100·N.
+/// test (`lvN-` names) gets its own range, 32000 + 100·N (tests that set per-node
+/// ranges use 31200-31549).
 fn port_base(nodes: &str) -> u16 {
     let n = nodes.split("name = \"lv").nth(1).and_then(|r| r.split('-').next()).and_then(|d| d.parse::<u16>().ok());
-    31000 + 100 * n.unwrap_or(0)
+    32000 + 100 * n.unwrap_or(0)
 }
 
 fn write_config(dir: &Path, nodes: &str, extra: &str) -> PathBuf {
@@ -244,7 +245,7 @@ fn start_queue_stop_api_errors_and_recovery_after_sigkill() {
     wait_for("lv1-s1 running", 30, || server_state(&c, "lv1-s1") == "running");
     assert_eq!(containers_of("lv1-s1"), vec![("lv1-a".to_string(), 600 * 1024 * 1024, true)]);
     let info = json(&get(&u("/v1/servers/lv1-s1"), Some(TOKEN)).1);
-    assert!(info["join_address"].as_str().unwrap().starts_with("127.0.0.2:311"), "{info}");
+    assert!(info["join_address"].as_str().unwrap().starts_with("127.0.0.2:321"), "{info}");
     let (code, body) = http("POST", &u("/v1/servers/lv1-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
     assert_eq!(code, 409, "a second start answers with the current state: {body}");
     assert_eq!(json(&body)["server"]["state"], "running");
@@ -311,7 +312,7 @@ fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
     require_env();
     cleanup_prefix("lv2-");
     let dir = tempfile::tempdir().unwrap();
-    let nodes = "[[nodes]]\nname = \"lv2-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\n";
+    let nodes = "[[nodes]]\nname = \"lv2-b\"\naddress = \"127.0.0.6\"\nram_mb = 4096\n";
     let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
     let c = Conductor::start(&cfg, &[], &[]);
     let u = |p: &str| format!("{}{p}", c.url);
@@ -320,8 +321,8 @@ fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
     assert_eq!(code, 202);
     wait_for("lv2-s1 running", 30, || server_state(&c, "lv2-s1") == "running");
 
-    node_ctl("stop-node", "127.0.0.3");
-    let restore = scopeguard(|| node_ctl("start-node", "127.0.0.3"));
+    node_ctl("stop-node", "127.0.0.6");
+    let restore = scopeguard(|| node_ctl("start-node", "127.0.0.6"));
     wait_for("node unhealthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"unhealthy\""));
     // Node-local worlds: the server is reported lost, never started twice.
     wait_for("lv2-s1 lost", 30, || server_state(&c, "lv2-s1") == "lost");
@@ -343,9 +344,9 @@ fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
 #[test]
 fn a_host_port_held_by_another_process_is_skipped() {
     require_env();
-    cleanup_prefix("lv9-");
+    cleanup_prefix("lv10-");
     let dir = tempfile::tempdir().unwrap();
-    let nodes = "[[nodes]]\nname = \"lv9-p\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
+    let nodes = "[[nodes]]\nname = \"lv10-p\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
     let base = port_base(nodes);
     // Something that is not ours holds the first port of the node's range.
     let _squatter = std::net::TcpListener::bind(("0.0.0.0", base)).expect("bind the first port of the range");
@@ -353,16 +354,16 @@ fn a_host_port_held_by_another_process_is_skipped() {
     let c = Conductor::start(&cfg, &[], &[]);
     let u = |p: &str| format!("{}{p}", c.url);
     wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
-    let (code, body) = http("POST", &u("/v1/servers/lv9-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    let (code, body) = http("POST", &u("/v1/servers/lv10-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
     assert_eq!(code, 202, "{body}");
-    wait_for("lv9-s1 running", 30, || server_state(&c, "lv9-s1") == "running");
-    let info = json(&get(&u("/v1/servers/lv9-s1"), Some(TOKEN)).1);
+    wait_for("lv10-s1 running", 30, || server_state(&c, "lv10-s1") == "running");
+    let info = json(&get(&u("/v1/servers/lv10-s1"), Some(TOKEN)).1);
     assert_eq!(info["join_address"], format!("127.0.0.2:{}", base + 1), "the held port is skipped: {info}");
-    assert_eq!(containers_of("lv9-s1").len(), 1);
+    assert_eq!(containers_of("lv10-s1").len(), 1);
     let log = std::fs::read_to_string(&c.log).unwrap();
     assert!(log.contains(&format!("host port {base} is taken")), "{log}");
     drop(c);
-    cleanup_prefix("lv9-");
+    cleanup_prefix("lv10-");
 }
 
 #[test]
@@ -513,4 +514,288 @@ hourly_eur = 0.01
     wait_for("the VM deleted", 60, || emulator_servers(&emu_url).as_array().is_some_and(|a| a.is_empty()));
     drop(c);
     cleanup_prefix("lv3-");
+}
+
+/// Writes `value` into a file of a running container through `docker exec -i … tee` (no shell involved).
+fn write_in_container(container: &str, path: &str, value: &str) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", container, "tee", path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "docker exec {container} tee {path}");
+}
+
+fn players_of(c: &Conductor, s: &str) -> Option<u64> {
+    json(&get(&format!("{}/v1/servers/{s}", c.url), Some(TOKEN)).1)["players"].as_u64()
+}
+
+#[test]
+fn player_counts_from_server_list_ping_reach_the_api_and_zero_players_stop_the_server_after_idle_time() {
+    require_env();
+    cleanup_prefix("lv5-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv5-a\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    const IDLE_S: u64 = 6;
+    // Host ports of its own: tests run in parallel on one daemon.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("31000-31099", "31100-31199");
+    let text = text.replace("[players]\ninterval_s = 0\n", "[players]\ninterval_s = 1\ntimeout_s = 2\n");
+    let text = text.replace("queue_tick_s = 1\n", &format!("queue_tick_s = 1\nidle_shutdown_s = {IDLE_S}\n"));
+    assert!(text.contains("interval_s = 1\ntimeout_s = 2") && text.contains("idle_shutdown_s = 6"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let (code, body) = http("POST", &u("/v1/servers/lv5-p1/start"), Some(TOKEN), Some("{\"ram_mb\": 256}"));
+    assert_eq!(code, 202, "{body}");
+    wait_for("lv5-p1 running", 30, || server_state(&c, "lv5-p1") == "running");
+    let container = "conductor-lv5-a-lv5-p1";
+    // Players join: the count polled from the container reaches the API (and keeps the server up).
+    write_in_container(container, "/data/players", "3\n");
+    wait_for("3 players reported", 10, || players_of(&c, "lv5-p1") == Some(3));
+    std::thread::sleep(Duration::from_secs(IDLE_S + 2));
+    assert_eq!(server_state(&c, "lv5-p1"), "running", "a server with players is never idle-stopped");
+    assert_eq!(players_of(&c, "lv5-p1"), Some(3));
+
+    // Everyone leaves: 0 is reported, and idle shutdown stops it, not before IDLE_S.
+    let left = Instant::now();
+    write_in_container(container, "/data/players", "0\n");
+    wait_for("0 players reported", 10, || players_of(&c, "lv5-p1") == Some(0));
+    while left.elapsed() < Duration::from_secs(IDLE_S - 1) {
+        assert_eq!(server_state(&c, "lv5-p1"), "running", "idle-stopped after {:?}", left.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for("lv5-p1 idle-stopped", 15, || server_state(&c, "lv5-p1") == "stopped");
+    let after = left.elapsed();
+    assert!(after >= Duration::from_secs(IDLE_S), "stopped after {after:?}, before the idle time");
+    wait_for("lv5-p1 container gone", 15, || containers_of("lv5-p1").is_empty());
+    let info = json(&get(&u("/v1/servers/lv5-p1"), Some(TOKEN)).1);
+    assert!(info["players"].is_null(), "a stopped server reports no players: {info}");
+    drop(c);
+    cleanup_prefix("lv5-");
+}
+
+fn read_in_container(container: &str, path: &str) -> Option<String> {
+    let out = Command::new("docker").args(["exec", container, "cat", path]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn volume_exists(volume: &str) -> bool {
+    Command::new("docker").args(["volume", "inspect", volume]).output().is_ok_and(|o| o.status.success())
+}
+
+fn start_server(c: &Conductor, s: &str, ram_mb: u32) -> serde_json::Value {
+    let body = format!("{{\"ram_mb\": {ram_mb}}}");
+    let (code, body) = http("POST", &format!("{}/v1/servers/{s}/start", c.url), Some(TOKEN), Some(&body));
+    assert_eq!(code, 202, "{body}");
+    json(&body)
+}
+
+fn stop_server(c: &Conductor, s: &str) {
+    let (code, body) = http("POST", &format!("{}/v1/servers/{s}/stop", c.url), Some(TOKEN), None);
+    assert_eq!(code, 202, "{body}");
+    // A stopped server whose world went to the archive is no longer tracked: 404.
+    wait_for(&format!("{s} stopped"), 30, || matches!(server_state(c, s).as_str(), "stopped" | "http 404"));
+}
+
+fn node_of(c: &Conductor, s: &str) -> String {
+    json(&get(&format!("{}/v1/servers/{s}", c.url), Some(TOKEN)).1)["node"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_world_moves_to_another_node_when_its_node_is_full_and_the_source_copy_is_removed() {
+    require_env();
+    cleanup_prefix("lv6-");
+    let dir = tempfile::tempdir().unwrap();
+    // a: 2048 MB (1048 usable: one 600 MB server); b: 4096 MB. Ties go to a (registered first). The two nodes
+    // share this machine's ports, so each gets its own range.
+    let nodes = "[[nodes]]\nname = \"lv6-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nports = \"31200-31249\"\n\n\
+                 [[nodes]]\nname = \"lv6-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\nports = \"31250-31299\"\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("nodes healthy", 30, || {
+        json(&get(&u("/v1/nodes"), Some(TOKEN)).1).as_array().unwrap().iter().all(|n| n["health"] == "healthy")
+    });
+    start_server(&c, "lv6-s1", 600);
+    wait_for("lv6-s1 running", 30, || server_state(&c, "lv6-s1") == "running");
+    assert_eq!(node_of(&c, "lv6-s1"), "lv6-a");
+    let marker = format!("lv6 world {}\n", std::process::id());
+    write_in_container("conductor-lv6-a-lv6-s1", "/data/marker", &marker);
+    stop_server(&c, "lv6-s1");
+    assert!(volume_exists("conductor-lv6-a-lv6-s1-data"), "the world stays on a after the stop");
+
+    // Another server takes a's room; lv6-s1 must start on b, with its world moved there.
+    start_server(&c, "lv6-s2", 600);
+    wait_for("lv6-s2 running", 30, || server_state(&c, "lv6-s2") == "running");
+    assert_eq!(node_of(&c, "lv6-s2"), "lv6-a");
+    let t0 = Instant::now();
+    start_server(&c, "lv6-s1", 600);
+    wait_for("lv6-s1 running again", 60, || server_state(&c, "lv6-s1") == "running");
+    eprintln!("move and start took {:?}", t0.elapsed());
+    assert_eq!(node_of(&c, "lv6-s1"), "lv6-b");
+    assert_eq!(read_in_container("conductor-lv6-b-lv6-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    wait_for("the source copy removed", 10, || !volume_exists("conductor-lv6-a-lv6-s1-data"));
+    assert!(volume_exists("conductor-lv6-b-lv6-s1-data"));
+    let d = get(&u("/v1/decisions"), Some(TOKEN)).1;
+    assert!(d.contains("lv6-s1 on lv6-b"), "{d}");
+    // Deleting the stopped server deletes its world on the node that holds it.
+    stop_server(&c, "lv6-s1");
+    assert!(volume_exists("conductor-lv6-b-lv6-s1-data"), "no archive store: the world stays on b");
+    let (code, body) = http("DELETE", &u("/v1/servers/lv6-s1"), Some(TOKEN), None);
+    assert_eq!(code, 204, "{body}");
+    wait_for("the world deleted", 15, || !volume_exists("conductor-lv6-b-lv6-s1-data"));
+    drop(c);
+    cleanup_prefix("lv6-");
+}
+
+#[test]
+fn a_stopped_world_is_archived_on_the_conductor_host_and_restored_after_a_restart() {
+    require_env();
+    cleanup_prefix("lv7-");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let nodes = "[[nodes]]\nname = \"lv7-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\n";
+    let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
+    let cfg = write_config(dir.path(), nodes, &extra);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n")
+        .replace("31000-31099", "31300-31399");
+    std::fs::write(&cfg, text).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |c: &Conductor, p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u(&c, "/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    start_server(&c, "lv7-s1", 512);
+    wait_for("lv7-s1 running", 30, || server_state(&c, "lv7-s1") == "running");
+    let marker = format!("lv7 world {}\n", std::process::id());
+    write_in_container("conductor-lv7-a-lv7-s1", "/data/marker", &marker);
+    let t0 = Instant::now();
+    stop_server(&c, "lv7-s1");
+
+    // Archived at once (archive_after_s = 0): one tar named by generation, no temporary file left, and the
+    // node's copy removed once the engine has the confirmation.
+    let tars = || -> Vec<String> {
+        std::fs::read_dir(archive.join("lv7-s1"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default()
+    };
+    wait_for("the archive written", 30, || tars().iter().any(|n| n.ends_with(".tar")));
+    wait_for("the node's copy removed", 30, || !volume_exists("conductor-lv7-a-lv7-s1-data"));
+    eprintln!("archived and removed from the node in {:?}", t0.elapsed());
+    let files = tars();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].trim_end_matches(".tar").parse::<u64>().is_ok(), "{files:?}");
+    let listing = Command::new("tar").arg("-tf").arg(archive.join("lv7-s1").join(&files[0])).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).lines().any(|l| l == "data/marker"));
+    let d = get(&u(&c, "/v1/decisions"), Some(TOKEN)).1;
+    assert!(d.contains("world_archived"), "{d}");
+
+    // A restart knows the archive; the next start restores it before the container starts.
+    c.kill9();
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("node healthy again", 30, || get(&u(&c, "/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let t0 = Instant::now();
+    start_server(&c, "lv7-s1", 512);
+    wait_for("lv7-s1 running from the archive", 60, || server_state(&c, "lv7-s1") == "running");
+    eprintln!("restore and start took {:?}", t0.elapsed());
+    assert_eq!(read_in_container("conductor-lv7-a-lv7-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+
+    // Deleting the server deletes its archive too.
+    stop_server(&c, "lv7-s1");
+    wait_for("archived again", 30, || !volume_exists("conductor-lv7-a-lv7-s1-data"));
+    let (code, body) = http("DELETE", &u(&c, "/v1/servers/lv7-s1"), Some(TOKEN), None);
+    assert_eq!(code, 204, "{body}");
+    assert!(!archive.join("lv7-s1").exists(), "the archive outlived the server");
+    drop(c);
+    cleanup_prefix("lv7-");
+}
+
+#[test]
+fn a_world_whose_source_copy_is_gone_is_never_started_empty_elsewhere() {
+    require_env();
+    cleanup_prefix("lv8-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv8-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nports = \"31400-31449\"\n\n\
+                 [[nodes]]\nname = \"lv8-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\nports = \"31450-31499\"\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("nodes healthy", 30, || {
+        json(&get(&u("/v1/nodes"), Some(TOKEN)).1).as_array().unwrap().iter().all(|n| n["health"] == "healthy")
+    });
+    start_server(&c, "lv8-s1", 600);
+    wait_for("lv8-s1 running", 30, || server_state(&c, "lv8-s1") == "running");
+    assert_eq!(node_of(&c, "lv8-s1"), "lv8-a");
+    stop_server(&c, "lv8-s1");
+    // The copy on a disappears behind conductor's back.
+    let rm = Command::new("docker").args(["volume", "rm", "conductor-lv8-a-lv8-s1-data"]).output().unwrap();
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    start_server(&c, "lv8-s2", 600);
+    wait_for("lv8-s2 running", 30, || server_state(&c, "lv8-s2") == "running");
+
+    // The move to b fails with a reason, and lv8-s1 never runs there with an empty world.
+    start_server(&c, "lv8-s1", 600);
+    wait_for("the failed move reported", 30, || {
+        get(&u("/v1/decisions"), Some(TOKEN)).1.contains("no world volume conductor-lv8-a-lv8-s1-data")
+    });
+    let d = json(&get(&u("/v1/decisions"), Some(TOKEN)).1);
+    let failed: Vec<&serde_json::Value> =
+        d.as_array().unwrap().iter().filter(|e| e["kind"] == "start_attempt_failed").collect();
+    assert!(failed[0]["detail"].as_str().unwrap().starts_with("lv8-s1 on lv8-b: world not ready on lv8-b"), "{d}");
+    for _ in 0..10 {
+        assert_ne!(server_state(&c, "lv8-s1"), "running");
+        assert!(containers_of("lv8-s1").is_empty(), "started without its world");
+        assert!(!volume_exists("conductor-lv8-b-lv8-s1-data"), "an empty world was made on b");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, body) = http("POST", &u("/v1/servers/lv8-s1/stop"), Some(TOKEN), None);
+    assert_eq!(code, 202, "{body}");
+    drop(c);
+    cleanup_prefix("lv8-");
+}
+
+#[test]
+fn an_archive_that_cannot_be_written_is_not_confirmed_and_the_world_stays_on_its_node() {
+    require_env();
+    cleanup_prefix("lv9-");
+    let dir = tempfile::tempdir().unwrap();
+    // The archive "folder" is a regular file: every archive attempt fails.
+    let archive = dir.path().join("not-a-folder");
+    std::fs::write(&archive, "x").unwrap();
+    let nodes = "[[nodes]]\nname = \"lv9-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\nports = \"31500-31549\"\n";
+    let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
+    let cfg = write_config(dir.path(), nodes, &extra);
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    start_server(&c, "lv9-s1", 512);
+    wait_for("lv9-s1 running", 30, || server_state(&c, "lv9-s1") == "running");
+    write_in_container("conductor-lv9-a-lv9-s1", "/data/marker", "kept\n");
+    stop_server(&c, "lv9-s1");
+    let errors = || {
+        get(&u("/metrics"), Some(TOKEN))
+            .1
+            .lines()
+            .find(|l| l.starts_with("conductor_adapter_errors_total") && l.contains("archive_world"))
+            .map(str::to_string)
+    };
+    wait_for("the archive failure counted", 30, || errors().is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(server_state(&c, "lv9-s1"), "stopped", "still tracked: the world is on its node");
+    assert!(volume_exists("conductor-lv9-a-lv9-s1-data"), "the only copy was removed");
+    assert!(!get(&u("/v1/decisions"), Some(TOKEN)).1.contains("world_archived"));
+    // The world is still there for the next start on the node.
+    start_server(&c, "lv9-s1", 512);
+    wait_for("lv9-s1 running again", 30, || server_state(&c, "lv9-s1") == "running");
+    assert_eq!(read_in_container("conductor-lv9-a-lv9-s1", "/data/marker").as_deref(), Some("kept\n"));
+    drop(c);
+    cleanup_prefix("lv9-");
 }

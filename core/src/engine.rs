@@ -431,6 +431,11 @@ impl Conductor {
         })
     }
 
+    /// Its world is in the archive (a start restores it from there unless a node holds a newer copy).
+    pub fn is_archived(&self, id: ServerId) -> bool {
+        self.archived.contains(&id)
+    }
+
     /// RAM of placed servers (starting, running, stopping, booked), over all nodes.
     pub fn allocated_mb(&self) -> u64 {
         self.fleet.iter().map(|n| n.allocated_mb()).sum()
@@ -920,7 +925,16 @@ impl Conductor {
     }
 
     fn on_delete_server(&mut self, id: ServerId) -> Reply {
-        let Some(s) = self.servers.get(&id) else { return Reply::Refused("unknown server") };
+        let Some(s) = self.servers.get(&id) else {
+            // A stopped server whose world is only in the archive is no longer tracked,
+            // but it is remembered as archived: deleting it forgets that (the driver
+            // deletes the archive).
+            if self.archived.remove(&id) {
+                self.publish(Event::ServerDeleted { server: id });
+                return Reply::Ok;
+            }
+            return Reply::Refused("unknown server");
+        };
         if s.state != State::Stopped {
             return Reply::Refused("server is not stopped");
         }

@@ -299,6 +299,39 @@ fn a_cloud_node_holding_an_unarchived_world_is_not_deleted() {
 }
 
 #[test]
+fn an_archived_server_that_is_no_longer_tracked_can_be_deleted() {
+    let mut h = H::new(cfg()); // node-local storage
+    let node = cloud_with_server(&mut h, 1, 2048);
+    h.at(5 * MIN);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node });
+    let now = h.now;
+    h.at(now);
+    let generation = h
+        .take()
+        .iter()
+        .find_map(|c| match c {
+            Command::ArchiveWorld { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("archive command");
+    h.input(Input::WorldArchived { server: ServerId(1), generation });
+    assert_eq!(h.status(1), None);
+    assert!(h.c.is_archived(ServerId(1)));
+    h.events();
+    assert_eq!(h.input(Input::DeleteServer { server: ServerId(1) }), Reply::Ok);
+    assert!(!h.c.is_archived(ServerId(1)), "deleted: a new start begins with a fresh world");
+    assert!(h.events().iter().any(|e| matches!(e, Event::ServerDeleted { server: ServerId(1) })));
+    assert_eq!(h.input(Input::DeleteServer { server: ServerId(1) }), Reply::Refused("unknown server"));
+    assert!(matches!(h.start(1, 2048), StartReply::Placed { .. }));
+    let world = h.take().iter().find_map(|c| match c {
+        Command::StartContainer { world, .. } => Some(*world),
+        _ => None,
+    });
+    assert_eq!(world, Some(WorldAction::InPlace));
+}
+
+#[test]
 fn restart_goes_back_to_the_worlds_node_or_moves_it() {
     let mut c = cfg();
     c.scaling.enabled = false;

@@ -19,6 +19,7 @@ pub struct LiveConfig {
     pub nodes: Vec<NodeConfig>,
     pub hetzner: HetznerConfig,
     pub players: PlayersConfig,
+    pub archive: ArchiveConfig,
     /// The core's configuration (`[conductor]`, the same table as in scenarios).
     pub conductor: CoreConfig,
 }
@@ -33,6 +34,7 @@ impl Default for LiveConfig {
             nodes: Vec::new(),
             hetzner: HetznerConfig::default(),
             players: PlayersConfig::default(),
+            archive: ArchiveConfig::default(),
             conductor: CoreConfig::default(),
         }
     }
@@ -195,6 +197,25 @@ impl Default for PlayersConfig {
     }
 }
 
+/// Where worlds go when a stopped server's world leaves its node (`ArchiveWorld`), and
+/// where `RestoreFromArchive` reads them from: `<dir>/<server>/<generation>.tar`, on the
+/// conductor's own host. Without `dir`, worlds stay in their node's Docker volume and a
+/// node holding one is never returned.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// The archive folder (relative to the config file); absent = no archive.
+    pub dir: Option<PathBuf>,
+    /// Bound on one world transfer (archive, restore, or a move between nodes); 0 = 600 s.
+    pub transfer_timeout_s: u64,
+}
+
+impl ArchiveConfig {
+    pub fn transfer_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(if self.transfer_timeout_s == 0 { 600 } else { self.transfer_timeout_s })
+    }
+}
+
 /// An inclusive host port range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
@@ -234,6 +255,9 @@ impl LiveConfig {
         if let Some(p) = cfg.hetzner.token_file.as_mut() {
             rel(p);
         }
+        if let Some(p) = cfg.archive.dir.as_mut() {
+            rel(p);
+        }
         cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
@@ -271,6 +295,16 @@ impl LiveConfig {
         }
         if self.players.interval_s > 0 && self.players.timeout_s == 0 {
             return Err("players.timeout_s: must be above 0".into());
+        }
+        // A move exports and then imports, both before the container starts: the engine's
+        // wait for the start must cover both.
+        let transfer_s = self.archive.transfer_timeout().as_secs();
+        if 2 * transfer_s >= self.conductor.reservation_timeout_s {
+            return Err(format!(
+                "archive.transfer_timeout_s: {transfer_s} s twice (a move) must stay below \
+                 conductor.reservation_timeout_s ({} s)",
+                self.conductor.reservation_timeout_s
+            ));
         }
         Ok(())
     }
@@ -317,6 +351,11 @@ mod tests {
         assert!(e.starts_with("conductor."), "{e}");
         let e = parse("[api]\ntoken = \"secret\"\n").unwrap_err();
         assert!(e.contains("unknown field"), "tokens are never read from the config: {e}");
+        let e = parse("[archive]\ntransfer_timeout_s = 900\n").unwrap_err();
+        assert!(e.starts_with("archive.transfer_timeout_s"), "a move could outlast the start's wait: {e}");
+        let ok = parse("[archive]\ndir = \"w\"\ntransfer_timeout_s = 899\n").expect("within the wait");
+        assert_eq!(ok.archive.transfer_timeout(), std::time::Duration::from_secs(899));
+        assert_eq!(parse("").expect("defaults").archive.transfer_timeout(), std::time::Duration::from_secs(600));
     }
 
     #[test]

@@ -21,8 +21,9 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding};
 use bollard::models::{PortSummaryTypeEnum, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    StartContainerOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StartContainerOptions, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
@@ -40,6 +41,8 @@ pub const LABEL_PLAN: &str = "conductor.plan";
 pub const ID_LEN_MAX: usize = 63;
 /// Longest accepted plan name (it only ever becomes a label value).
 pub const PLAN_LEN_MAX: usize = 64;
+/// Longest accepted volume name: room for [`volume_name`] of two maximal ids.
+pub const VOLUME_NAME_LEN_MAX: usize = 160;
 /// Docker refuses memory limits below 6 MiB.
 pub const DOCKER_MEMORY_MIN_MB: u64 = 6;
 /// The Docker socket on every node, the far end of the SSH forward.
@@ -144,6 +147,10 @@ pub enum DockerError {
     SpecMismatch { node: String, server: String, id: String, existing_ram_mb: Option<u32>, ram_mb: u32 },
     #[error("volume {volume} on node {node} exists without our labels for this node; not touching it")]
     ForeignVolume { node: String, volume: String },
+    #[error("no world volume {volume} on node {node}")]
+    NoWorld { node: String, volume: String },
+    #[error("world transfer on node {node} ({op}): {message}")]
+    Transfer { node: String, op: &'static str, message: String },
 }
 
 /// The container memory limit for a server that booked `booked_ram_mb` MiB.
@@ -156,6 +163,16 @@ pub enum DockerError {
 pub fn memory_limit_mb(booked_ram_mb: u32) -> u64 {
     u64::from(booked_ram_mb)
 }
+
+/// `conductor-<node>-<server>-data`: a server's world volume on one node. The node is part of the name, as in
+/// the container's, so that nodes sharing one daemon (the tests' simulated nodes) never share a world.
+pub fn volume_name(node: &str, server: &str) -> String {
+    format!("conductor-{node}-{server}-data")
+}
+
+/// Label on the short-lived helper containers that read and write world volumes (value: the server). They carry
+/// no `conductor.server` label, so they are never listed, adopted or reported as a server's container.
+pub const LABEL_WORLD_HELPER: &str = "conductor.world-helper";
 
 /// `conductor-<node>-<server>`, from ids that [`ContainerSpec::validate`] accepted.
 pub fn container_name(node: &str, server: &str) -> String {
@@ -398,6 +415,18 @@ impl DockerNode {
         }
     }
 
+    /// A handle for world transfers on this node. It shares the daemon connection but does not borrow the node,
+    /// so a long transfer does not hold up other calls; `limit` bounds each transfer as a whole.
+    pub fn worlds(&self, image: &str, limit: Duration) -> Worlds {
+        Worlds {
+            node_id: self.node_id.clone(),
+            docker: self.docker.clone(),
+            timeout: self.timeout,
+            limit,
+            image: image.to_string(),
+        }
+    }
+
     /// The underlying bollard client, for inspection in tests and tools. Bypasses the label rules.
     pub fn raw(&self) -> &Docker {
         &self.docker
@@ -569,6 +598,257 @@ impl DockerNode {
     }
 }
 
+/// World volumes on one node, read and written as tar streams through a stopped helper container (the Docker
+/// archive API), so nothing runs on the node and no shell is involved. Made by [`DockerNode::worlds`].
+///
+/// A tar holds the volume as `data/...` (the helper mounts it at `/data`), the layout `import` expects.
+#[derive(Clone)]
+pub struct Worlds {
+    node_id: String,
+    docker: Docker,
+    timeout: Duration,
+    limit: Duration,
+    image: String,
+}
+
+/// Size of the chunks a tar file is uploaded in.
+const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
+
+impl Worlds {
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether the server's world volume exists on this node (a volume without our labels is an error).
+    pub async fn exists(&self, server: &str) -> Result<bool, DockerError> {
+        validate_id("server", server)?;
+        let volume = volume_name(&self.node_id, server);
+        match tokio::time::timeout(self.timeout, self.docker.inspect_volume(&volume)).await {
+            Err(_) => Err(self.timeout_err("inspect volume", self.timeout)),
+            Ok(Err(e)) if status(&e) == Some(404) => Ok(false),
+            Ok(Err(e)) => Err(self.api_err("inspect volume", e)),
+            Ok(Ok(v)) if self.is_ours(&v.labels) => Ok(true),
+            Ok(Ok(_)) => Err(DockerError::ForeignVolume { node: self.node_id.clone(), volume }),
+        }
+    }
+
+    /// Writes the server's world volume as a tar into `dest` (created or truncated, synced). Returns its size.
+    /// A missing volume is [`DockerError::NoWorld`]: an empty world is never exported as if it were the world.
+    pub async fn export(&self, server: &str, dest: &Path) -> Result<u64, DockerError> {
+        if !self.exists(server).await? {
+            return Err(DockerError::NoWorld {
+                node: self.node_id.clone(),
+                volume: volume_name(&self.node_id, server),
+            });
+        }
+        let helper = self.helper(server).await?;
+        let res = match tokio::time::timeout(self.limit, self.download(&helper, dest)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_err("export world", self.limit)),
+        };
+        let removed = self.remove_helper(&helper).await;
+        let size = res?;
+        removed?;
+        Ok(size)
+    }
+
+    /// Replaces the server's world volume on this node with the tar in `src` (made by [`Worlds::export`]): an
+    /// existing volume is removed first (refused by the daemon while a container uses it), so no stale file
+    /// survives. On failure the volume may be partial; the next import replaces it again.
+    pub async fn import(&self, server: &str, src: &Path) -> Result<(), DockerError> {
+        validate_id("server", server)?;
+        let volume = volume_name(&self.node_id, server);
+        self.remove(server).await?;
+        let request = VolumeCreateRequest {
+            name: Some(volume),
+            labels: Some(HashMap::from([
+                (LABEL_SERVER.to_string(), server.to_string()),
+                (LABEL_NODE.to_string(), self.node_id.clone()),
+            ])),
+            ..Default::default()
+        };
+        self.bounded("create volume", self.timeout, self.docker.create_volume(request)).await?;
+        let helper = self.helper(server).await?;
+        let res = match tokio::time::timeout(self.limit, self.upload(&helper, src)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_err("import world", self.limit)),
+        };
+        let removed = self.remove_helper(&helper).await;
+        res?;
+        removed
+    }
+
+    /// Removes the server's world volume on this node, and first any container of the server there that is not
+    /// running (a failed start leaves one created, and it would hold the volume). Absent = Ok; a volume without our
+    /// labels, or a running container of the server, is refused.
+    pub async fn remove(&self, server: &str) -> Result<(), DockerError> {
+        if !self.exists(server).await? {
+            return Ok(());
+        }
+        self.remove_stopped_containers(server).await?;
+        let volume = volume_name(&self.node_id, server);
+        match tokio::time::timeout(self.timeout, self.docker.remove_volume(&volume, None::<RemoveVolumeOptions>)).await
+        {
+            Err(_) => Err(self.timeout_err("remove volume", self.timeout)),
+            Ok(Err(e)) if status(&e) == Some(404) => Ok(()),
+            Ok(Err(e)) => Err(self.api_err("remove volume", e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    async fn remove_stopped_containers(&self, server: &str) -> Result<(), DockerError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_NODE}={}", self.node_id), format!("{LABEL_SERVER}={server}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let found = self.bounded("list", self.timeout, self.docker.list_containers(Some(options))).await?;
+        for c in found {
+            let labels = c.labels.unwrap_or_default();
+            if labels.get(LABEL_NODE) != Some(&self.node_id)
+                || labels.get(LABEL_SERVER).map(String::as_str) != Some(server)
+            {
+                continue;
+            }
+            if c.state == Some(ContainerSummaryStateEnum::RUNNING) {
+                let message = format!("a container of {server} is running here; its world is not replaced");
+                return Err(self.transfer_err("replace world", message));
+            }
+            if let Some(id) = c.id {
+                self.remove_helper(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn download(&self, helper: &str, dest: &Path) -> Result<u64, DockerError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| self.transfer_err("write tar", format!("{}: {e}", dest.display()));
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let options = DownloadFromContainerOptionsBuilder::default().path("/data").build();
+        let mut stream = self.docker.download_from_container(helper, Some(options));
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.api_err("download world", e))?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        if size == 0 {
+            return Err(self.transfer_err("download world", "the daemon sent an empty archive".into()));
+        }
+        Ok(size)
+    }
+
+    async fn upload(&self, helper: &str, src: &Path) -> Result<(), DockerError> {
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| self.transfer_err("read tar", format!("{}: {e}", src.display())))?;
+        let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(helper, Some(options), bollard::body_try_stream(chunks))
+            .await
+            .map_err(|e| self.api_err("upload world", e))
+    }
+
+    /// Creates (never starts) `conductor-<node>-<server>-world` with the volume at `/data`. A leftover helper
+    /// of an interrupted transfer (same name, our labels) is removed first.
+    async fn helper(&self, server: &str) -> Result<String, DockerError> {
+        let name = format!("{}-world", container_name(&self.node_id, server));
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            labels: Some(HashMap::from([
+                (LABEL_WORLD_HELPER.to_string(), server.to_string()),
+                (LABEL_NODE.to_string(), self.node_id.clone()),
+            ])),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{}:/data", volume_name(&self.node_id, server))]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for attempt in 0..2 {
+            let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            let created = self.docker.create_container(Some(options), body.clone());
+            match tokio::time::timeout(self.timeout, created).await {
+                Err(_) => return Err(self.timeout_err("create helper", self.timeout)),
+                Ok(Ok(r)) => return Ok(r.id),
+                Ok(Err(e)) if status(&e) == Some(404) => {
+                    return Err(DockerError::ImageNotFound { node: self.node_id.clone(), image: self.image.clone() })
+                }
+                Ok(Err(e)) if status(&e) == Some(409) && attempt == 0 => {
+                    let existing =
+                        self.bounded("inspect helper", self.timeout, self.docker.inspect_container(&name, None));
+                    let labels = existing.await?.config.and_then(|c| c.labels).unwrap_or_default();
+                    let ours = labels.get(LABEL_NODE) == Some(&self.node_id)
+                        && labels.get(LABEL_WORLD_HELPER).map(String::as_str) == Some(server);
+                    if !ours {
+                        return Err(DockerError::ForeignContainer { node: self.node_id.clone(), name });
+                    }
+                    self.remove_helper(&name).await?;
+                }
+                Ok(Err(e)) => return Err(self.api_err("create helper", e)),
+            }
+        }
+        Err(self.transfer_err("create helper", format!("{name} exists and could not be replaced")))
+    }
+
+    async fn remove_helper(&self, id: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match tokio::time::timeout(self.timeout, self.docker.remove_container(id, Some(options))).await {
+            Err(_) => Err(self.timeout_err("remove helper", self.timeout)),
+            Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+            Ok(Err(e)) => Err(self.api_err("remove helper", e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    fn is_ours(&self, labels: &HashMap<String, String>) -> bool {
+        labels.get(LABEL_NODE) == Some(&self.node_id) && labels.contains_key(LABEL_SERVER)
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, BollardError>>,
+    ) -> Result<T, DockerError> {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.api_err(op, e)),
+            Err(_) => Err(self.timeout_err(op, limit)),
+        }
+    }
+
+    fn api_err(&self, op: &'static str, source: BollardError) -> DockerError {
+        DockerError::Api { node: self.node_id.clone(), op, source }
+    }
+
+    fn timeout_err(&self, op: &'static str, limit: Duration) -> DockerError {
+        DockerError::Timeout { node: self.node_id.clone(), op, after_ms: ms(limit) }
+    }
+
+    fn transfer_err(&self, op: &'static str, message: String) -> DockerError {
+        DockerError::Transfer { node: self.node_id.clone(), op, message }
+    }
+}
+
 async fn open_unix(node: &str, socket: &Path, timeout: Duration) -> Result<Docker, DockerError> {
     let api_err = |op, source| DockerError::Api { node: node.to_string(), op, source };
     let socket_str = socket.to_str().ok_or_else(|| invalid(format!("socket path {socket:?} is not UTF-8")))?;
@@ -634,10 +914,12 @@ fn validate_volume_name(name: &str) -> Result<(), DockerError> {
     let mut bytes = name.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if first_ok && rest_ok && name.len() <= 128 {
+    if first_ok && rest_ok && name.len() <= VOLUME_NAME_LEN_MAX {
         Ok(())
     } else {
-        Err(invalid(format!("volume name {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 128)")))
+        Err(invalid(format!(
+            "volume name {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most {VOLUME_NAME_LEN_MAX})"
+        )))
     }
 }
 

@@ -8,7 +8,7 @@ use crate::control::{
     valid_host, valid_name, ApiCall, ApiError, Decision, FleetInfo, NewNode, NodeInfo, QueueEntry, ServerInfo,
     StartBody, StartOutcome, StopOutcome,
 };
-use crate::docker::{memory_limit_mb, ContainerInfo, ContainerSpec, DockerNode, Endpoint};
+use crate::docker::{memory_limit_mb, volume_name, ContainerInfo, ContainerSpec, DockerNode, Endpoint, Worlds};
 use crate::hetzner::{cloud_init, CloudInit, CreateServer, HetznerClient, ServerStatus as VmStatus};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -18,10 +18,11 @@ use conductor_core::io::{
 };
 use conductor_core::node::{usable_mb, Health, Lifecycle, NodeSpec};
 use conductor_core::time::Millis;
-use conductor_core::{NodeId, NodeKind, Plan, ServerId, UserId};
+use conductor_core::{NodeId, NodeKind, Plan, ServerId, UserId, WorldAction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, Mutex};
@@ -104,6 +105,12 @@ enum Done {
         server: ServerId,
         port: u16,
     },
+    /// A world copy is in the archive store (the file is durable).
+    Archived {
+        server: ServerId,
+        node: NodeId,
+        generation: u64,
+    },
 }
 
 /// How long a host port that something else holds is avoided on its node.
@@ -127,6 +134,84 @@ pub struct Driver {
     names: BTreeMap<ServerId, String>,
     in_flight: usize,
     last_now: u64,
+    /// Per server, the end of its last world task (start, archive, world removal): world
+    /// tasks of one server run one after the other, in the order the engine asked for them.
+    world_tail: BTreeMap<ServerId, tokio::sync::watch::Receiver<()>>,
+}
+
+/// Where a node's Docker daemon is and how to reach it, for a task.
+#[derive(Clone)]
+struct Target {
+    name: String,
+    conn: Arc<Mutex<Option<DockerNode>>>,
+    endpoint: Option<Endpoint>,
+}
+
+impl Target {
+    /// A world-transfer handle on the node (connecting first if needed).
+    async fn worlds(&self, image: &str, limit: Duration, timeout: Duration) -> Result<Worlds, String> {
+        let image = image.to_string();
+        with_conn(&self.conn, &self.name, self.endpoint.as_ref(), timeout, move |d| {
+            Box::pin(async move { Ok(d.worlds(&image, limit)) })
+        })
+        .await
+    }
+}
+
+/// The newest world archive of a server in the archive folder: the `*.tar` modified last
+/// (generations restart at 1 with the conductor, so their numbers do not order archives).
+fn newest_archive(dir: &Path) -> Option<PathBuf> {
+    archives_in(dir).pop()
+}
+
+/// How many archives of a server are kept (the newest, and the one before as a spare).
+const ARCHIVES_KEPT: usize = 2;
+
+/// Writes the world of `server` on `worlds`' node into `<root>/<server>/<generation>.tar`
+/// atomically (a temporary file, synced, then renamed; the folder synced), then drops all
+/// but the newest [`ARCHIVES_KEPT`] archives.
+async fn archive_world(worlds: &Worlds, root: &Path, server: &str, generation: u64) -> Result<u64, String> {
+    let dir = root.join(server);
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    let part = dir.join(format!(".{generation}.tar.part"));
+    let size = match worlds.export(server, &part).await {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e.to_string());
+        }
+    };
+    let done = dir.join(format!("{generation}.tar"));
+    tokio::fs::rename(&part, &done).await.map_err(|e| format!("{}: {e}", done.display()))?;
+    let sync_dir = dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&sync_dir).and_then(|d| d.sync_all()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    prune_archives(&dir, &done);
+    Ok(size)
+}
+
+/// The archives (`*.tar`, not temporary files) in a server's folder, oldest first.
+fn archives_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".tar") && !n.starts_with('.')))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Removes all but the newest [`ARCHIVES_KEPT`] archives in `dir`, never `keep` (the one
+/// just written).
+fn prune_archives(dir: &Path, keep: &Path) {
+    let archives = archives_in(dir);
+    let old = archives.len().saturating_sub(ARCHIVES_KEPT);
+    for p in archives.into_iter().take(old).filter(|p| p != keep) {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 const DECISIONS_KEPT: usize = 1000;
@@ -275,6 +360,7 @@ impl Driver {
                 | Command::ProvisionNode { .. }
                 | Command::DeleteNode { .. }
                 | Command::DeleteWorld { .. }
+                | Command::ArchiveWorld { .. }
         );
         if self.opts.dry_run && mutating {
             let line = format!("dry-run: would {}", self.describe(&cmd));
@@ -284,46 +370,80 @@ impl Driver {
         }
         match cmd {
             Command::Publish(e) => self.on_event(e),
-            Command::StartContainer { server, node, ram_mb, plan, world: _ } => {
-                self.start_container(server, node, ram_mb, plan)
+            Command::StartContainer { server, node, ram_mb, plan, world } => {
+                self.start_container(server, node, ram_mb, plan, world)
             }
             Command::StopContainer { server, node, reason } => self.stop_container(server, node, reason),
             Command::ProbeHealth { nodes } => self.probe(nodes),
             Command::ListContainers { node } => self.list(node, false),
-            Command::ArchiveWorld { server, .. } => {
-                // Worlds stay in their node's Docker volume (no archive storage is
-                // configured): the engine keeps such a node non-empty, so it is never
-                // returned with a world on it.
-                let name = self.name_of(server);
-                self.decide("archive_skipped", format!("{name}: world stays on its node (no archive storage)"));
-            }
+            Command::ArchiveWorld { server, node, generation } => self.archive(server, node, generation),
             Command::DeleteWorld { server, node } => {
                 let name = self.name_of(server);
-                let Some(rt) = self.nodes.get(&node) else { return };
-                let conn = rt.conn.clone();
-                let volume = format!("conductor-{name}-data");
-                self.spawn(async move {
-                    let guard = conn.lock().await;
-                    match guard.as_ref() {
-                        Some(d) => match d.remove_data_volume(&volume).await {
-                            Ok(()) => vec![],
-                            Err(e) => vec![Done::AdapterError {
-                                adapter: "docker",
-                                op: "delete_world",
-                                message: e.to_string(),
-                            }],
-                        },
-                        None => vec![Done::AdapterError {
-                            adapter: "docker",
-                            op: "delete_world",
-                            message: "node not connected".into(),
-                        }],
+                let Some(target) = self.target(node) else { return };
+                let (image, limit, timeout) =
+                    (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
+                self.spawn_world(server, async move {
+                    let removed = match target.worlds(&image, limit, timeout).await {
+                        Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match removed {
+                        Ok(()) => vec![],
+                        Err(e) => vec![Done::AdapterError { adapter: "docker", op: "delete_world", message: e }],
                     }
                 });
             }
             Command::ProvisionNode { node, name, server_type } => self.provision(node, name, server_type),
             Command::DeleteNode { node, name, provider_id } => self.delete_node(node, name, provider_id),
         }
+    }
+
+    /// Runs `fut` after the server's previous world task, as a driver task.
+    fn spawn_world<F>(&mut self, server: ServerId, fut: F)
+    where
+        F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+    {
+        let (done_tx, done_rx) = tokio::sync::watch::channel(());
+        let prev = self.world_tail.insert(server, done_rx);
+        self.spawn(async move {
+            if let Some(mut prev) = prev {
+                // Ends when the previous task drops its sender (finished, failed or panicked).
+                while prev.changed().await.is_ok() {}
+            }
+            let out = fut.await;
+            drop(done_tx);
+            out
+        });
+    }
+
+    fn target(&self, node: NodeId) -> Option<Target> {
+        let rt = self.nodes.get(&node)?;
+        Some(Target { name: rt.name.clone(), conn: rt.conn.clone(), endpoint: rt.endpoint.clone() })
+    }
+
+    fn archive(&mut self, server: ServerId, node: NodeId, generation: u64) {
+        let name = self.name_of(server);
+        let Some(root) = self.cfg.archive.dir.clone() else {
+            // Worlds stay in their node's Docker volume (no archive storage is
+            // configured): the engine keeps such a node non-empty, so it is never
+            // returned with a world on it.
+            self.decide("archive_skipped", format!("{name}: world stays on its node (no archive storage)"));
+            return;
+        };
+        let Some(target) = self.target(node) else { return };
+        let (image, limit, timeout) =
+            (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
+        self.spawn_world(server, async move {
+            let res = match target.worlds(&image, limit, timeout).await {
+                Ok(w) => archive_world(&w, &root, &name, generation).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(_) => vec![Done::Archived { server, node, generation }],
+                // No confirmation: the engine asks again and keeps the node non-empty.
+                Err(e) => vec![Done::AdapterError { adapter: "docker", op: "archive_world", message: e }],
+            }
+        });
     }
 
     fn describe(&mut self, cmd: &Command) -> String {
@@ -351,8 +471,14 @@ impl Driver {
         }
     }
 
-    fn start_container(&mut self, server: ServerId, node: NodeId, ram_mb: u32, plan: Plan) {
+    fn start_container(&mut self, server: ServerId, node: NodeId, ram_mb: u32, plan: Plan, world: WorldAction) {
         let name = self.name_of(server);
+        let source = match world {
+            WorldAction::MoveFrom(src) => self.target(src),
+            _ => None,
+        };
+        let archive_root = self.cfg.archive.dir.clone();
+        let limit = self.cfg.archive.transfer_timeout();
         let c = self.cfg.containers.clone();
         let timeout = self.docker_timeout();
         let Some(rt) = self.nodes.get_mut(&node) else { return };
@@ -375,16 +501,64 @@ impl Driver {
         spec.container_port = c.container_port;
         spec.env = c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         spec.env.push(("PORT".into(), c.container_port.to_string()));
-        spec.data_volume = c.data_volumes.then(|| format!("conductor-{name}-data"));
+        spec.data_volume = c.data_volumes.then(|| volume_name(&rt.name, &name));
         spec.memory_limit_mb = memory_limit_mb(ram_mb);
         let (conn, endpoint, node_name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
-        self.spawn(async move {
+        let target = Target { name: node_name.clone(), conn: conn.clone(), endpoint: endpoint.clone() };
+        // Without data volumes there is no world to carry.
+        let world = if c.data_volumes { world } else { WorldAction::InPlace };
+        if let WorldAction::MoveFrom(src) = world {
+            if source.is_none() {
+                let reason = format!("world source node {} is unknown", src.0);
+                let _ = self.done_tx.send(Done::Input(Input::ContainerFailed { server, node, reason }));
+                return;
+            }
+        }
+        let image = c.image.clone();
+        self.spawn_world(server, async move {
+            // The world first: restored from the archive, or copied from the node holding it.
+            let prepared = match world {
+                WorldAction::InPlace => Ok(None),
+                WorldAction::RestoreFromArchive => {
+                    restore_world(&target, archive_root.as_deref(), &name, &image, limit, timeout).await.map(|_| None)
+                }
+                WorldAction::MoveFrom(_) => {
+                    let src = source.expect("checked above");
+                    copy_world(&src, &target, archive_root.as_deref(), &name, &image, limit, timeout)
+                        .await
+                        .map(|_| Some(src))
+                }
+            };
+            let moved_from = match prepared {
+                Ok(src) => src,
+                Err(e) => {
+                    let reason = format!("world not ready on {node_name}: {e}");
+                    return vec![
+                        Done::AdapterError { adapter: "docker", op: "world", message: reason.clone() },
+                        Done::Input(Input::ContainerFailed { server, node, reason }),
+                    ];
+                }
+            };
             let res = with_conn(&conn, &node_name, endpoint.as_ref(), timeout, |d| {
                 Box::pin(async move { d.start(&spec).await.map(|_| ()) })
             })
             .await;
             match res {
-                Ok(()) => vec![Done::Input(Input::ContainerStarted { server, node })],
+                Ok(()) => {
+                    let mut out = vec![Done::Input(Input::ContainerStarted { server, node })];
+                    // A move: the source copy goes once the container runs on the target.
+                    if let Some(src) = moved_from {
+                        let removed = match src.worlds(&image, limit, timeout).await {
+                            Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = removed {
+                            let message = format!("{name}: source copy on {} not removed: {e}", src.name);
+                            out.push(Done::AdapterError { adapter: "docker", op: "remove_moved_world", message });
+                        }
+                    }
+                    out
+                }
                 Err(e) => {
                     let mut out = vec![Done::AdapterError { adapter: "docker", op: "start", message: e.clone() }];
                     if port_taken(&e) {
@@ -589,6 +763,13 @@ impl Driver {
                 self.in_flight = self.in_flight.saturating_sub(1)
             }
             Done::Input(input) => {
+                if let Input::Players { server, count } = &input {
+                    // Shown by GET /v1/servers/{id}; only for a server still running (a late
+                    // answer must not resurrect the count of a stopped one).
+                    if matches!(self.engine.server_status(*server), Some(ServerStatus::Running { .. })) {
+                        self.players.insert(*server, *count);
+                    }
+                }
                 if let Input::NodeProvisioned { node, provider_id, address } = &input {
                     let port = Some(self.cfg.hetzner.ssh_port);
                     let ep = self.ssh_endpoint(address, port);
@@ -652,7 +833,42 @@ impl Driver {
                 log!("{adapter} {op}: {message}");
                 self.metrics.inc_adapter_error(adapter, op);
             }
+            Done::Archived { server, node, generation } => self.on_archived(server, node, generation),
         }
+    }
+
+    /// Confirms an archive to the engine; once the engine no longer counts the world on
+    /// the node, the node's copy is removed (after any world task of the server already
+    /// asked for, and before any later one).
+    fn on_archived(&mut self, server: ServerId, node: NodeId, generation: u64) {
+        let name = self.name_of(server);
+        let reply = self.feed(Input::WorldArchived { server, generation });
+        self.decide("world_archived", format!("{name}: generation {generation} archived ({reply:?})"));
+        let off_node = match self.engine.server_status(server) {
+            None => true,
+            Some(ServerStatus::Stopped { world_on, .. }) => world_on != Some(node),
+            Some(_) => false,
+        };
+        if reply != Reply::Ok || !off_node {
+            return;
+        }
+        let Some(target) = self.target(node) else { return };
+        let (image, limit, timeout) =
+            (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
+        self.spawn_world(server, async move {
+            let removed = match target.worlds(&image, limit, timeout).await {
+                Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => vec![],
+                Err(e) => vec![Done::AdapterError {
+                    adapter: "docker",
+                    op: "remove_archived_world",
+                    message: format!("{name} on {}: {e}", target.name),
+                }],
+            }
+        });
     }
 
     fn stored_node(&self, name: &str) -> Option<StoredNode> {
@@ -725,6 +941,10 @@ impl Driver {
                         rt.used_ports.remove(server);
                     }
                 }
+            }
+            Event::StartAttemptFailed { server, node, reason } => {
+                let d = format!("{} on {}: {reason}", self.name_of(*server), self.node_name(*node));
+                self.decide("start_attempt_failed", d);
             }
             Event::StartFailed { server, reason } => {
                 store(&self.store, *server, "stopped");
@@ -880,18 +1100,29 @@ impl Driver {
                 pending(answer, r)
             }
             ApiCall::Delete { server, answer } => {
-                let r = self.known(&server).and_then(|id| match self.feed(Input::DeleteServer { server: id }) {
-                    Reply::Ok => {
-                        let _ = self.store.delete_server(id);
-                        for rt in self.nodes.values_mut() {
-                            rt.used_ports.remove(&id);
+                let r = self.known_or_archived(&server).and_then(|id| {
+                    match self.feed(Input::DeleteServer { server: id }) {
+                        Reply::Ok => {
+                            if let Some(root) = &self.cfg.archive.dir {
+                                // `server` passed `known()`'s name check: one plain path component.
+                                let dir = root.join(&server);
+                                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                                    if e.kind() != std::io::ErrorKind::NotFound {
+                                        log!("archive: cannot remove {}: {e}", dir.display());
+                                    }
+                                }
+                            }
+                            let _ = self.store.delete_server(id);
+                            for rt in self.nodes.values_mut() {
+                                rt.used_ports.remove(&id);
+                            }
+                            Ok(())
                         }
-                        Ok(())
+                        Reply::Refused(m) => {
+                            Err(ApiError::Conflict { message: m.to_string(), server: self.info(id, &server).ok() })
+                        }
+                        other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                     }
-                    Reply::Refused(m) => {
-                        Err(ApiError::Conflict { message: m.to_string(), server: self.info(id, &server).ok() })
-                    }
-                    other => Err(ApiError::Conflict { message: format!("{other:?}"), server: None }),
                 });
                 pending(answer, r)
             }
@@ -950,6 +1181,18 @@ impl Driver {
         match id {
             Some(id) if self.engine.server_status(id).is_some() => Ok(id),
             _ => Err(ApiError::NotFound(format!("no server {name:?}"))),
+        }
+    }
+
+    /// `known`, or a stopped server the engine no longer tracks because its world is only
+    /// in the archive (it can still be deleted).
+    fn known_or_archived(&mut self, name: &str) -> Result<ServerId, ApiError> {
+        match self.known(name) {
+            Err(ApiError::NotFound(m)) => match self.store.find_server(name) {
+                Ok(Some(id)) if self.engine.is_archived(id) => Ok(id),
+                _ => Err(ApiError::NotFound(m)),
+            },
+            other => other,
         }
     }
 
@@ -1204,6 +1447,48 @@ fn port_taken(error: &str) -> bool {
     error.contains("port is already allocated") || error.contains("address already in use")
 }
 
+/// Replaces the server's volume on `target` with its newest archive.
+async fn restore_world(
+    target: &Target,
+    root: Option<&Path>,
+    server: &str,
+    image: &str,
+    limit: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    let root = root.ok_or("no archive store configured (archive.dir)")?;
+    let dir = root.join(server);
+    let file = newest_archive(&dir).ok_or_else(|| format!("no archive in {}", dir.display()))?;
+    let worlds = target.worlds(image, limit, timeout).await?;
+    worlds.import(server, &file).await.map_err(|e| e.to_string())
+}
+
+/// Copies the server's volume from `src` to `dst` through a temporary tar on this host
+/// (in the archive folder when there is one). The source copy is left in place.
+async fn copy_world(
+    src: &Target,
+    dst: &Target,
+    root: Option<&Path>,
+    server: &str,
+    image: &str,
+    limit: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    let spool = match root {
+        Some(r) => {
+            std::fs::create_dir_all(r).map_err(|e| format!("{}: {e}", r.display()))?;
+            tempfile::Builder::new().prefix(".move-").tempdir_in(r)
+        }
+        None => tempfile::Builder::new().prefix("conductor-move-").tempdir(),
+    }
+    .map_err(|e| format!("temporary folder for the move: {e}"))?;
+    let tar = spool.path().join("world.tar");
+    let from = src.worlds(image, limit, timeout).await.map_err(|e| format!("source {}: {e}", src.name))?;
+    from.export(server, &tar).await.map_err(|e| format!("copy from {}: {e}", src.name))?;
+    let to = dst.worlds(image, limit, timeout).await?;
+    to.import(server, &tar).await.map_err(|e| format!("copy to {}: {e}", dst.name))
+}
+
 type BoxFut<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::docker::DockerError>> + Send + 'a>>;
 
@@ -1315,6 +1600,7 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
         names: BTreeMap::new(),
         in_flight: 0,
         last_now: now,
+        world_tail: BTreeMap::new(),
     };
     d.recover().await;
 
@@ -1360,6 +1646,26 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
 }
 
 impl Driver {
+    /// Servers with a world in the archive store (a folder named after a known server,
+    /// holding at least one archive).
+    fn archived_servers(&mut self) -> Vec<ServerId> {
+        let Some(root) = self.cfg.archive.dir.clone() else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&root) else { return Vec::new() };
+        let mut out = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+            if !valid_name(&name) || newest_archive(&e.path()).is_none() {
+                continue;
+            }
+            if let Ok(Some(id)) = self.store.find_server(&name) {
+                self.names.insert(id, name);
+                out.push(id);
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Load the node registry and the queue, then reconcile with what Docker and
     /// Hetzner report. Nodes that do not answer within a few seconds are adopted later
     /// (their first successful probe lists them).
@@ -1528,7 +1834,44 @@ impl Driver {
         log!("recovered {} container(s) and {} queued request(s)", containers.len(), queued.len());
         let mut queued = queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
-        self.feed(Input::Recover(Snapshot { containers, queued, archived: Vec::new() }));
+        let archived = self.archived_servers();
+        self.feed(Input::Recover(Snapshot { containers, queued, archived }));
         self.tick();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn archive(dir: &Path, name: &str, age_s: u64) -> PathBuf {
+        let p = dir.join(name);
+        let f = std::fs::File::create(&p).expect("create (test setup)");
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_s)).expect("set mtime (test setup)");
+        p
+    }
+
+    #[test]
+    fn the_newest_archive_is_the_last_modified_and_pruning_keeps_two() {
+        let dir = tempfile::tempdir().expect("temp dir (test setup)");
+        assert_eq!(newest_archive(dir.path()), None);
+        assert_eq!(newest_archive(&dir.path().join("missing")), None);
+        // Generation 9 from before a restart is older than generation 2 written after it.
+        let old = archive(dir.path(), "9.tar", 300);
+        let older = archive(dir.path(), "7.tar", 400);
+        let new = archive(dir.path(), "2.tar", 10);
+        archive(dir.path(), ".3.tar.part", 0);
+        archive(dir.path(), "notes.txt", 0);
+        assert_eq!(newest_archive(dir.path()), Some(new.clone()));
+        prune_archives(dir.path(), &new);
+        assert_eq!(archives_in(dir.path()), vec![old, new.clone()], "the newest two are kept");
+        assert!(!older.exists());
+        assert!(dir.path().join("notes.txt").exists() && dir.path().join(".3.tar.part").exists(), "only archives");
+        // The one just written is never pruned, even with an old clock.
+        let just_written = archive(dir.path(), "3.tar", 1000);
+        prune_archives(dir.path(), &just_written);
+        assert!(just_written.exists());
+        assert_eq!(newest_archive(dir.path()), Some(new));
     }
 }

@@ -14,6 +14,6 @@ pub mod slp;
 pub mod store;
 
 pub use docker::{
-    container_name, memory_limit_mb, ContainerInfo, ContainerSpec, DockerError, DockerNode, Endpoint, LABEL_NODE,
-    LABEL_PLAN, LABEL_RAM_MB, LABEL_SERVER,
+    container_name, memory_limit_mb, volume_name, ContainerInfo, ContainerSpec, DockerError, DockerNode, Endpoint,
+    Worlds, LABEL_NODE, LABEL_PLAN, LABEL_RAM_MB, LABEL_SERVER, LABEL_WORLD_HELPER,
 };

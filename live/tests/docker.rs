@@ -1,4 +1,4 @@
-//! Live tests against the real Docker daemon on this machine, directly and through sshd "nodes" on 127.0.0.2-4.
+//! Live tests against the real Docker daemon on this machine, directly and through sshd "nodes" on 127.0.0.2-6.
 //!
 //! They need `scripts/prepare-live-tests.sh` to have run (as root): it builds the `conductor-test-mc:latest`
 //! image and starts the sshd nodes. A missing environment is a failure with instructions, never a silent skip.
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use conductor_live::{
-    container_name, ContainerSpec, DockerError, DockerNode, Endpoint, LABEL_NODE, LABEL_PLAN, LABEL_RAM_MB,
-    LABEL_SERVER,
+    container_name, volume_name, ContainerSpec, DockerError, DockerNode, Endpoint, LABEL_NODE, LABEL_PLAN,
+    LABEL_RAM_MB, LABEL_SERVER, LABEL_WORLD_HELPER,
 };
 
 const IMAGE: &str = "conductor-test-mc:latest";
@@ -58,10 +58,15 @@ impl LiveEnv {
         }
         let env = LiveEnv { state_dir, script, ssh_ports };
         // A crashed earlier run may have left a node's sshd stopped; starting a running node is a no-op.
-        for addr in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-            env.node_ctl("thaw-node", addr);
-            env.node_ctl("start-node", addr);
-        }
+        // Once per test process, before any test runs on: a later test must not thaw or restart the node
+        // that a running test froze or stopped on purpose.
+        static RESTORE: std::sync::Once = std::sync::Once::new();
+        RESTORE.call_once(|| {
+            for addr in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"] {
+                env.node_ctl("thaw-node", addr);
+                env.node_ctl("start-node", addr);
+            }
+        });
         env
     }
 
@@ -210,7 +215,7 @@ async fn local_start_list_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_node_lifecycle_and_node_loss() {
     let env = LiveEnv::load();
-    let ep = env.ssh("127.0.0.2", env.known_hosts(), true);
+    let ep = env.ssh("127.0.0.5", env.known_hosts(), true);
     let mut node = connect("t-ssh2", &ep).await;
     clear(&node).await;
     node.info().await.expect("docker info through ssh");
@@ -222,12 +227,12 @@ async fn ssh_node_lifecycle_and_node_loss() {
     struct Restart<'a>(&'a LiveEnv);
     impl Drop for Restart<'_> {
         fn drop(&mut self) {
-            self.0.node_ctl("thaw-node", "127.0.0.2");
-            self.0.node_ctl("start-node", "127.0.0.2");
+            self.0.node_ctl("thaw-node", "127.0.0.5");
+            self.0.node_ctl("start-node", "127.0.0.5");
         }
     }
     let restart = Restart(&env);
-    env.node_ctl("stop-node", "127.0.0.2");
+    env.node_ctl("stop-node", "127.0.0.5");
     let started = Instant::now();
     let result = short.info().await;
     eprintln!("info after node loss: {result:?} after {:?}", started.elapsed());
@@ -239,19 +244,19 @@ async fn ssh_node_lifecycle_and_node_loss() {
     drop(short);
 
     // Back up: the old connection is dead, a reconnect works.
-    env.node_ctl("start-node", "127.0.0.2");
+    env.node_ctl("start-node", "127.0.0.5");
     node.reconnect().await.expect("reconnect after sshd restart");
     node.info().await.expect("docker info after reconnect");
 
     // A hung node (sshd and its sessions stopped with SIGSTOP): the probe times out instead of hanging.
     let short = DockerNode::connect("t-ssh2", &ep, probe_timeout).await.expect("connection before the freeze");
-    env.node_ctl("freeze-node", "127.0.0.2");
+    env.node_ctl("freeze-node", "127.0.0.5");
     let started = Instant::now();
     let result = short.info().await;
     eprintln!("info on a frozen node: {result:?} after {:?}", started.elapsed());
     assert!(matches!(result, Err(DockerError::Timeout { op: "info", .. })), "{result:?}");
     assert!(started.elapsed() < probe_timeout + Duration::from_secs(2), "info hung for {:?}", started.elapsed());
-    env.node_ctl("thaw-node", "127.0.0.2");
+    env.node_ctl("thaw-node", "127.0.0.5");
     short.info().await.expect("the same connection works again once the node thaws");
     drop(short);
     drop(restart);
@@ -367,4 +372,176 @@ async fn a_stopped_leftover_is_replaced_and_a_failed_start_leaves_nothing() {
     let err = node.start(&taken).await.expect_err("the port is taken");
     assert!(err.to_string().contains("address already in use") || err.to_string().contains("allocated"), "{err}");
     assert!(node.list().await.expect("list").is_empty(), "no dead container left behind");
+}
+
+/// Writes `value` into a file of a running container through `docker exec -i … tee` (no shell involved).
+fn write_in_container(container: &str, path: &str, value: &str) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", container, "tee", path])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker exec (test setup)");
+    child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write to docker exec");
+    assert!(child.wait().expect("docker exec").success(), "docker exec {container} tee {path}");
+}
+
+/// The test image's stand-in server speaks Server List Ping: the status's `players.online` is the number in
+/// `/data/players` (0 when absent or not a number), which is what the live player-count tests rely on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_image_answers_server_list_ping_with_the_players_file() {
+    let _env = LiveEnv::load();
+    let node = connect("t-slp", &local()).await;
+    clear(&node).await;
+    let server = unique("slp");
+    let mut s = spec("t-slp", &server, 64);
+    s.data_volume = Some(format!("conductor-{server}-data"));
+    node.start(&s).await.unwrap_or_else(|e| panic!("start {server}: {e}"));
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, s.host_port));
+    let ping = || conductor_live::slp::ping(addr, Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        match ping().await {
+            Ok(status) => break status,
+            Err(e) => assert!(Instant::now() < deadline, "the stand-in never answered a ping: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((first.online, first.max, first.version.as_str()), (0, 20, "conductor-test"), "{first:?}");
+    assert_eq!(first.motd, "conductor test server");
+    let container = container_name("t-slp", &server);
+    write_in_container(&container, "/data/players", "3\n");
+    assert_eq!(ping().await.expect("ping after writing 3").online, 3);
+    write_in_container(&container, "/data/players", "12345");
+    assert_eq!(ping().await.expect("ping after writing 12345").online, 12345);
+    write_in_container(&container, "/data/players", "none");
+    assert_eq!(ping().await.expect("ping after writing junk").online, 0, "no digits reads as 0 players");
+    // A client that sends the optional ping (0x01) gets the same 8 bytes back in a pong.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = conductor_live::slp::status_request_bytes("127.0.0.1", s.host_port, -1).expect("request");
+    request.extend_from_slice(&conductor_live::slp::encode_frame(0x01, &42i64.to_be_bytes()));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&request).await.expect("write");
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.expect("closed").expect("read");
+    let (status, used) = conductor_live::slp::decode_frame(&reply, 4096).expect("frame").expect("whole status");
+    assert_eq!(conductor_live::slp::parse_status_data(&status.data).expect("status").online, 0);
+    let (pong, _) = conductor_live::slp::decode_frame(&reply[used..], 64).expect("frame").expect("whole pong");
+    assert_eq!((pong.id, pong.data), (0x01, 42i64.to_be_bytes().to_vec()));
+    // SIGTERM ends it at once and cleanly (exit code 0), well within the grace period.
+    let started = Instant::now();
+    let id = node.list().await.expect("list")[0].id.clone();
+    node.raw()
+        .stop_container(&id, Some(bollard::query_parameters::StopContainerOptionsBuilder::default().t(10).build()))
+        .await
+        .expect("stop");
+    assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM must end the stand-in");
+    let inspected = node.raw().inspect_container(&id, None).await.expect("inspect");
+    assert_eq!(inspected.state.and_then(|st| st.exit_code), Some(0));
+    node.stop(&server, GRACE).await.expect("remove");
+    node.remove_data_volume(&format!("conductor-{server}-data")).await.expect("remove volume");
+}
+
+/// Runs `docker exec <container> cat <path>` and returns its output (None if it failed).
+fn read_in_container(container: &str, path: &str) -> Option<String> {
+    let out = Command::new("docker").args(["exec", container, "cat", path]).output().expect("docker exec");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn helpers_left(node: &str) -> String {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={LABEL_WORLD_HELPER}"), "--filter"])
+        .arg(format!("label={LABEL_NODE}={node}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A world moves between two nodes (two sshd nodes on one daemon, so per-node volume names keep the copies
+/// apart): a marker written on the source is read back from a container on the target, a stale file on the
+/// target is gone, the source copy is removable, a missing world is an error and not an empty export, and a
+/// volume in use is never replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worlds_export_to_a_tar_and_import_on_another_node() {
+    let env = LiveEnv::load();
+    let a = connect("t-wa", &env.ssh("127.0.0.2", env.known_hosts(), true)).await;
+    let b = connect("t-wb", &env.ssh("127.0.0.3", env.known_hosts(), true)).await;
+    clear(&a).await;
+    clear(&b).await;
+    let server = unique("world");
+    let (wa, wb) = (a.worlds(IMAGE, TIMEOUT), b.worlds(IMAGE, TIMEOUT));
+    let _ = wa.remove(&server).await;
+    let _ = wb.remove(&server).await;
+    let dir = tempfile::tempdir().expect("temp dir (test setup)");
+    let tar = dir.path().join("world.tar");
+
+    // No volume on a: nothing to export (never an empty world).
+    assert!(!wa.exists(&server).await.expect("exists"));
+    let missing = wa.export(&server, &tar).await;
+    assert!(matches!(missing, Err(DockerError::NoWorld { .. })), "{missing:?}");
+    assert!(!wa.exists(&server).await.expect("exists"), "a failed export must not create the volume");
+
+    // A world on a, with a marker; its container is stopped (the volume stays).
+    let mut on_a = spec("t-wa", &server, 64);
+    on_a.data_volume = Some(volume_name("t-wa", &server));
+    a.start(&on_a).await.expect("start on a");
+    let marker = format!("marker {} {:?}\n", server, Instant::now());
+    let mkdir = Command::new("docker")
+        .args(["exec", &container_name("t-wa", &server), "mkdir", "-p", "/data/world"])
+        .status()
+        .expect("docker exec mkdir");
+    assert!(mkdir.success());
+    write_in_container(&container_name("t-wa", &server), "/data/world/level.dat", &marker);
+    // Game images run as an unprivileged user: ownership must survive the trip.
+    let chown = Command::new("docker")
+        .args(["exec", &container_name("t-wa", &server), "chown", "-R", "1000:1000", "/data/world"])
+        .status()
+        .expect("docker exec chown");
+    assert!(chown.success());
+    a.stop(&server, GRACE).await.expect("stop on a");
+
+    let started = Instant::now();
+    let size = wa.export(&server, &tar).await.expect("export from a");
+    eprintln!("export: {size} bytes in {:?}", started.elapsed());
+    assert_eq!(std::fs::metadata(&tar).expect("tar written").len(), size);
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().expect("tar -tf");
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(listing.lines().any(|l| l == "data/world/level.dat"), "{listing}");
+
+    // A stale volume on b (an older copy) is replaced, not merged.
+    let mut on_b = spec("t-wb", &server, 64);
+    on_b.data_volume = Some(volume_name("t-wb", &server));
+    b.start(&on_b).await.expect("start on b (stale world)");
+    write_in_container(&container_name("t-wb", &server), "/data/stale", "old\n");
+    // In use: the daemon refuses to replace it, and the world there is untouched.
+    assert!(wb.import(&server, &tar).await.is_err(), "a volume in use was replaced");
+    assert_eq!(read_in_container(&container_name("t-wb", &server), "/data/stale").as_deref(), Some("old\n"));
+    // Stopped but not removed (as a failed start leaves it): it holds the volume, and the import clears it.
+    let options = bollard::query_parameters::StopContainerOptionsBuilder::default().t(1).build();
+    b.raw().stop_container(&container_name("t-wb", &server), Some(options)).await.expect("docker stop on b");
+
+    let started = Instant::now();
+    wb.import(&server, &tar).await.expect("import on b");
+    eprintln!("import: {:?}", started.elapsed());
+    b.start(&on_b).await.expect("start on b with the moved world");
+    let name_b = container_name("t-wb", &server);
+    assert_eq!(read_in_container(&name_b, "/data/world/level.dat").as_deref(), Some(marker.as_str()));
+    assert_eq!(read_in_container(&name_b, "/data/stale"), None, "a stale file survived the import");
+    let owner = Command::new("docker")
+        .args(["exec", &name_b, "stat", "-c", "%u:%g", "/data/world/level.dat", "/data/world"])
+        .output()
+        .expect("docker exec stat");
+    assert_eq!(String::from_utf8_lossy(&owner.stdout), "1000:1000\n1000:1000\n", "ownership lost in the move");
+    // The source copy is still there until removed; removing it leaves b's copy alone.
+    assert!(wa.exists(&server).await.expect("exists"));
+    wa.remove(&server).await.expect("remove the source copy");
+    assert!(!wa.exists(&server).await.expect("exists"));
+    assert_eq!(read_in_container(&name_b, "/data/world/level.dat").as_deref(), Some(marker.as_str()));
+    assert_eq!(helpers_left("t-wa"), "", "helper containers left on a");
+    assert_eq!(helpers_left("t-wb"), "", "helper containers left on b");
+
+    b.stop(&server, GRACE).await.expect("stop on b");
+    wb.remove(&server).await.expect("remove b's copy");
+    assert!(!wb.exists(&server).await.expect("exists"));
 }
