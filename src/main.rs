@@ -105,6 +105,9 @@ enum Cmd {
         jobs: Option<usize>,
         #[arg(long)]
         out: PathBuf,
+        /// Override a scenario key in every scenario (repeatable): `dotted.key=value`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Chaos runs: random windows of a scenario with injected faults, full invariant
     /// checks after every event, then a liveness phase. Exit code 1 on any violation.
@@ -200,7 +203,9 @@ fn main() -> ExitCode {
         Cmd::Tune { scenario, grids, seed, jobs, sets, policy, out } => {
             tune(scenario, grids, seed, jobs, sets, policy, out)
         }
-        Cmd::Compare { scenarios, policies, seed, jobs, out } => compare(scenarios, policies, seed, jobs, out),
+        Cmd::Compare { scenarios, policies, seed, jobs, out, sets } => {
+            compare(scenarios, policies, seed, jobs, out, sets)
+        }
         Cmd::Chaos { scenario, seed, seeds, window_hours, jobs, out } => {
             chaos(scenario, seed, seeds, window_hours, jobs, out)
         }
@@ -493,6 +498,7 @@ fn compare(
     seed: Option<u64>,
     jobs: Option<usize>,
     out: PathBuf,
+    sets: Vec<String>,
 ) -> ExitCode {
     let started = Instant::now();
     let policies = match compare::policy_list(&policies) {
@@ -502,7 +508,7 @@ fn compare(
             return ExitCode::from(2);
         }
     };
-    let loaded = match compare::load_all(&scenarios, &policies, &mut |w| eprintln!("warning: {w}")) {
+    let loaded = match compare::load_all(&scenarios, &policies, &sets, &mut |w| eprintln!("warning: {w}")) {
         Ok(l) => l,
         Err(e) => return sim_exit(e),
     };

@@ -208,6 +208,10 @@ pub struct ScalingConfig {
     /// further failure up to `type_backoff_max_s` (Cluster Autoscaler's node-group backoff).
     pub type_backoff_s: u64,
     pub type_backoff_max_s: u64,
+    /// Type choice under `max_cloud_nodes`: the fleet the remaining node slots allow,
+    /// filled with the chosen type, must reach this multiple of today's demand, else a
+    /// larger type is bought (small types would leave a peak unservable at the cap).
+    pub cap_headroom: f64,
 }
 
 impl Default for ScalingConfig {
@@ -228,6 +232,7 @@ impl Default for ScalingConfig {
             release_margin_s: 60,
             type_backoff_s: 5 * 60,
             type_backoff_max_s: 30 * 60,
+            cap_headroom: 5.0,
         }
     }
 }
@@ -686,6 +691,9 @@ impl Config {
 impl Config {
     fn validate_scaling(&self) -> Result<(), ConfigError> {
         let sc = &self.scaling;
+        if !(sc.cap_headroom.is_finite() && sc.cap_headroom >= 0.0 && sc.cap_headroom <= 100.0) {
+            return Err(err("scaling.cap_headroom", "must be a number from 0 to 100"));
+        }
         if let Some(b) = sc.budget_eur_per_hour {
             if !(b.is_finite() && b >= 0.0) {
                 return Err(err("scaling.budget_eur_per_hour", "must be a non-negative number"));

@@ -1901,7 +1901,7 @@ impl Conductor {
             let at_max = ctx.cloud_nodes >= ctx.max_cloud_nodes;
             let mut decision = None;
             for p in policies.iter_mut() {
-                if let Some(up) = p.scale_up(&ctx) {
+                if let Some(mut up) = p.scale_up(&ctx) {
                     if at_max {
                         continue;
                     }
@@ -1909,6 +1909,14 @@ impl Conductor {
                         refusals.push((p.name(), kind, why));
                         continue;
                     }
+                    // Several VMs at once only within the node maximum and the budget.
+                    let slots = ctx.max_cloud_nodes - ctx.cloud_nodes;
+                    let price = ctx.catalogue[up.server_type].hourly_eur;
+                    let affordable = match ctx.scaling.budget_eur_per_hour {
+                        Some(cap) if price > 0.0 => ((cap + 1e-9 - ctx.cloud_eur_per_hour) / price).floor().max(1.0),
+                        _ => f64::from(u32::MAX),
+                    };
+                    up.count = up.count.clamp(1, slots.min(affordable as u32).max(1));
                     decision = Some((p.name(), Decision::Up(up)));
                     break;
                 }
@@ -1956,7 +1964,11 @@ impl Conductor {
             self.log.add(self.now, "warn", format!("scale-up by {name} refused: {why}"));
         }
         match decision {
-            Some((name, Decision::Up(up))) => self.scale_up(name, up),
+            Some((name, Decision::Up(up))) => {
+                for _ in 0..up.count {
+                    self.scale_up(name, up.clone());
+                }
+            }
             Some((name, Decision::Down(down))) => {
                 if self.scale_down(name, down) {
                     self.demand_at_last_sale_mb = Some(demand);

@@ -497,13 +497,20 @@ impl Driver {
             }
         }
 
-        // ---- scaling: at most one action per call.
-        let scale_events = cmds
+        // ---- scaling: at most one decision per call: one sale, or VMs of one type bought
+        // by one policy (`seed` buys one at a time).
+        let ups: Vec<(&String, &String)> = cmds
             .iter()
-            .filter(|c| matches!(c, Command::Publish(Event::ScaleUp { .. } | Event::ScaleDown { .. })))
-            .count();
-        if scale_events > 1 {
-            return Err(self.fail(format!("{scale_events} scale actions in one call")));
+            .filter_map(|c| match c {
+                Command::Publish(Event::ScaleUp { server_type, policy, .. }) => Some((server_type, policy)),
+                _ => None,
+            })
+            .collect();
+        let downs = cmds.iter().filter(|c| matches!(c, Command::Publish(Event::ScaleDown { .. }))).count();
+        let mixed = ups.windows(2).any(|w| w[0] != w[1]);
+        let seed_many = ups.len() > 1 && ups[0].1 == "seed";
+        if downs > 1 || (downs > 0 && !ups.is_empty()) || mixed || seed_many {
+            return Err(self.fail(format!("{} scale-ups {ups:?} and {downs} scale-downs in one call", ups.len())));
         }
 
         // ---- commands: issue-time checks and bookkeeping.

@@ -75,15 +75,17 @@ pub fn policy_list(spec: &str) -> Result<Vec<String>, String> {
 
 /// Loads every (scenario, policy) pair, scenario-major. A policy `scenario::load` rejects
 /// as unknown is skipped everywhere, with a warning through `warn`; any other error stops.
+/// `sets` (`dotted.key=value`) apply to every scenario, as `simulate --set` does.
 pub fn load_all(
     scenarios: &[PathBuf],
     policies: &[String],
+    sets: &[String],
     warn: &mut dyn FnMut(String),
 ) -> Result<Vec<(PathBuf, Loaded)>, SimError> {
     let mut known: Vec<&String> = Vec::new();
     for p in policies {
         let first = scenarios.first().ok_or_else(|| SimError::Input("no scenario given".into()))?;
-        match scenario::load(first, &[], Some(p)) {
+        match scenario::load(first, sets, Some(p)) {
             Err(e) if e.contains("unknown policy") => warn(format!("skipping policy {p:?}: {e}")),
             _ => known.push(p),
         }
@@ -94,7 +96,7 @@ pub fn load_all(
     let mut out = Vec::new();
     for s in scenarios {
         for p in &known {
-            let l = scenario::load(s, &[], Some(p)).map_err(SimError::Input)?;
+            let l = scenario::load(s, sets, Some(p)).map_err(SimError::Input)?;
             out.push((s.clone(), l));
         }
     }

@@ -94,6 +94,7 @@ impl Policy for AgonesBuffer {
         let i = choose_for_demand(ctx, missing_mb, ctx.largest_queued_mb.max(self.cfg.replica_mb))?;
         Some(ScaleUp {
             server_type: i,
+            count: super::vms_for_mb(ctx, i, missing_mb),
             reason: format!(
                 "{current} replicas < desired {desired} ({allocated} allocated, buffer {})",
                 self.cfg.buffer_size

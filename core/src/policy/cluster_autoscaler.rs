@@ -71,8 +71,11 @@ impl Policy for ClusterAutoscaler {
         if new_nodes == 0 {
             return None;
         }
+        // The Cluster Autoscaler adds every node its estimate needs in one scale-up
+        // (bounded by the group's maximum).
         Some(ScaleUp {
             server_type: i,
+            count: new_nodes,
             reason: format!(
                 "{} queued server(s) ({} MB) need {new_nodes} more {} node(s) by binpacking",
                 ctx.queued_count, ctx.queued_ram_mb, ctx.catalogue[i].name

@@ -60,8 +60,10 @@ impl Policy for Karpenter {
                 .filter(|&i| ok(i) && type_usable_mb(&ctx.catalogue[i], ctx.reserve) >= need)
                 .min_by(|&a, &b| ctx.catalogue[a].hourly_eur.total_cmp(&ctx.catalogue[b].hourly_eur).then(a.cmp(&b)))
         })?;
+        // Karpenter launches capacity for every pending pod at once.
         Some(ScaleUp {
             server_type: i,
+            count: super::vms_for_queue(ctx, i),
             reason: format!(
                 "{} queued server(s): {packed_mb} MB pack onto a new node, cheapest fit {}",
                 ctx.queued_count, ctx.catalogue[i].name

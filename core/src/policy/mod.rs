@@ -330,6 +330,10 @@ pub struct ScaleUp {
     /// Index into the catalogue.
     pub server_type: usize,
     pub reason: String,
+    /// How many VMs of that type (at least one). The engine buys fewer when the cloud
+    /// node maximum or the budget leaves room for fewer; `seed` always asks for one (the
+    /// design's one action per cycle).
+    pub count: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -446,19 +450,61 @@ pub fn best_per_gb(
 /// demand). A type larger than the demand pays for RAM nobody asked for; once no type
 /// holds the demand this is plain price per usable GB. Only types the context allows
 /// (not in backoff, within budget) are chosen; ties go to the cheaper, then catalogue order.
+///
+/// Under the cloud node maximum small types can leave demand unservable: the fleet that
+/// the remaining node slots allow, filled with the chosen type, must hold
+/// `scaling.cap_headroom` times today's demand (allocated + queued, or the recent peak) and
+/// this request's demand. When the best-scoring type cannot, the choice is restricted to
+/// types that can (the best score among them), or else the type with the most usable RAM.
 pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) -> Option<usize> {
     let need = demand_mb.max(u64::from(largest_mb)).max(1);
+    let slots = u64::from(ctx.max_cloud_nodes.saturating_sub(ctx.cloud_nodes).max(1));
+    let today = ctx.demand_mb().max(ctx.recent_peak_demand_mb);
+    let must_hold = ((today as f64 * ctx.scaling.cap_headroom) as u64).max(ctx.worker_usable_mb() + need);
+    let reachable = |t: &ServerType| ctx.worker_usable_mb() + slots * type_usable_mb(t, ctx.reserve);
     let score = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, ctx.reserve).min(need) as f64 / 1024.0);
-    ctx.choose_with(|ok| {
+    let best = |ok: &dyn Fn(usize) -> bool, within_slots: bool| {
         ctx.catalogue
             .iter()
             .enumerate()
             .filter(|&(i, t)| ok(i) && type_usable_mb(t, ctx.reserve) >= u64::from(largest_mb))
+            .filter(|&(_, t)| !within_slots || reachable(t) >= must_hold)
             .min_by(|(ia, a), (ib, b)| {
                 score(a).total_cmp(&score(b)).then(a.hourly_eur.total_cmp(&b.hourly_eur)).then(ia.cmp(ib))
             })
             .map(|(i, _)| i)
-    })
+    };
+    let largest = |ok: &dyn Fn(usize) -> bool| {
+        ctx.catalogue
+            .iter()
+            .enumerate()
+            .filter(|&(i, t)| ok(i) && type_usable_mb(t, ctx.reserve) >= u64::from(largest_mb))
+            .max_by(|(ia, a), (ib, b)| {
+                type_usable_mb(a, ctx.reserve).cmp(&type_usable_mb(b, ctx.reserve)).then(ib.cmp(ia))
+            })
+            .map(|(i, _)| i)
+    };
+    ctx.choose_with(|ok| best(&ok, true).or_else(|| largest(&ok)))
+}
+
+/// How many new VMs of type `i` the queued servers need: first-fit decreasing into the
+/// free room of the nodes that can take servers (booting ones included), then into new
+/// nodes of that type. At least one.
+pub fn vms_for_queue(ctx: &ScalingContext, i: usize) -> u32 {
+    let mut bins: Vec<u64> = ctx
+        .fleet
+        .iter()
+        .filter(|n| !n.system && n.lifecycle != Lifecycle::Draining && n.health != Health::Unhealthy)
+        .map(|n| n.available_mb(ctx.reserve))
+        .collect();
+    let (new_nodes, _) = ffd(&ctx.queued_sizes_desc(), &mut bins, type_usable_mb(&ctx.catalogue[i], ctx.reserve));
+    new_nodes.max(1)
+}
+
+/// How many VMs of type `i` cover `deficit_mb` of usable RAM. At least one.
+pub fn vms_for_mb(ctx: &ScalingContext, i: usize, deficit_mb: u64) -> u32 {
+    let usable = type_usable_mb(&ctx.catalogue[i], ctx.reserve).max(1);
+    u32::try_from(deficit_mb.div_ceil(usable)).unwrap_or(u32::MAX).max(1)
 }
 
 /// First-fit decreasing of `sizes` (size, count; largest first) into `bins` (free MB

@@ -118,7 +118,7 @@ impl Policy for Predictive {
         };
         if let Some(why) = urgent_need(ctx) {
             let i = choose_for_demand(ctx, ctx.queued_ram_mb, ctx.largest_queued_mb)?;
-            return Some(ScaleUp { server_type: i, reason: why });
+            return Some(ScaleUp { server_type: i, reason: why, count: super::vms_for_queue(ctx, i) });
         }
         let needed = self.needed_mb(peak);
         let usable = ctx.worker_usable_mb();
@@ -128,6 +128,7 @@ impl Policy for Predictive {
         let i = choose_for_demand(ctx, needed - usable, ctx.largest_queued_mb)?;
         Some(ScaleUp {
             server_type: i,
+            count: super::vms_for_mb(ctx, i, needed - usable),
             reason: format!(
                 "forecast {peak} MB within {} s needs {needed} MB at {:.0}%, have {usable} MB",
                 self.cfg.lead_s, self.cfg.target_utilization_percent

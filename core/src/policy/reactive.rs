@@ -6,7 +6,10 @@
 //! type choice (the baseline); `reactive` sizes VMs by price per usable GB the queued
 //! demand fills ([`super::choose_for_demand`]) and may get better defaults.
 
-use super::{best_per_gb, choose_for_demand, choose_type, urgent_need, Policy, ScaleDown, ScaleUp, ScalingContext};
+use super::{
+    best_per_gb, choose_for_demand, choose_type, urgent_need, vms_for_mb, vms_for_queue, Policy, ScaleDown, ScaleUp,
+    ScalingContext,
+};
 use crate::config::ReactiveConfig;
 use crate::time::Millis;
 
@@ -29,14 +32,16 @@ impl Reactive {
     fn buy(&self, ctx: &ScalingContext, why: String) -> Option<ScaleUp> {
         if ctx.queued_count > 0 {
             // The design's rule, sized by queued RAM (not by server count, the original's B8).
-            let i = if self.name == "seed" {
-                ctx.choose_with(|ok| {
+            if self.name == "seed" {
+                let i = ctx.choose_with(|ok| {
                     choose_type(ctx.catalogue, ctx.reserve, ctx.queued_ram_mb, ctx.largest_queued_mb, ok)
-                })?
-            } else {
-                choose_for_demand(ctx, ctx.queued_ram_mb, ctx.largest_queued_mb)?
-            };
-            return Some(ScaleUp { server_type: i, reason: why });
+                })?;
+                return Some(ScaleUp { server_type: i, reason: why, count: 1 });
+            }
+            // As many VMs as the queue needs at once (a flash crowd is not served one
+            // VM per evaluation interval).
+            let i = choose_for_demand(ctx, ctx.queued_ram_mb, ctx.largest_queued_mb)?;
+            return Some(ScaleUp { server_type: i, reason: why, count: vms_for_queue(ctx, i) });
         }
         // Nothing queued: the threshold fired on allocation alone. The cheapest type would
         // add a sliver of capacity per cloud node slot, so buy the best price per usable
@@ -48,7 +53,8 @@ impl Reactive {
             best_per_gb(ctx.catalogue, ctx.reserve, deficit, ok)
                 .or_else(|| best_per_gb(ctx.catalogue, ctx.reserve, 0, ok))
         })?;
-        Some(ScaleUp { server_type: i, reason: why })
+        let count = if self.name == "seed" { 1 } else { vms_for_mb(ctx, i, deficit) };
+        Some(ScaleUp { server_type: i, reason: why, count })
     }
 }
 
@@ -162,5 +168,49 @@ mod tests {
         assert_eq!(p.scale_down(&ctx).map(|d| d.node), Some(cloud));
         let ctx = k.ctx(Millis(59 * MIN + 30_000));
         assert_eq!(p.scale_down(&ctx), None, "too close to the next hour for the delete to land");
+    }
+
+    #[test]
+    fn a_queue_that_needs_many_vms_gets_them_in_one_decision_but_seed_buys_one() {
+        let mut cfg = Config::default();
+        cfg.scaling.max_cloud_nodes = 100;
+        let mut k = Kit::new(cfg);
+        k.node(NodeKind::Dedicated, 20000, 17000, Millis::ZERO); // full
+        for _ in 0..40 {
+            k.queue(4096);
+        }
+        let ctx = k.ctx(Millis(MIN));
+        let up = Reactive::new(k.cfg.reactive.clone()).scale_up(&ctx).expect("a full fleet with a queue buys");
+        let per_vm = (super::super::type_usable_mb(&k.cfg.catalogue[up.server_type], &k.cfg.reserve) / 4096) as u32;
+        assert!(per_vm >= 1, "{up:?}");
+        assert_eq!(up.count, 40u32.div_ceil(per_vm), "first-fit decreasing of the queue: {up:?}");
+        let seed = Reactive::seed(k.cfg.seed.clone()).scale_up(&ctx).expect("seed buys too");
+        assert_eq!(seed.count, 1, "the design's one action per cycle");
+    }
+
+    #[test]
+    fn near_the_cloud_node_maximum_larger_types_are_bought() {
+        // 160 GB of queued demand: the best price per GB (cpx42, 16 GB) would need ten
+        // VMs, but only three node slots are left.
+        let mut cfg = Config::default();
+        cfg.scaling.max_cloud_nodes = 3;
+        let mut k = Kit::new(cfg);
+        k.node(NodeKind::Dedicated, 20000, 17000, Millis::ZERO);
+        for _ in 0..40 {
+            k.queue(4096);
+        }
+        let up = Reactive::new(k.cfg.reactive.clone()).scale_up(&k.ctx(Millis(MIN))).expect("buys");
+        assert_eq!(k.cfg.catalogue[up.server_type].name, "ccx43", "the largest type: {up:?}");
+
+        let mut cfg = Config::default();
+        cfg.scaling.max_cloud_nodes = 100;
+        cfg.scaling.cap_headroom = 1.0;
+        let mut k = Kit::new(cfg);
+        k.node(NodeKind::Dedicated, 20000, 17000, Millis::ZERO);
+        for _ in 0..40 {
+            k.queue(4096);
+        }
+        let up = Reactive::new(k.cfg.reactive.clone()).scale_up(&k.ctx(Millis(MIN))).expect("buys");
+        assert_eq!(k.cfg.catalogue[up.server_type].name, "cpx42", "room under the maximum: best per GB: {up:?}");
     }
 }

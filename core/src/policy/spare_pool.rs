@@ -95,7 +95,9 @@ impl Policy for SparePool {
         }
         let deficit = (target as i64 - headroom) as u64;
         let i = choose_for_demand(ctx, deficit, ctx.largest_queued_mb)?;
-        Some(ScaleUp { server_type: i, reason: format!("headroom {headroom} MB below the spare target {target} MB") })
+        let count = super::vms_for_mb(ctx, i, deficit).min(self.cfg.max_nodes.saturating_sub(ctx.cloud_nodes).max(1));
+        let reason = format!("headroom {headroom} MB below the spare target {target} MB");
+        Some(ScaleUp { server_type: i, reason, count })
     }
 
     fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown> {
