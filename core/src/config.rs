@@ -232,7 +232,7 @@ impl Default for ScalingConfig {
             release_margin_s: 60,
             type_backoff_s: 5 * 60,
             type_backoff_max_s: 30 * 60,
-            cap_headroom: 5.0,
+            cap_headroom: 2.0,
         }
     }
 }

@@ -49,12 +49,17 @@ impl Reactive {
         let threshold = self.cfg.scale_up_threshold_percent.max(1.0) / 100.0;
         let needed = (ctx.allocated_mb as f64 / threshold).ceil() as u64;
         let deficit = needed.saturating_sub(ctx.worker_usable_mb());
-        let i = ctx.choose_with(|ok| {
-            best_per_gb(ctx.catalogue, ctx.reserve, deficit, ok)
-                .or_else(|| best_per_gb(ctx.catalogue, ctx.reserve, 0, ok))
-        })?;
-        let count = if self.name == "seed" { 1 } else { vms_for_mb(ctx, i, deficit) };
-        Some(ScaleUp { server_type: i, reason: why, count })
+        if self.name == "seed" {
+            let i = ctx.choose_with(|ok| {
+                best_per_gb(ctx.catalogue, ctx.reserve, deficit, ok)
+                    .or_else(|| best_per_gb(ctx.catalogue, ctx.reserve, 0, ok))
+            })?;
+            return Some(ScaleUp { server_type: i, reason: why, count: 1 });
+        }
+        // The same cap-aware choice as for a queue: cheap small types must not use up the
+        // node slots a peak needs.
+        let i = choose_for_demand(ctx, deficit, 0)?;
+        Some(ScaleUp { server_type: i, reason: why, count: vms_for_mb(ctx, i, deficit) })
     }
 }
 
