@@ -366,6 +366,36 @@ fn a_host_port_held_by_another_process_is_skipped() {
     cleanup_prefix("lv10-");
 }
 
+/// The committed example configuration runs as shipped (in a scratch folder, so that its
+/// relative database path lands there): the API answers, the local node turns healthy,
+/// SIGTERM ends the process cleanly.
+#[test]
+fn the_example_config_serves_the_api() {
+    require_env();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("conductor.toml");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("conductor.example.toml"), &cfg).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    assert_eq!(get(&u("/healthz"), None).0, 200);
+    assert_eq!(get(&u("/v1/nodes"), None).0, 401);
+    wait_for("the local node healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let (code, body) = get(&u("/v1/fleet"), Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    assert!(dir.path().join("conductor.db").exists(), "the database lives beside the config");
+    let pid = c.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = c.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "SIGTERM ends conductor cleanly: {status:?}");
+}
+
 #[test]
 fn a_node_with_a_changed_host_key_never_turns_healthy() {
     require_env();
