@@ -1896,6 +1896,16 @@ impl Conductor {
                 }
             }
             self.set_world(w.server, Some(w.node));
+            // A stopped reserved server keeps its RAM where its world is, as with a
+            // stopped container.
+            let s = &self.servers[&w.server];
+            if s.plan == Plan::Reserved && s.state == State::Stopped && s.bound.is_none() {
+                self.bind(w.server, w.node);
+                let n = self.fleet.get(w.node).expect("checked");
+                if n.allocated_mb() > n.usable_mb(self.fleet.reserve()) {
+                    self.overcommitted.insert(w.node);
+                }
+            }
             self.schedule_archive(w.server);
         }
     }

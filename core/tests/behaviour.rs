@@ -1031,3 +1031,15 @@ fn a_late_node_reports_a_queued_servers_world() {
     h.at(now);
     assert!(h.take().iter().any(|c| matches!(c, Command::ArchiveWorld { server: ServerId(7), node, .. } if *node == vm)));
 }
+
+#[test]
+fn a_recovered_reserved_world_keeps_its_booking() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let w = WorldRecord { plan: Plan::Reserved, ..world_rec(1, a, true) };
+    h.input(Input::Recover(Snapshot { worlds: vec![w], ..Default::default() }));
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: Some(a) }));
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 2048);
+}
