@@ -799,3 +799,52 @@ fn an_archive_that_cannot_be_written_is_not_confirmed_and_the_world_stays_on_its
     drop(c);
     cleanup_prefix("lv9-");
 }
+
+#[test]
+fn a_stopped_servers_world_on_a_node_is_recovered_after_sigkill_and_the_next_start_runs_there() {
+    require_env();
+    cleanup_prefix("lv11-");
+    let dir = tempfile::tempdir().unwrap();
+    // a: 2048 MB (1048 usable: one 600 MB server); b: 4096 MB. Ties go to a (registered first), so a
+    // server conductor knows nothing about would start on an empty a.
+    let nodes = "[[nodes]]\nname = \"lv11-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nports = \"33100-33149\"\n\n\
+                 [[nodes]]\nname = \"lv11-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\nports = \"33150-33199\"\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |c: &Conductor, p: &str| format!("{}{p}", c.url);
+    let healthy = |c: &Conductor| {
+        json(&get(&u(c, "/v1/nodes"), Some(TOKEN)).1).as_array().unwrap().iter().all(|n| n["health"] == "healthy")
+    };
+    wait_for("nodes healthy", 30, || healthy(&c));
+    // A filler on a sends lv11-s1 to b.
+    start_server(&c, "lv11-f", 600);
+    wait_for("lv11-f running", 30, || server_state(&c, "lv11-f") == "running");
+    assert_eq!(node_of(&c, "lv11-f"), "lv11-a");
+    start_server(&c, "lv11-s1", 600);
+    wait_for("lv11-s1 running", 30, || server_state(&c, "lv11-s1") == "running");
+    assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
+    let marker = format!("lv11 world {}\n", std::process::id());
+    write_in_container("conductor-lv11-b-lv11-s1", "/data/marker", &marker);
+    stop_server(&c, "lv11-s1");
+    stop_server(&c, "lv11-f");
+    wait_for("containers gone", 30, || containers_of("lv11-s1").is_empty() && containers_of("lv11-f").is_empty());
+    assert!(volume_exists("conductor-lv11-b-lv11-s1-data"), "the world stays on b after the stop");
+
+    // SIGKILL: no container of lv11-s1 anywhere, only its volume on b.
+    c.kill9();
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("nodes healthy again", 30, || healthy(&c));
+    assert_eq!(server_state(&c, "lv11-s1"), "stopped", "the recovered world keeps the server known");
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log.contains("world(s) on nodes"), "{log}");
+    // a is empty and first in line; lv11-s1 goes where its world is.
+    let t0 = Instant::now();
+    start_server(&c, "lv11-s1", 600);
+    wait_for("lv11-s1 running again", 30, || server_state(&c, "lv11-s1") == "running");
+    eprintln!("start after recovery took {:?}", t0.elapsed());
+    assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
+    assert_eq!(read_in_container("conductor-lv11-b-lv11-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    assert!(!volume_exists("conductor-lv11-a-lv11-s1-data"), "an empty world was made on a");
+    drop(c);
+    cleanup_prefix("lv11-");
+}
