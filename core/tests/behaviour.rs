@@ -1011,7 +1011,36 @@ fn which_recovered_world_copy_counts() {
 }
 
 #[test]
-fn a_late_node_reports_a_queued_servers_world() {
+fn a_node_reached_late_reports_a_queued_servers_world_and_it_starts_there() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 4096, false);
+    // c and b are registered but not reached yet (no probe answered): nothing is placed there. Once up,
+    // c (the lower id) would win a tie.
+    let mut register = |name: &str| match h.input(Input::NodeRegistered(spec(name, NodeKind::Dedicated, 8192, false))) {
+        Reply::NodeRegistered(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let c = register("c");
+    let b = register("b");
+    assert!(c < b);
+    assert_eq!(h.start(1, 3000), StartReply::Placed { node: a });
+    h.started(1, a);
+    assert_eq!(h.start(3, 2048), StartReply::Queued { position: 1 });
+    // b answers: its listing (a late `Recover`) carries server 3's world.
+    h.input(Input::Recover(Snapshot { worlds: vec![world_rec(3, b, true)], ..Default::default() }));
+    assert_eq!(h.c.fleet().get(b).unwrap().worlds(), 1);
+    h.take();
+    h.up.insert(b);
+    h.up.insert(c);
+    let now = h.now;
+    h.at(now + 10 * S);
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(3), b, WorldAction::InPlace)]);
+}
+
+#[test]
+fn a_late_world_report_never_moves_a_running_server_and_a_cloud_world_is_archived() {
     let mut c = cfg();
     c.scaling.enabled = false;
     let mut h = H::new(c);
