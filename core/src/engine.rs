@@ -1857,17 +1857,29 @@ impl Conductor {
                 .get(w.node)
                 .is_some_and(|n| !n.system && matches!(n.lifecycle, Lifecycle::Active | Lifecycle::Draining));
             if !usable {
-                self.log.add(self.now, "warn", format!("recovery: world of {} on unknown or system node {}", w.server, w.node));
+                self.log.add(
+                    self.now,
+                    "warn",
+                    format!("recovery: world of {} on unknown or system node {}", w.server, w.node),
+                );
                 continue;
             }
             if last == Some(w.server) {
-                self.log.add(self.now, "warn", format!("recovery: older copy of {}'s world on {} ignored", w.server, w.node));
+                self.log.add(
+                    self.now,
+                    "warn",
+                    format!("recovery: older copy of {}'s world on {} ignored", w.server, w.node),
+                );
                 continue;
             }
             last = Some(w.server);
             if !w.current && self.archived.contains(&w.server) {
                 // Possibly an interrupted restore: the archive is the authority.
-                self.log.add(self.now, "warn", format!("recovery: {}'s copy on {} is not current; archive kept", w.server, w.node));
+                self.log.add(
+                    self.now,
+                    "warn",
+                    format!("recovery: {}'s copy on {} is not current; archive kept", w.server, w.node),
+                );
                 continue;
             }
             match self.servers.get(&w.server) {

@@ -926,7 +926,10 @@ fn a_recovered_world_keeps_its_node_and_the_next_start_lands_there() {
     assert_eq!(h.c.fleet().get(b).unwrap().worlds(), 1);
     assert!(!h.c.fleet().get(b).unwrap().is_empty(), "the world makes its node non-empty");
     assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(b) }));
-    assert_eq!(h.input(Input::RemoveNode { node: b }), Reply::Refused("node holds containers, bookings or un-archived worlds: drain it first"));
+    assert_eq!(
+        h.input(Input::RemoveNode { node: b }),
+        Reply::Refused("node holds containers, bookings or un-archived worlds: drain it first")
+    );
     h.take();
     // Spread would pick `a` (registered first) for a new server; this one goes to its world.
     assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
@@ -1058,7 +1061,10 @@ fn a_late_world_report_never_moves_a_running_server_and_a_cloud_world_is_archive
     h.input(Input::Recover(Snapshot { worlds: vec![world_rec(7, vm, true)], ..Default::default() }));
     let now = h.now;
     h.at(now);
-    assert!(h.take().iter().any(|c| matches!(c, Command::ArchiveWorld { server: ServerId(7), node, .. } if *node == vm)));
+    assert!(h
+        .take()
+        .iter()
+        .any(|c| matches!(c, Command::ArchiveWorld { server: ServerId(7), node, .. } if *node == vm)));
 }
 
 #[test]

@@ -14,8 +14,8 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use conductor_core::engine::{Conductor, ServerStatus};
 use conductor_core::io::{
-    Command, ContainerRecord, Event, Input, QueuedRecord, Rejection, Reply, Snapshot, StartReply, StopReason, StopReply,
-    WorldRecord,
+    Command, ContainerRecord, Event, Input, QueuedRecord, Rejection, Reply, Snapshot, StartReply, StopReason,
+    StopReply, WorldRecord,
 };
 use conductor_core::node::{usable_mb, Health, Lifecycle, NodeSpec};
 use conductor_core::time::Millis;

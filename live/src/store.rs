@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
 /// Columns added after the first release, for files written before them.
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
     let has_world_node: bool =
-        db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = 'world_node'", [], |r| r.get(0))?;
+        db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = 'world_node'", [], |r| {
+            r.get(0)
+        })?;
     if !has_world_node {
         db.execute_batch("ALTER TABLE servers ADD COLUMN world_node TEXT")?;
     }
@@ -259,14 +261,17 @@ impl Store {
     }
 
     pub fn delete_server(&self, id: ServerId) -> Result<(), StoreError> {
-        self.db
-            .execute("UPDATE servers SET state = 'stopped', requested_at = NULL, world_node = NULL WHERE id = ?1", params![id.0 as i64])?;
+        self.db.execute(
+            "UPDATE servers SET state = 'stopped', requested_at = NULL, world_node = NULL WHERE id = ?1",
+            params![id.0 as i64],
+        )?;
         Ok(())
     }
 
     pub fn servers(&self) -> Result<Vec<ServerRow>, StoreError> {
-        let mut st =
-            self.db.prepare("SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node FROM servers ORDER BY id")?;
+        let mut st = self.db.prepare(
+            "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node FROM servers ORDER BY id",
+        )?;
         let rows = st.query_map([], row_of)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError)
     }
