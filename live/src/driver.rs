@@ -518,10 +518,15 @@ impl Driver {
             }
         }
         let image = c.image.clone();
-        if world != WorldAction::InPlace {
-            // The transfer rewrites the target's volume: until a start there succeeds, a
-            // copy found on it after a crash is not the server's current world.
-            if let Err(e) = self.store.forget_world_node(server, &node_name) {
+        // The transfer rewrites the target's volume: until a start there succeeds, the
+        // current world is the source's copy, or the archive ("").
+        let authority = match world {
+            WorldAction::InPlace => None,
+            WorldAction::MoveFrom(_) => source.as_ref().map(|t| t.name.clone()),
+            WorldAction::RestoreFromArchive => Some(String::new()),
+        };
+        if let Some(a) = authority {
+            if let Err(e) = self.store.set_world_node(server, Some(&a)) {
                 log!("store: {e}");
             }
         }
@@ -883,8 +888,11 @@ impl Driver {
     }
 
     /// World records for a recovery snapshot: the node's world volumes, with RAM, plan and
-    /// user from the store. A copy is `current` when the store recorded the server's last
-    /// start on this node (and no transfer has written into it since).
+    /// user from the store. A copy is `current` when the store's world node is this node
+    /// (its last start, or the source of a transfer under way), or when the store does not
+    /// know (a server last started before the column existed: the node copy is trusted over
+    /// the archive, as a stopped container was); not when it names another node or the
+    /// archive ("", a restore under way).
     fn world_records(&mut self, node: NodeId, servers: &[String]) -> Vec<WorldRecord> {
         let node_name = self.node_name(node);
         let rows: BTreeMap<String, (u32, Plan, UserId, Option<String>)> = self
@@ -900,7 +908,7 @@ impl Driver {
                 let server = self.server_id(name).ok()?;
                 let (ram_mb, plan, user, world_node) =
                     rows.get(name).cloned().unwrap_or((0, Plan::PayPerPlay, UserId(server.0), None));
-                let current = world_node.as_deref() == Some(node_name.as_str());
+                let current = world_node.as_deref().is_none_or(|n| n == node_name);
                 Some(WorldRecord { server, node, ram_mb, plan, user, current })
             })
             .collect()

@@ -28,8 +28,9 @@ pub struct ServerRow {
     pub state: String,
     /// Engine time (Unix ms) of the original request, while it is not running.
     pub requested_at: Option<u64>,
-    /// The node the server last started on (its newest world copy), unless a transfer
-    /// into that node has begun since.
+    /// Where the server's current world is: the node it last started on, or while a
+    /// transfer is under way its source node, or "" for the archive (a restore); `None`:
+    /// not known (never started since the column exists).
     pub world_node: Option<String>,
 }
 
@@ -244,19 +245,9 @@ impl Store {
         Ok(())
     }
 
-    /// The node holding the server's newest world copy (`None`: unknown).
+    /// Where the server's current world is (see [`ServerRow::world_node`]).
     pub fn set_world_node(&self, id: ServerId, node: Option<&str>) -> Result<(), StoreError> {
         self.db.execute("UPDATE servers SET world_node = ?2 WHERE id = ?1", params![id.0 as i64, node])?;
-        Ok(())
-    }
-
-    /// A transfer is about to rewrite the server's volume on `node`: if that was its
-    /// recorded world node, the record no longer vouches for it.
-    pub fn forget_world_node(&self, id: ServerId, node: &str) -> Result<(), StoreError> {
-        self.db.execute(
-            "UPDATE servers SET world_node = NULL WHERE id = ?1 AND world_node = ?2",
-            params![id.0 as i64, node],
-        )?;
         Ok(())
     }
 
@@ -350,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn the_world_node_is_kept_forgotten_by_a_transfer_and_added_to_old_files() {
+    fn the_world_node_is_kept_and_added_to_old_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         {
@@ -362,11 +353,8 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let a = s.server_id("mc-a").unwrap();
         assert_eq!(s.server(a).unwrap().unwrap().world_node, None);
-        s.set_world_node(a, Some("n1")).unwrap();
-        s.forget_world_node(a, "n2").unwrap();
-        assert_eq!(s.servers().unwrap()[0].world_node.as_deref(), Some("n1"), "another node's transfer");
-        s.forget_world_node(a, "n1").unwrap();
-        assert_eq!(s.server(a).unwrap().unwrap().world_node, None);
+        s.set_world_node(a, Some("")).unwrap();
+        assert_eq!(s.servers().unwrap()[0].world_node.as_deref(), Some(""), "the archive");
         s.set_world_node(a, Some("n2")).unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
