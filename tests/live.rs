@@ -855,3 +855,51 @@ fn a_stopped_servers_world_on_a_node_is_recovered_after_sigkill_and_the_next_sta
     drop(c);
     cleanup_prefix("lv11-");
 }
+
+#[test]
+fn a_copy_left_by_an_interrupted_restore_loses_to_the_archive_after_sigkill() {
+    require_env();
+    cleanup_prefix("lv12-");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let nodes = "[[nodes]]\nname = \"lv12-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\n";
+    let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
+    let cfg = write_config(dir.path(), nodes, &extra);
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let healthy = |c: &Conductor| get(&format!("{}/v1/nodes", c.url), Some(TOKEN)).1.contains("\"healthy\"");
+    wait_for("node healthy", 30, || healthy(&c));
+    start_server(&c, "lv12-s1", 512);
+    wait_for("lv12-s1 running", 30, || server_state(&c, "lv12-s1") == "running");
+    let marker = format!("lv12 world {}\n", std::process::id());
+    write_in_container("conductor-lv12-a-lv12-s1", "/data/marker", &marker);
+    stop_server(&c, "lv12-s1");
+    wait_for("archived and removed from the node", 30, || !volume_exists("conductor-lv12-a-lv12-s1-data"));
+
+    // A restart in the middle of a restore onto a: the volume is there (empty here: a partial copy), and the
+    // store says what the driver writes when a restore begins (the current world is the archive).
+    c.kill9();
+    let partial = Command::new("docker")
+        .args(["volume", "create", "--label", "conductor.node=lv12-a", "--label", "conductor.server=lv12-s1"])
+        .arg("conductor-lv12-a-lv12-s1-data")
+        .output()
+        .unwrap();
+    assert!(partial.status.success(), "{}", String::from_utf8_lossy(&partial.stderr));
+    {
+        let store = conductor_live::store::Store::open(&dir.path().join("conductor.db")).unwrap();
+        let id = store.find_server("lv12-s1").unwrap().expect("lv12-s1 in the store");
+        store.set_world_node(id, Some("")).unwrap();
+    }
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("node healthy again", 30, || healthy(&c));
+    // Not tracked as stopped on a: its world is the archive, and the next start restores it over the copy.
+    assert_eq!(server_state(&c, "lv12-s1"), "http 404");
+    start_server(&c, "lv12-s1", 512);
+    wait_for("lv12-s1 running from the archive", 60, || server_state(&c, "lv12-s1") == "running");
+    assert_eq!(read_in_container("conductor-lv12-a-lv12-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    stop_server(&c, "lv12-s1");
+    drop(c);
+    cleanup_prefix("lv12-");
+}
