@@ -852,6 +852,31 @@ fn a_stopped_servers_world_on_a_node_is_recovered_after_sigkill_and_the_next_sta
     assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
     assert_eq!(read_in_container("conductor-lv11-b-lv11-s1", "/data/marker").as_deref(), Some(marker.as_str()));
     assert!(volume_exists("conductor-lv11-a-lv11-s1-data"), "a copy that does not count is left alone");
+
+    // Stopped again, then a restart where b does not answer (its address points nowhere): the store's word
+    // that the world is on b stands, so the start waits for b instead of going to a with the stale copy.
+    stop_server(&c, "lv11-s1");
+    let mut c = c;
+    c.kill9();
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("address = \"127.0.0.3\"", "address = \"127.0.0.9\"")).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    wait_for("a healthy", 30, || get(&u(&c, "/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    assert_eq!(server_state(&c, "lv11-s1"), "stopped", "known by the store's world node");
+    let body = start_server(&c, "lv11-s1", 600);
+    assert_eq!(body["state"], "queued", "{body}");
+    for _ in 0..10 {
+        assert_eq!(server_state(&c, "lv11-s1"), "queued");
+        assert!(containers_of("lv11-s1").is_empty(), "started away from its world");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // b is back: the queued start runs there, with the world.
+    c.kill9();
+    std::fs::write(&cfg, good).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("lv11-s1 running on b", 30, || server_state(&c, "lv11-s1") == "running");
+    assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
+    assert_eq!(read_in_container("conductor-lv11-b-lv11-s1", "/data/marker").as_deref(), Some(marker.as_str()));
     drop(c);
     cleanup_prefix("lv11-");
 }
@@ -878,8 +903,9 @@ fn a_copy_left_by_an_interrupted_restore_loses_to_the_archive_after_sigkill() {
     stop_server(&c, "lv12-s1");
     wait_for("archived and removed from the node", 30, || !volume_exists("conductor-lv12-a-lv12-s1-data"));
 
-    // A restart in the middle of a restore onto a: the volume is there (empty here: a partial copy), and the
-    // store says what the driver writes when a restore begins (the current world is the archive).
+    // A restart in the middle of a restore onto a: the volume is there (empty here: a partial copy). The store
+    // names the archive as the current world (written when the archive was confirmed, and again when a
+    // restore begins).
     c.kill9();
     let partial = Command::new("docker")
         .args(["volume", "create", "--label", "conductor.node=lv12-a", "--label", "conductor.server=lv12-s1"])
@@ -890,7 +916,7 @@ fn a_copy_left_by_an_interrupted_restore_loses_to_the_archive_after_sigkill() {
     {
         let store = conductor_live::store::Store::open(&dir.path().join("conductor.db")).unwrap();
         let id = store.find_server("lv12-s1").unwrap().expect("lv12-s1 in the store");
-        store.set_world_node(id, Some("")).unwrap();
+        assert_eq!(store.server(id).unwrap().unwrap().world_node.as_deref(), Some(""));
     }
     let c = Conductor::start(&cfg, &[], &[]);
     wait_for("node healthy again", 30, || healthy(&c));

@@ -864,6 +864,10 @@ impl Driver {
         if reply != Reply::Ok || !off_node {
             return;
         }
+        // The archive is the current world now (the node's copy goes next).
+        if let Err(e) = self.store.set_world_node(server, Some("")) {
+            log!("store: {e}");
+        }
         let Some(target) = self.target(node) else { return };
         let (image, limit, timeout) =
             (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
@@ -1849,6 +1853,7 @@ impl Driver {
         let mut containers = Vec::new();
         let mut worlds = Vec::new();
         let mut present: BTreeSet<String> = BTreeSet::new();
+        let mut unreachable: BTreeMap<String, NodeId> = BTreeMap::new();
         for (node, res) in listed {
             match res {
                 Ok((cs, ws)) => {
@@ -1866,7 +1871,32 @@ impl Driver {
                     containers.extend(self.records(node, &cs));
                     self.nodes.get_mut(&node).expect("listed").listed = true;
                 }
-                Err(e) => log!("node {}: not reachable at start ({e}); adopted when it answers", self.node_name(node)),
+                Err(e) => {
+                    log!("node {}: not reachable at start ({e}); adopted when it answers", self.node_name(node));
+                    unreachable.insert(self.node_name(node), node);
+                }
+            }
+        }
+        // A stopped server whose current world is on a node that does not answer yet: the
+        // store's word stands until the node is listed, so the server waits for that node
+        // rather than starting elsewhere with an empty world.
+        if self.cfg.containers.data_volumes {
+            let mut found: BTreeSet<ServerId> = containers.iter().map(|c| c.server).collect();
+            found.extend(worlds.iter().filter(|w| w.current).map(|w| w.server));
+            for r in self.store.servers().unwrap_or_default() {
+                let Some(&node) = r.world_node.as_deref().and_then(|n| unreachable.get(n)) else { continue };
+                if !found.contains(&r.id) {
+                    log!("{}: its world is on {} (not reachable yet)", r.name, self.node_name(node));
+                    self.names.insert(r.id, r.name.clone());
+                    worlds.push(WorldRecord {
+                        server: r.id,
+                        node,
+                        ram_mb: r.ram_mb,
+                        plan: r.plan,
+                        user: r.user,
+                        current: true,
+                    });
+                }
             }
         }
         // Queued and placed requests that have no container: back in the queue at their
