@@ -829,3 +829,133 @@ fn an_archive_that_cannot_be_written_is_not_confirmed_and_the_world_stays_on_its
     drop(c);
     cleanup_prefix("lv9-");
 }
+
+#[test]
+fn a_stopped_servers_world_on_a_node_is_recovered_after_sigkill_and_the_next_start_runs_there_not_on_a_stale_copy() {
+    require_env();
+    cleanup_prefix("lv11-");
+    let dir = tempfile::tempdir().unwrap();
+    // a: 2048 MB (1048 usable: one 600 MB server); b: 4096 MB. Ties go to a (registered first), so a
+    // server conductor knows nothing about would start on an empty a.
+    let nodes = "[[nodes]]\nname = \"lv11-a\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nports = \"33100-33149\"\n\n\
+                 [[nodes]]\nname = \"lv11-b\"\naddress = \"127.0.0.3\"\nram_mb = 4096\nports = \"33150-33199\"\n";
+    let cfg = write_config(dir.path(), nodes, "[conductor.scaling]\nenabled = false\n");
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |c: &Conductor, p: &str| format!("{}{p}", c.url);
+    let healthy = |c: &Conductor| {
+        json(&get(&u(c, "/v1/nodes"), Some(TOKEN)).1).as_array().unwrap().iter().all(|n| n["health"] == "healthy")
+    };
+    wait_for("nodes healthy", 30, || healthy(&c));
+    // A filler on a sends lv11-s1 to b.
+    start_server(&c, "lv11-f", 600);
+    wait_for("lv11-f running", 30, || server_state(&c, "lv11-f") == "running");
+    assert_eq!(node_of(&c, "lv11-f"), "lv11-a");
+    start_server(&c, "lv11-s1", 600);
+    wait_for("lv11-s1 running", 30, || server_state(&c, "lv11-s1") == "running");
+    assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
+    let marker = format!("lv11 world {}\n", std::process::id());
+    write_in_container("conductor-lv11-b-lv11-s1", "/data/marker", &marker);
+    stop_server(&c, "lv11-s1");
+    stop_server(&c, "lv11-f");
+    wait_for("containers gone", 30, || containers_of("lv11-s1").is_empty() && containers_of("lv11-f").is_empty());
+    assert!(volume_exists("conductor-lv11-b-lv11-s1-data"), "the world stays on b after the stop");
+
+    // SIGKILL: no container of lv11-s1 anywhere, only its volume on b, and an empty labelled copy on a, as a
+    // move to a interrupted by the crash would leave (a has the lower id, but b is where it last started).
+    c.kill9();
+    let stale = Command::new("docker")
+        .args(["volume", "create", "--label", "conductor.node=lv11-a", "--label", "conductor.server=lv11-s1"])
+        .arg("conductor-lv11-a-lv11-s1-data")
+        .output()
+        .unwrap();
+    assert!(stale.status.success(), "{}", String::from_utf8_lossy(&stale.stderr));
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("nodes healthy again", 30, || healthy(&c));
+    assert_eq!(server_state(&c, "lv11-s1"), "stopped", "the recovered world keeps the server known");
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log.contains("world(s) on nodes"), "{log}");
+    // a is empty and first in line; lv11-s1 goes where its world is.
+    let t0 = Instant::now();
+    start_server(&c, "lv11-s1", 600);
+    wait_for("lv11-s1 running again", 30, || server_state(&c, "lv11-s1") == "running");
+    eprintln!("start after recovery took {:?}", t0.elapsed());
+    assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
+    assert_eq!(read_in_container("conductor-lv11-b-lv11-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    assert!(volume_exists("conductor-lv11-a-lv11-s1-data"), "a copy that does not count is left alone");
+
+    // Stopped again, then a restart where b does not answer (its address points nowhere): the store's word
+    // that the world is on b stands, so the start waits for b instead of going to a with the stale copy.
+    stop_server(&c, "lv11-s1");
+    let mut c = c;
+    c.kill9();
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("address = \"127.0.0.3\"", "address = \"127.0.0.9\"")).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    wait_for("a healthy", 30, || get(&u(&c, "/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    assert_eq!(server_state(&c, "lv11-s1"), "stopped", "known by the store's world node");
+    let body = start_server(&c, "lv11-s1", 600);
+    assert_eq!(body["state"], "queued", "{body}");
+    for _ in 0..10 {
+        assert_eq!(server_state(&c, "lv11-s1"), "queued");
+        assert!(containers_of("lv11-s1").is_empty(), "started away from its world");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // b is back: the queued start runs there, with the world.
+    c.kill9();
+    std::fs::write(&cfg, good).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("lv11-s1 running on b", 30, || server_state(&c, "lv11-s1") == "running");
+    assert_eq!(node_of(&c, "lv11-s1"), "lv11-b");
+    assert_eq!(read_in_container("conductor-lv11-b-lv11-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    drop(c);
+    cleanup_prefix("lv11-");
+}
+
+#[test]
+fn a_copy_left_by_an_interrupted_restore_loses_to_the_archive_after_sigkill() {
+    require_env();
+    cleanup_prefix("lv12-");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let nodes = "[[nodes]]\nname = \"lv12-a\"\naddress = \"127.0.0.4\"\nram_mb = 4096\n";
+    let extra = format!("[conductor.scaling]\nenabled = false\n\n[archive]\ndir = \"{}\"\n", archive.display());
+    let cfg = write_config(dir.path(), nodes, &extra);
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace("queue_tick_s = 1\n", "queue_tick_s = 1\narchive_after_s = 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let healthy = |c: &Conductor| get(&format!("{}/v1/nodes", c.url), Some(TOKEN)).1.contains("\"healthy\"");
+    wait_for("node healthy", 30, || healthy(&c));
+    start_server(&c, "lv12-s1", 512);
+    wait_for("lv12-s1 running", 30, || server_state(&c, "lv12-s1") == "running");
+    let marker = format!("lv12 world {}\n", std::process::id());
+    write_in_container("conductor-lv12-a-lv12-s1", "/data/marker", &marker);
+    stop_server(&c, "lv12-s1");
+    wait_for("archived and removed from the node", 30, || !volume_exists("conductor-lv12-a-lv12-s1-data"));
+
+    // A restart in the middle of a restore onto a: the volume is there (empty here: a partial copy). The store
+    // names the archive as the current world (written when the archive was confirmed, and again when a
+    // restore begins).
+    c.kill9();
+    let partial = Command::new("docker")
+        .args(["volume", "create", "--label", "conductor.node=lv12-a", "--label", "conductor.server=lv12-s1"])
+        .arg("conductor-lv12-a-lv12-s1-data")
+        .output()
+        .unwrap();
+    assert!(partial.status.success(), "{}", String::from_utf8_lossy(&partial.stderr));
+    {
+        let store = conductor_live::store::Store::open(&dir.path().join("conductor.db")).unwrap();
+        let id = store.find_server("lv12-s1").unwrap().expect("lv12-s1 in the store");
+        assert_eq!(store.server(id).unwrap().unwrap().world_node.as_deref(), Some(""));
+    }
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("node healthy again", 30, || healthy(&c));
+    // Not tracked as stopped on a: its world is the archive, and the next start restores it over the copy.
+    assert_eq!(server_state(&c, "lv12-s1"), "http 404");
+    start_server(&c, "lv12-s1", 512);
+    wait_for("lv12-s1 running from the archive", 60, || server_state(&c, "lv12-s1") == "running");
+    assert_eq!(read_in_container("conductor-lv12-a-lv12-s1", "/data/marker").as_deref(), Some(marker.as_str()));
+    stop_server(&c, "lv12-s1");
+    drop(c);
+    cleanup_prefix("lv12-");
+}

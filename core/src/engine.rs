@@ -1788,6 +1788,7 @@ impl Conductor {
                 self.overcommitted.insert(c.node);
             }
         }
+        self.recover_worlds(snap.worlds);
         let mut queued = snap.queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
         for q in queued {
@@ -1839,6 +1840,86 @@ impl Conductor {
         self.queue_pass_wanted = true;
         self.scaling_wanted = true;
         Reply::Ok
+    }
+
+    /// World copies found on nodes at recovery; which copy counts is documented on
+    /// `WorldRecord`. A server the engine already places (a container record in this
+    /// recovery, or it runs or starts somewhere) keeps its world where the engine has it.
+    fn recover_worlds(&mut self, mut worlds: Vec<WorldRecord>) {
+        if self.cfg.storage != Storage::NodeLocal {
+            return;
+        }
+        worlds.sort_by_key(|w| (w.server, !w.current, w.node));
+        let mut last = None;
+        for w in worlds {
+            let usable = self
+                .fleet
+                .get(w.node)
+                .is_some_and(|n| !n.system && matches!(n.lifecycle, Lifecycle::Active | Lifecycle::Draining));
+            if !usable {
+                self.log.add(
+                    self.now,
+                    "warn",
+                    format!("recovery: world of {} on unknown or system node {}", w.server, w.node),
+                );
+                continue;
+            }
+            if last == Some(w.server) {
+                self.log.add(
+                    self.now,
+                    "warn",
+                    format!("recovery: older copy of {}'s world on {} ignored", w.server, w.node),
+                );
+                continue;
+            }
+            last = Some(w.server);
+            if !w.current && self.archived.contains(&w.server) {
+                // Possibly an interrupted restore: the archive is the authority.
+                self.log.add(
+                    self.now,
+                    "warn",
+                    format!("recovery: {}'s copy on {} is not current; archive kept", w.server, w.node),
+                );
+                continue;
+            }
+            match self.servers.get(&w.server) {
+                Some(s) if s.world.is_some() || !matches!(s.state, State::Stopped | State::Queued) => continue,
+                Some(_) => {}
+                None => {
+                    let seq = self.queue.tail_seq();
+                    self.servers.insert(
+                        w.server,
+                        Server {
+                            ram_mb: w.ram_mb,
+                            plan: w.plan,
+                            user: w.user,
+                            state: State::Stopped,
+                            bound: None,
+                            world: None,
+                            world_gen: 0,
+                            seq,
+                            queued_at: self.now,
+                            deadline: self.now,
+                            zero_players_since: None,
+                            archive_due: None,
+                            stop_retry_at: None,
+                        },
+                    );
+                }
+            }
+            self.set_world(w.server, Some(w.node));
+            // A stopped reserved server keeps its RAM where its world is, as with a
+            // stopped container.
+            let s = &self.servers[&w.server];
+            if s.plan == Plan::Reserved && s.state == State::Stopped && s.bound.is_none() {
+                self.bind(w.server, w.node);
+                let n = self.fleet.get(w.node).expect("checked");
+                if n.allocated_mb() > n.usable_mb(self.fleet.reserve()) {
+                    self.overcommitted.insert(w.node);
+                }
+            }
+            self.schedule_archive(w.server);
+        }
     }
 
     // ---------------------------------------------------------------- scaling

@@ -108,6 +108,29 @@ pub struct Snapshot {
     /// rather than starting them with an empty world.
     #[serde(default)]
     pub archived: Vec<ServerId>,
+    /// World copies found on nodes (node-local storage): a stopped server's world lives
+    /// there even without a container. See `WorldRecord` for which copy wins.
+    #[serde(default)]
+    pub worlds: Vec<WorldRecord>,
+}
+
+/// A server's world copy found on a node at recovery (its data volume), with what the
+/// engine needs to track the server. Which copy the engine takes, per server: the node of
+/// a container record in the same recovery; else a `current` copy (lowest node id among
+/// several); else, if the server is archived, none (the archive is the authority: the
+/// copy may be an interrupted restore); else the lowest node id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorldRecord {
+    pub server: ServerId,
+    pub node: NodeId,
+    pub ram_mb: u32,
+    pub plan: Plan,
+    pub user: UserId,
+    /// The driver knows this copy is the one the server last started from (its store
+    /// recorded the start on this node, and no transfer has written into it since). An
+    /// interrupted move leaves a non-current copy on the target next to the current source.
+    #[serde(default)]
+    pub current: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

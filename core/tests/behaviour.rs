@@ -523,7 +523,7 @@ fn recovery_rebuilds_bookings_stops_duplicates_and_requeues() {
             user: UserId(3),
             queued_at: Millis(0),
         }],
-        archived: vec![],
+        ..Default::default()
     }));
     assert_eq!(h.status(1), Some(ServerStatus::Running { node: a }));
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: b, reason: StopReason::Cleanup }));
@@ -620,7 +620,7 @@ fn recovery_never_books_onto_a_placeholder() {
         user: UserId(9),
         running: true,
     };
-    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![], archived: vec![] }));
+    h.input(Input::Recover(Snapshot { containers: vec![rec], ..Default::default() }));
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(9), node, reason: StopReason::Cleanup }));
     assert_eq!(h.status(9), None);
     // The placeholder can still fail and be removed without a panic.
@@ -908,4 +908,173 @@ fn a_stop_requested_mid_migration_wins() {
     assert!(start_cmds(&h.take()).is_empty());
     assert!(matches!(h.status(1), Some(ServerStatus::Stopped { .. })));
     assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+fn world_rec(server: u64, node: NodeId, current: bool) -> WorldRecord {
+    WorldRecord { server: ServerId(server), node, ram_mb: 2048, plan: Plan::PayPerPlay, user: UserId(server), current }
+}
+
+#[test]
+fn a_recovered_world_keeps_its_node_and_the_next_start_lands_there() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let _a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    assert!(h.c.fleet().get(b).unwrap().is_empty());
+    h.input(Input::Recover(Snapshot { worlds: vec![world_rec(1, b, true)], ..Default::default() }));
+    assert_eq!(h.c.fleet().get(b).unwrap().worlds(), 1);
+    assert!(!h.c.fleet().get(b).unwrap().is_empty(), "the world makes its node non-empty");
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(b) }));
+    assert_eq!(
+        h.input(Input::RemoveNode { node: b }),
+        Reply::Refused("node holds containers, bookings or un-archived worlds: drain it first")
+    );
+    h.take();
+    // Spread would pick `a` (registered first) for a new server; this one goes to its world.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), b, WorldAction::InPlace)]);
+}
+
+#[test]
+fn a_recovered_world_on_a_full_node_is_moved_from_there() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 4096, false);
+    let filler = ContainerRecord {
+        server: ServerId(2),
+        node: b,
+        ram_mb: 3000,
+        plan: Plan::PayPerPlay,
+        user: UserId(2),
+        running: true,
+    };
+    h.input(Input::Recover(Snapshot {
+        containers: vec![filler],
+        worlds: vec![world_rec(1, b, false)],
+        ..Default::default()
+    }));
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), a, WorldAction::MoveFrom(b))]);
+}
+
+#[test]
+fn which_recovered_world_copy_counts() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    let stopped = ContainerRecord {
+        server: ServerId(1),
+        node: b,
+        ram_mb: 2048,
+        plan: Plan::PayPerPlay,
+        user: UserId(1),
+        running: false,
+    };
+    h.input(Input::Recover(Snapshot {
+        containers: vec![stopped],
+        worlds: vec![
+            // 1: a container record beats a copy the store calls current.
+            world_rec(1, a, true),
+            world_rec(1, b, false),
+            // 2: an interrupted move to `a`: the current source `b` wins over the lower id.
+            world_rec(2, a, false),
+            world_rec(2, b, true),
+            // 3: nothing known: the lowest node id.
+            world_rec(3, b, false),
+            world_rec(3, a, false),
+            // 4: archived and not current (an interrupted restore): the archive wins.
+            world_rec(4, a, false),
+            // 5: archived but current: the node copy is at least as new.
+            world_rec(5, b, true),
+        ],
+        archived: vec![ServerId(4), ServerId(5)],
+        ..Default::default()
+    }));
+    let world_on = |h: &H, s| match h.status(s) {
+        Some(ServerStatus::Stopped { world_on, .. }) => world_on,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(world_on(&h, 1), Some(b));
+    assert_eq!(world_on(&h, 2), Some(b));
+    assert_eq!(world_on(&h, 3), Some(a));
+    assert_eq!(h.status(4), None);
+    assert!(h.c.is_archived(ServerId(4)));
+    assert_eq!(world_on(&h, 5), Some(b));
+    assert_eq!(h.c.fleet().get(a).unwrap().worlds(), 1);
+    assert_eq!(h.c.fleet().get(b).unwrap().worlds(), 3);
+    h.take();
+    assert_eq!(h.start(4, 2048), StartReply::Placed { node: a });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(4), a, WorldAction::RestoreFromArchive)]);
+}
+
+#[test]
+fn a_node_reached_late_reports_a_queued_servers_world_and_it_starts_there() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 4096, false);
+    // c and b are registered but not reached yet (no probe answered): nothing is placed there. Once up,
+    // c (the lower id) would win a tie.
+    let mut register = |name: &str| match h.input(Input::NodeRegistered(spec(name, NodeKind::Dedicated, 8192, false))) {
+        Reply::NodeRegistered(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let c = register("c");
+    let b = register("b");
+    assert!(c < b);
+    assert_eq!(h.start(1, 3000), StartReply::Placed { node: a });
+    h.started(1, a);
+    assert_eq!(h.start(3, 2048), StartReply::Queued { position: 1 });
+    // b answers: its listing (a late `Recover`) carries server 3's world.
+    h.input(Input::Recover(Snapshot { worlds: vec![world_rec(3, b, true)], ..Default::default() }));
+    assert_eq!(h.c.fleet().get(b).unwrap().worlds(), 1);
+    h.take();
+    h.up.insert(b);
+    h.up.insert(c);
+    let now = h.now;
+    h.at(now + 10 * S);
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(3), b, WorldAction::InPlace)]);
+}
+
+#[test]
+fn a_late_world_report_never_moves_a_running_server_and_a_cloud_world_is_archived() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let _a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // A world on a running server's node is where the engine has it already.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: NodeId(0) });
+    h.started(1, NodeId(0));
+    h.input(Input::Recover(Snapshot { worlds: vec![world_rec(1, b, true)], ..Default::default() }));
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: NodeId(0) }));
+    assert_eq!(h.c.fleet().get(b).unwrap().worlds(), 0);
+    // A world on a cloud node is archived at once like any stopped server's.
+    let vm = h.node("vm", NodeKind::Cloud, 8192, false);
+    h.take();
+    h.input(Input::Recover(Snapshot { worlds: vec![world_rec(7, vm, true)], ..Default::default() }));
+    let now = h.now;
+    h.at(now);
+    assert!(h
+        .take()
+        .iter()
+        .any(|c| matches!(c, Command::ArchiveWorld { server: ServerId(7), node, .. } if *node == vm)));
+}
+
+#[test]
+fn a_recovered_reserved_world_keeps_its_booking() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let w = WorldRecord { plan: Plan::Reserved, ..world_rec(1, a, true) };
+    h.input(Input::Recover(Snapshot { worlds: vec![w], ..Default::default() }));
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: Some(a) }));
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 2048);
 }

@@ -218,7 +218,7 @@ fn b14_worlds_follow_their_server_across_nodes_and_restarts() {
     // After a restart, the archive is known from the snapshot.
     let mut r = H::new(cfg());
     r.node("a", NodeKind::Dedicated, 16384, false);
-    r.input(Input::Recover(Snapshot { containers: vec![], queued: vec![], archived: vec![ServerId(7)] }));
+    r.input(Input::Recover(Snapshot { archived: vec![ServerId(7)], ..Default::default() }));
     r.take();
     r.start(7, 4096);
     let starts = start_cmds(&r.take());

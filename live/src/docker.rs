@@ -22,8 +22,8 @@ use bollard::models::{ContainerCreateBody, ContainerSummary, ContainerSummarySta
 use bollard::models::{PortSummaryTypeEnum, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StartContainerOptions, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions, StartContainerOptions,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
@@ -393,6 +393,29 @@ impl DockerNode {
     /// Our containers on this node (label `conductor.node=<this node>`), running or not, sorted by server.
     pub async fn list(&self) -> Result<Vec<ContainerInfo>, DockerError> {
         self.list_filtered(None).await
+    }
+
+    /// The servers with a world volume on this node: volumes labelled `conductor.node=<this node>` and
+    /// `conductor.server=<server>` and named `volume_name(node, server)` (labels re-checked here), sorted.
+    pub async fn list_worlds(&self) -> Result<Vec<String>, DockerError> {
+        let filters =
+            HashMap::from([("label", vec![format!("{LABEL_NODE}={}", self.node_id), LABEL_SERVER.to_string()])]);
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let listed = self.bounded("list volumes", self.timeout, self.docker.list_volumes(Some(options))).await?;
+        let mut servers: Vec<String> = listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| self.is_ours(&v.labels))
+            .filter_map(|v| {
+                let server = v.labels.get(LABEL_SERVER)?.clone();
+                (validate_id("server", &server).is_ok() && v.name == volume_name(&self.node_id, &server))
+                    .then_some(server)
+            })
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
     }
 
     /// Removes a data volume, but only one created by this node for some server. Absent = Ok.

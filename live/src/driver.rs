@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use conductor_core::engine::{Conductor, ServerStatus};
 use conductor_core::io::{
-    Command, ContainerRecord, Event, Input, QueuedRecord, Rejection, Reply, Snapshot, StartReply, StopReason, StopReply,
+    Command, ContainerRecord, Event, Input, QueuedRecord, Rejection, Reply, Snapshot, StartReply, StopReason,
+    StopReply, WorldRecord,
 };
 use conductor_core::node::{usable_mb, Health, Lifecycle, NodeSpec};
 use conductor_core::time::Millis;
@@ -86,6 +87,8 @@ enum Done {
     Listed {
         node: NodeId,
         containers: Vec<ContainerInfo>,
+        /// The servers with a world volume on the node (listed only to recover).
+        worlds: Vec<String>,
         recover: bool,
     },
     AdapterError {
@@ -515,6 +518,18 @@ impl Driver {
             }
         }
         let image = c.image.clone();
+        // The transfer rewrites the target's volume: until a start there succeeds, the
+        // current world is the source's copy, or the archive ("").
+        let authority = match world {
+            WorldAction::InPlace => None,
+            WorldAction::MoveFrom(_) => source.as_ref().map(|t| t.name.clone()),
+            WorldAction::RestoreFromArchive => Some(String::new()),
+        };
+        if let Some(a) = authority {
+            if let Err(e) = self.store.set_world_node(server, Some(&a)) {
+                log!("store: {e}");
+            }
+        }
         self.spawn_world(server, async move {
             // The world first: restored from the archive, or copied from the node holding it.
             let prepared = match world {
@@ -605,8 +620,8 @@ impl Driver {
                 let failed = probe.err().map(|message| Done::ProbeFailed { node: id, message });
                 // A node first reached after start: list it so the engine adopts its containers.
                 let listing = if ok && !listed {
-                    let r = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.list())).await;
-                    r.ok().map(|containers| Done::Listed { node: id, containers, recover: true })
+                    let r = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(list_all(d))).await;
+                    r.ok().map(|(containers, worlds)| Done::Listed { node: id, containers, worlds, recover: true })
                 } else {
                     None
                 };
@@ -631,7 +646,7 @@ impl Driver {
         let (conn, endpoint, name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
         self.spawn(async move {
             match with_conn(&conn, &name, endpoint.as_ref(), timeout, |d| Box::pin(d.list())).await {
-                Ok(containers) => vec![Done::Listed { node, containers, recover }],
+                Ok(containers) => vec![Done::Listed { node, containers, worlds: Vec::new(), recover }],
                 Err(e) => vec![Done::AdapterError { adapter: "docker", op: "list", message: e }],
             }
         });
@@ -801,7 +816,7 @@ impl Driver {
                     rt.used_ports.remove(&server);
                 }
             }
-            Done::Listed { node, containers, recover } => {
+            Done::Listed { node, containers, worlds, recover } => {
                 let Some(rt) = self.nodes.get_mut(&node) else { return };
                 rt.listed = true;
                 let node_name = rt.name.clone();
@@ -814,12 +829,9 @@ impl Driver {
                 }
                 if recover {
                     let records = self.records(node, &containers);
-                    log!("node {node_name}: adopting {} container(s)", records.len());
-                    self.feed(Input::Recover(Snapshot {
-                        containers: records,
-                        queued: Vec::new(),
-                        archived: Vec::new(),
-                    }));
+                    let worlds = self.world_records(node, &worlds);
+                    log!("node {node_name}: adopting {} container(s) and {} world(s)", records.len(), worlds.len());
+                    self.feed(Input::Recover(Snapshot { containers: records, worlds, ..Default::default() }));
                 } else {
                     let servers: Vec<ServerId> = containers
                         .iter()
@@ -852,6 +864,10 @@ impl Driver {
         if reply != Reply::Ok || !off_node {
             return;
         }
+        // The archive is the current world now (the node's copy goes next).
+        if let Err(e) = self.store.set_world_node(server, Some("")) {
+            log!("store: {e}");
+        }
         let Some(target) = self.target(node) else { return };
         let (image, limit, timeout) =
             (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
@@ -873,6 +889,33 @@ impl Driver {
 
     fn stored_node(&self, name: &str) -> Option<StoredNode> {
         self.store.nodes().ok()?.into_iter().find(|n| n.name == name).and_then(|n| serde_json::from_str(&n.spec).ok())
+    }
+
+    /// World records for a recovery snapshot: the node's world volumes, with RAM, plan and
+    /// user from the store. A copy is `current` when the store's world node is this node
+    /// (its last start, or the source of a transfer under way), or when the store does not
+    /// know (a server last started before the column existed: the node copy is trusted over
+    /// the archive, as a stopped container was); not when it names another node or the
+    /// archive ("", a restore under way).
+    fn world_records(&mut self, node: NodeId, servers: &[String]) -> Vec<WorldRecord> {
+        let node_name = self.node_name(node);
+        let rows: BTreeMap<String, (u32, Plan, UserId, Option<String>)> = self
+            .store
+            .servers()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.name.clone(), (r.ram_mb, r.plan, r.user, r.world_node.clone())))
+            .collect();
+        servers
+            .iter()
+            .filter_map(|name| {
+                let server = self.server_id(name).ok()?;
+                let (ram_mb, plan, user, world_node) =
+                    rows.get(name).cloned().unwrap_or((0, Plan::PayPerPlay, UserId(server.0), None));
+                let current = world_node.as_deref().is_none_or(|n| n == node_name);
+                Some(WorldRecord { server, node, ram_mb, plan, user, current })
+            })
+            .collect()
     }
 
     /// Container records for a recovery snapshot; user and plan come from the store.
@@ -923,7 +966,13 @@ impl Driver {
                 let d = format!("{} on {} after {} ms", self.name_of(*server), self.node_name(*node), waited_ms);
                 self.decide("placed", d);
             }
-            Event::Started { server, .. } => store(&self.store, *server, "running"),
+            Event::Started { server, node } => {
+                store(&self.store, *server, "running");
+                // Where its newest world is now (a recovery prefers this copy).
+                if let Err(err) = self.store.set_world_node(*server, Some(&self.node_name(*node))) {
+                    log!("store: {err}");
+                }
+            }
             Event::Requeued { server, .. } | Event::Queued { server, .. } => {
                 if let Err(err) = self.store.requeued(*server, self.last_now) {
                     log!("store: {err}");
@@ -1489,6 +1538,13 @@ async fn copy_world(
     to.import(server, &tar).await.map_err(|e| format!("copy to {}: {e}", dst.name))
 }
 
+/// A node's containers and the servers with a world volume there (for recovery).
+async fn list_all(d: &DockerNode) -> Result<(Vec<ContainerInfo>, Vec<String>), crate::docker::DockerError> {
+    let containers = d.list().await?;
+    let worlds = d.list_worlds().await?;
+    Ok((containers, worlds))
+}
+
 type BoxFut<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::docker::DockerError>> + Send + 'a>>;
 
@@ -1791,14 +1847,17 @@ impl Driver {
         let timeout = self.docker_timeout().min(Duration::from_secs(5));
         let lists = self.nodes.iter().map(|(&id, rt)| {
             let (conn, ep, name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
-            async move { (id, with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.list())).await) }
+            async move { (id, with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(list_all(d))).await) }
         });
         let listed = futures_util::future::join_all(lists).await;
         let mut containers = Vec::new();
+        let mut worlds = Vec::new();
         let mut present: BTreeSet<String> = BTreeSet::new();
+        let mut unreachable: BTreeMap<String, NodeId> = BTreeMap::new();
         for (node, res) in listed {
             match res {
-                Ok(cs) => {
+                Ok((cs, ws)) => {
+                    worlds.extend(self.world_records(node, &ws));
                     for c in &cs {
                         // A stopped container is a world left on the node, not a start:
                         // its server's queued request must still be requeued.
@@ -1812,7 +1871,32 @@ impl Driver {
                     containers.extend(self.records(node, &cs));
                     self.nodes.get_mut(&node).expect("listed").listed = true;
                 }
-                Err(e) => log!("node {}: not reachable at start ({e}); adopted when it answers", self.node_name(node)),
+                Err(e) => {
+                    log!("node {}: not reachable at start ({e}); adopted when it answers", self.node_name(node));
+                    unreachable.insert(self.node_name(node), node);
+                }
+            }
+        }
+        // A stopped server whose current world is on a node that does not answer yet: the
+        // store's word stands until the node is listed, so the server waits for that node
+        // rather than starting elsewhere with an empty world.
+        if self.cfg.containers.data_volumes {
+            let mut found: BTreeSet<ServerId> = containers.iter().map(|c| c.server).collect();
+            found.extend(worlds.iter().filter(|w| w.current).map(|w| w.server));
+            for r in self.store.servers().unwrap_or_default() {
+                let Some(&node) = r.world_node.as_deref().and_then(|n| unreachable.get(n)) else { continue };
+                if !found.contains(&r.id) {
+                    log!("{}: its world is on {} (not reachable yet)", r.name, self.node_name(node));
+                    self.names.insert(r.id, r.name.clone());
+                    worlds.push(WorldRecord {
+                        server: r.id,
+                        node,
+                        ram_mb: r.ram_mb,
+                        plan: r.plan,
+                        user: r.user,
+                        current: true,
+                    });
+                }
             }
         }
         // Queued and placed requests that have no container: back in the queue at their
@@ -1831,11 +1915,16 @@ impl Driver {
                 queued_at: Millis(r.requested_at.unwrap_or(self.last_now)),
             })
             .collect();
-        log!("recovered {} container(s) and {} queued request(s)", containers.len(), queued.len());
+        log!(
+            "recovered {} container(s), {} world(s) on nodes and {} queued request(s)",
+            containers.len(),
+            worlds.len(),
+            queued.len()
+        );
         let mut queued = queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
         let archived = self.archived_servers();
-        self.feed(Input::Recover(Snapshot { containers, queued, archived }));
+        self.feed(Input::Recover(Snapshot { containers, queued, archived, worlds }));
         self.tick();
     }
 }

@@ -28,6 +28,10 @@ pub struct ServerRow {
     pub state: String,
     /// Engine time (Unix ms) of the original request, while it is not running.
     pub requested_at: Option<u64>,
+    /// Where the server's current world is: the node it last started on, or while a
+    /// transfer is under way its source node, or "" for the archive (a restore); `None`:
+    /// not known (never started since the column exists).
+    pub world_node: Option<String>,
 }
 
 /// A node the driver must remember across restarts (config nodes are not stored).
@@ -52,6 +56,18 @@ CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNI
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
 ";
 
+/// Columns added after the first release, for files written before them.
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    let has_world_node: bool =
+        db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = 'world_node'", [], |r| {
+            r.get(0)
+        })?;
+    if !has_world_node {
+        db.execute_batch("ALTER TABLE servers ADD COLUMN world_node TEXT")?;
+    }
+    Ok(())
+}
+
 fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRow> {
     Ok(ServerRow {
         id: ServerId(r.get::<_, i64>(0)? as u64),
@@ -61,6 +77,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRow> {
         user: UserId(r.get::<_, i64>(4)? as u64),
         state: r.get(5)?,
         requested_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        world_node: r.get(7)?,
     })
 }
 
@@ -83,6 +100,7 @@ impl Store {
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         Ok(Store { db })
     }
 
@@ -110,6 +128,7 @@ impl Store {
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let db = Connection::open_in_memory()?;
         db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         Ok(Store { db })
     }
 
@@ -226,15 +245,24 @@ impl Store {
         Ok(())
     }
 
+    /// Where the server's current world is (see [`ServerRow::world_node`]).
+    pub fn set_world_node(&self, id: ServerId, node: Option<&str>) -> Result<(), StoreError> {
+        self.db.execute("UPDATE servers SET world_node = ?2 WHERE id = ?1", params![id.0 as i64, node])?;
+        Ok(())
+    }
+
     pub fn delete_server(&self, id: ServerId) -> Result<(), StoreError> {
-        self.db
-            .execute("UPDATE servers SET state = 'stopped', requested_at = NULL WHERE id = ?1", params![id.0 as i64])?;
+        self.db.execute(
+            "UPDATE servers SET state = 'stopped', requested_at = NULL, world_node = NULL WHERE id = ?1",
+            params![id.0 as i64],
+        )?;
         Ok(())
     }
 
     pub fn servers(&self) -> Result<Vec<ServerRow>, StoreError> {
-        let mut st =
-            self.db.prepare("SELECT id, name, ram_mb, plan, user_id, state, requested_at FROM servers ORDER BY id")?;
+        let mut st = self.db.prepare(
+            "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node FROM servers ORDER BY id",
+        )?;
         let rows = st.query_map([], row_of)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError)
     }
@@ -243,7 +271,7 @@ impl Store {
         Ok(self
             .db
             .query_row(
-                "SELECT id, name, ram_mb, plan, user_id, state, requested_at FROM servers WHERE id = ?1",
+                "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node FROM servers WHERE id = ?1",
                 params![id.0 as i64],
                 row_of,
             )
@@ -310,6 +338,29 @@ mod tests {
         assert_eq!(j[0].1, Ok(Input::StopRequested { server: ServerId(1) }));
         assert_eq!(s.nodes().unwrap()[0].name, "dedi-9");
         assert_eq!(s.server_name(ServerId(2)).unwrap().as_deref(), Some("mc-b"));
+    }
+
+    #[test]
+    fn the_world_node_is_kept_and_added_to_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            // A file from before the column.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(SCHEMA).unwrap();
+            db.execute("INSERT INTO servers (name) VALUES ('mc-a')", []).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let a = s.server_id("mc-a").unwrap();
+        assert_eq!(s.server(a).unwrap().unwrap().world_node, None);
+        s.set_world_node(a, Some("")).unwrap();
+        assert_eq!(s.servers().unwrap()[0].world_node.as_deref(), Some(""), "the archive");
+        s.set_world_node(a, Some("n2")).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.server(a).unwrap().unwrap().world_node.as_deref(), Some("n2"));
+        s.delete_server(a).unwrap();
+        assert_eq!(s.server(a).unwrap().unwrap().world_node, None);
     }
 
     #[test]

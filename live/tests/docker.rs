@@ -500,6 +500,9 @@ async fn worlds_export_to_a_tar_and_import_on_another_node() {
         .expect("docker exec chown");
     assert!(chown.success());
     a.stop(&server, GRACE).await.expect("stop on a");
+    // The stopped server's world is listed on a (by its volume), and only there.
+    assert!(a.list_worlds().await.expect("list worlds on a").contains(&server));
+    assert!(!b.list_worlds().await.expect("list worlds on b").contains(&server));
 
     let started = Instant::now();
     let size = wa.export(&server, &tar).await.expect("export from a");
@@ -537,6 +540,8 @@ async fn worlds_export_to_a_tar_and_import_on_another_node() {
     assert!(wa.exists(&server).await.expect("exists"));
     wa.remove(&server).await.expect("remove the source copy");
     assert!(!wa.exists(&server).await.expect("exists"));
+    assert!(!a.list_worlds().await.expect("list worlds on a").contains(&server));
+    assert!(b.list_worlds().await.expect("list worlds on b").contains(&server));
     assert_eq!(read_in_container(&name_b, "/data/world/level.dat").as_deref(), Some(marker.as_str()));
     assert_eq!(helpers_left("t-wa"), "", "helper containers left on a");
     assert_eq!(helpers_left("t-wb"), "", "helper containers left on b");

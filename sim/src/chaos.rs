@@ -1158,6 +1158,7 @@ impl Chaos<'_> {
             self.register(h, true);
         }
         let mut containers = Vec::new();
+        let mut worlds = Vec::new();
         let mut present = BTreeSet::new();
         self.unlisted.clear();
         for (h, host) in &self.hosts {
@@ -1166,20 +1167,21 @@ impl Chaos<'_> {
                 continue; // adopted at its first good probe
             }
             let node = self.node_of[h];
-            let mut listed: BTreeMap<ServerId, bool> = host.containers.iter().map(|&s| (s, true)).collect();
-            // Docker keeps a stopped container (and its volume) where a world was left.
-            for (s, w) in &self.worlds {
-                if w.host == *h {
-                    listed.entry(*s).or_insert(false);
-                }
+            let row = |s: &ServerId| {
+                self.store.get(s).map_or((0, Plan::PayPerPlay, UserId(s.0)), |r| (r.ram_mb, r.plan, r.user))
+            };
+            for &s in &host.containers {
+                present.insert(s);
+                let (ram_mb, plan, user) = row(&s);
+                containers.push(ContainerRecord { server: s, node, ram_mb, plan, user, running: true });
             }
-            for (s, running) in listed {
-                if running {
-                    present.insert(s);
+            // A stopped server's world is its data volume, listed like live's `Worlds::list`
+            // (the model keeps one copy per server: the current one).
+            for (s, w) in &self.worlds {
+                if w.host == *h && !host.containers.contains(s) {
+                    let (ram_mb, plan, user) = row(s);
+                    worlds.push(WorldRecord { server: *s, node, ram_mb, plan, user, current: true });
                 }
-                let (ram_mb, plan, user) =
-                    self.store.get(&s).map_or((0, Plan::PayPerPlay, UserId(s.0)), |r| (r.ram_mb, r.plan, r.user));
-                containers.push(ContainerRecord { server: s, node, ram_mb, plan, user, running });
             }
         }
         let mut queued: Vec<QueuedRecord> = self
@@ -1196,7 +1198,7 @@ impl Chaos<'_> {
             .collect();
         queued.sort_by_key(|q| (q.queued_at, q.server));
         let archived = self.store_archived.iter().copied().collect();
-        let snap = Snapshot { containers, queued, archived };
+        let snap = Snapshot { containers, queued, archived, worlds };
         self.dbg(&snap, None);
         self.deliver(Input::Recover(snap));
         // Requests whose container came up while the conductor was away have started.
