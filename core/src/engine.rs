@@ -83,6 +83,9 @@ struct Server {
     archive_due: Option<Millis>,
     /// Its entry in `stop_retries` (only while awaiting its exit).
     stop_retry_at: Option<Millis>,
+    /// Requeue it once its exit is confirmed (a move whose start timed out: it was
+    /// running and nobody asked it to stop).
+    requeue_after_exit: bool,
 }
 
 /// One node's health-probe state. A probe is either due (`due`) or outstanding (`out`),
@@ -213,6 +216,7 @@ fn stop_reason(kind: ExitKind) -> StopReason {
     match kind {
         ExitKind::Idle => StopReason::Idle,
         ExitKind::Migrate => StopReason::Migrate,
+        ExitKind::StartTimedOut => StopReason::Cleanup,
         _ => StopReason::Requested,
     }
 }
@@ -481,6 +485,7 @@ impl Conductor {
             zero_players_since: None,
             archive_due: None,
             stop_retry_at: None,
+            requeue_after_exit: false,
         });
         s.seq = seq;
         s.queued_at = now;
@@ -578,6 +583,11 @@ impl Conductor {
                     State::AwaitingExit { node, kind: ExitKind::Requested };
                 StopReply::Stopping
             }
+            State::AwaitingExit { .. } if s.requeue_after_exit => {
+                // A move that timed out would start again: the user's stop wins.
+                self.servers.get_mut(&id).expect("known").requeue_after_exit = false;
+                StopReply::Stopping
+            }
             State::AwaitingExit { .. } => StopReply::AlreadyStopping,
             State::Stopped => StopReply::NotRunning,
         }
@@ -635,6 +645,16 @@ impl Conductor {
             _ => {
                 // A container the engine does not expect here: a late start after a
                 // timeout, or a second copy. Never let a server run twice.
+                if let Some(s) = self.servers.get(&id) {
+                    // A stopped server's container came up after all: it wrote its newest
+                    // world here.
+                    let here = s.bound.is_none_or(|b| b == node) && s.world != Some(node);
+                    if s.state == State::Stopped && here && self.fleet.get(node).is_some() {
+                        self.unschedule_archive(id);
+                        self.world_started(id, node);
+                        self.schedule_archive(id);
+                    }
+                }
                 self.log.add(self.now, "warn", format!("unexpected container {id} on {node}: stopping it"));
                 self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
                 Reply::Ignored("unexpected container; stop sent")
@@ -709,9 +729,16 @@ impl Conductor {
         }
         let s = self.servers.get_mut(&id).expect("known");
         let reserved = s.plan == Plan::Reserved;
+        let requeue = std::mem::take(&mut s.requeue_after_exit);
         s.state = State::Stopped;
         self.clear_idle(id);
         self.unschedule_stop_retry(id);
+        if requeue {
+            // Nobody asked it to stop: it starts again, wherever its world now is.
+            self.unbind(id);
+            self.requeue_at_head(id, node);
+            return;
+        }
         if !reserved {
             self.unbind(id);
         }
@@ -1429,6 +1456,9 @@ impl Conductor {
         self.unschedule_stop_retry(sid);
         match state {
             State::AwaitingStart { .. } | State::Running { .. } | State::Lost { .. } => self.requeue_at_head(sid, node),
+            State::AwaitingExit { .. } if std::mem::take(&mut self.servers.get_mut(&sid).expect("known").requeue_after_exit) => {
+                self.requeue_at_head(sid, node)
+            }
             State::AwaitingExit { kind, .. } => {
                 self.servers.get_mut(&sid).expect("known").state = State::Stopped;
                 self.publish(Event::Stopped { server: sid, node, kind });
@@ -1662,7 +1692,15 @@ impl Conductor {
                     // unseen after the server restarts elsewhere.
                     self.out.push_back(Command::StopContainer { server: *sid, node: id, reason: StopReason::Cleanup });
                 }
-                State::AwaitingExit { kind, .. } if !present => self.finish_exit(*sid, id, *kind),
+                // Not running. If it may have run here without the engine knowing (a
+                // start that timed out or was cancelled), the stop's answer says whether
+                // its world is here; otherwise nothing is left to learn.
+                State::AwaitingExit { kind, .. } if !present => {
+                    let known = self.cfg.storage != Storage::NodeLocal || self.servers[sid].world == Some(id);
+                    if known {
+                        self.finish_exit(*sid, id, *kind);
+                    }
+                }
                 _ => {}
             }
         }
@@ -1749,6 +1787,7 @@ impl Conductor {
                     zero_players_since: None,
                     archive_due: None,
                     stop_retry_at: None,
+                    requeue_after_exit: false,
                 },
             );
             if c.running || c.plan == Plan::Reserved {
@@ -1790,6 +1829,7 @@ impl Conductor {
                 zero_players_since: None,
                 archive_due: None,
                 stop_retry_at: None,
+                requeue_after_exit: false,
             });
             s.state = State::Queued;
             s.seq = seq;
@@ -2075,17 +2115,20 @@ impl Conductor {
         }
         while let Some((_, id)) = self.reservations.pop_due(now) {
             if let Some(State::AwaitingStart { node, .. }) = self.servers.get(&id).map(|s| s.state.clone()) {
-                self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
-                self.unbind(id);
+                // It may be up there without having reported (and then its newest world
+                // is there): its RAM stays booked and it is stopped, repeatedly until the
+                // node answers; the stop's answer says whether it ran there.
                 if let Some(m) = self.migrations.remove(&id) {
                     self.counters.migrations_aborted += 1;
                     let reason = "no start report on the target".to_string();
                     self.publish(Event::MigrationAborted { server: id, from: m.from, to: node, reason });
-                    self.requeue_at_head(id, node);
-                    continue;
+                    self.servers.get_mut(&id).expect("known").requeue_after_exit = true;
+                } else {
+                    // The request ends now; the server is busy until the stop is answered.
+                    self.counters.failed += 1;
+                    self.publish(Event::StartFailed { server: id, reason: FailReason::ReservationTimeout });
                 }
-                self.fail(id, FailReason::ReservationTimeout);
-                self.queue_pass_wanted = true;
+                self.request_exit(id, node, ExitKind::StartTimedOut);
             }
         }
         while let Some((_, id)) = self.stop_retries.pop_due(now) {

@@ -141,7 +141,7 @@ fn skip_ahead_passes_a_large_head_until_it_is_old_strict_fifo_never() {
 }
 
 #[test]
-fn reservation_times_out_releases_ram_and_stops_a_late_container() {
+fn reservation_times_out_stops_the_container_and_frees_ram_once_the_stop_is_answered() {
     let mut h = H::new(cfg());
     let d = h.node("d", NodeKind::Dedicated, 8192, false);
     assert_eq!(h.start(1, 4096), StartReply::Placed { node: d });
@@ -153,10 +153,49 @@ fn reservation_times_out_releases_ram_and_stops_a_late_container() {
         server: ServerId(1),
         reason: FailReason::ReservationTimeout
     })));
-    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
-    // The container reports after all: it must not run unseen.
+    // It may be running there unseen: its RAM stays booked until the stop is answered,
+    // and a new start waits for that.
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: d }));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 4096);
+    assert_eq!(h.start(1, 4096), StartReply::Busy);
+    // The container reports after all: the stop that is out covers it.
     h.started(1, d);
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: d }));
+    // The stop is repeated until answered.
+    h.take();
+    h.at(32 * MIN + S);
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Cleanup }));
+    // A container was there: it ran, so its newest world is on d.
+    h.input(Input::ContainerExited { server: ServerId(1), node: d });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(d) }));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn a_timed_out_start_that_never_ran_leaves_the_world_where_it_was() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // Server 1 ran on a: its world is there.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    // a fills up, so its next start moves the world to b; that start never reports.
+    assert_eq!(h.start(2, 6000), StartReply::Placed { node: a });
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
+    assert!(start_cmds(&h.take()).contains(&(ServerId(1), b, WorldAction::MoveFrom(a))));
+    h.at(31 * MIN);
+    // The stop finds no container on b: it never ran there, the world stays on a.
+    h.input(Input::ContainerFailed { server: ServerId(1), node: b, reason: "no such container".into() });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
+    h.started(2, a);
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(2) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(2), node: a });
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
 }
 
 #[test]

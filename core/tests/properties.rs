@@ -294,6 +294,8 @@ struct World {
     latest_start: BTreeMap<(ServerId, NodeId), u64>,
     /// The last `StopContainer` index issued per (server, node).
     last_stop: BTreeMap<(ServerId, NodeId), u64>,
+    /// Start commands that created a container (it ran, whatever happened to it since).
+    executed: BTreeSet<(ServerId, NodeId, u64)>,
     /// Nodes that no longer exist in the world.
     gone: BTreeSet<NodeId>,
     /// Unreachable nodes.
@@ -731,14 +733,26 @@ impl Driver {
                         w.moves.insert(idx, (server, m));
                     }
                     w.containers.insert((server, node), idx);
+                    w.executed.insert((server, node, idx));
                     out.push(Report::Started { server, node, inc: idx });
                 }
             }
             Command::StopContainer { server, node, .. } => {
+                // A driver runs a node's commands in order (live: one connection per
+                // node, taken in turn): a start still pending when its stop runs never
+                // runs (as if that command was lost).
+                self.pending.retain(
+                    |p| !(p.idx == stop_inc && matches!(p.cmd, Command::StartContainer { server: s, node: n, .. } if s == server && n == node)),
+                );
                 if self.world.containers.get(&(server, node)).is_some_and(|&inc| inc <= stop_inc) {
                     self.world.remove_container((server, node));
                 }
-                out.push(Report::Exited { server, node, inc: stop_inc });
+                // The stop answers whether the attempt's container was there (it ran).
+                if self.world.executed.contains(&(server, node, stop_inc)) {
+                    out.push(Report::Exited { server, node, inc: stop_inc });
+                } else {
+                    out.push(Report::Failed { server, node, inc: stop_inc });
+                }
             }
             Command::ProbeHealth { nodes } => {
                 let node = nodes[0];

@@ -801,9 +801,18 @@ impl Chaos<'_> {
                 if !self.hosts[&h].reachable() {
                     return; // no answer; the engine repeats its stop
                 }
-                self.hosts.get_mut(&h).expect("known").containers.remove(&server);
+                // Like `docker stop` + `rm`: it answers whether a container of the server
+                // was there, running or exited (Docker keeps an exited container, and
+                // its volume, where the world was left).
+                let ran = self.hosts.get_mut(&h).expect("known").containers.remove(&server)
+                    || self.worlds.get(&server).is_some_and(|w| w.host == h);
                 self.touch_idle(h);
-                self.report(t.container_stop_s * 1000, Input::ContainerExited { server, node });
+                let input = if ran {
+                    Input::ContainerExited { server, node }
+                } else {
+                    Input::ContainerFailed { server, node, reason: "no such container (simulated)".into() }
+                };
+                self.report(t.container_stop_s * 1000, input);
             }
             Command::ProvisionNode { node, name, server_type } => self.provision(node, name, server_type),
             Command::DeleteNode { node, name, .. } => {
