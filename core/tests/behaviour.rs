@@ -186,11 +186,11 @@ fn a_timed_out_start_that_never_ran_leaves_the_world_where_it_was() {
     h.take();
     assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
     assert!(start_cmds(&h.take()).contains(&(ServerId(1), b, WorldAction::MoveFrom(a))));
+    h.started(2, a);
     h.at(31 * MIN);
     // The stop finds no container on b: it never ran there, the world stays on a.
     h.input(Input::ContainerFailed { server: ServerId(1), node: b, reason: "no such container".into() });
     assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
-    h.started(2, a);
     assert_eq!(h.input(Input::StopRequested { server: ServerId(2) }), Reply::Stop(StopReply::Stopping));
     h.input(Input::ContainerExited { server: ServerId(2), node: a });
     h.take();
