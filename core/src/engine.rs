@@ -216,7 +216,7 @@ fn stop_reason(kind: ExitKind) -> StopReason {
     match kind {
         ExitKind::Idle => StopReason::Idle,
         ExitKind::Migrate => StopReason::Migrate,
-        ExitKind::StartTimedOut => StopReason::Cleanup,
+        ExitKind::StartTimedOut | ExitKind::NodeLost => StopReason::Cleanup,
         _ => StopReason::Requested,
     }
 }
@@ -501,7 +501,11 @@ impl Conductor {
                 self.begin_start(id, node, WorldAction::InPlace, 0);
                 return StartReply::Placed { node };
             }
-            self.unbind(id);
+            // Its node cannot take it right now: it waits in the queue for that node,
+            // its RAM still booked there. A new size (or plan) books anew.
+            if !ram_unchanged || plan != Plan::Reserved {
+                self.unbind(id);
+            }
         }
         let s = self.servers.get_mut(&id).expect("just inserted");
         s.ram_mb = ram_mb;
@@ -667,7 +671,10 @@ impl Conductor {
         match state {
             Some(State::AwaitingStart { node: n, since }) if n == node => {
                 self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
-                self.unbind(id);
+                // A reserved server keeps its booking while it waits for the retry.
+                if self.servers[&id].plan != Plan::Reserved || self.migrations.contains_key(&id) {
+                    self.unbind(id);
+                }
                 if let Some(m) = self.migrations.remove(&id) {
                     // Its old deadline means nothing here: back to the head of the queue.
                     self.counters.migrations_aborted += 1;
@@ -1065,6 +1072,22 @@ impl Conductor {
     fn choose_node(&self, id: ServerId, ram_mb: u32) -> Option<(NodeId, WorldAction)> {
         let s = &self.servers[&id];
         let strategy = self.cfg.placement.strategy;
+        if let Some(b) = s.bound {
+            // A reserved server retrying a failed start: its RAM is booked on `b`.
+            if !self.fleet.get(b).is_some_and(|n| n.placeable()) {
+                return None;
+            }
+            let world = match s.world {
+                Some(w) if w == b => WorldAction::InPlace,
+                Some(w) if self.fleet.get(w).is_some_and(|n| n.health == Health::Healthy) => WorldAction::MoveFrom(w),
+                Some(_) => return None,
+                None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
+                    WorldAction::RestoreFromArchive
+                }
+                None => WorldAction::InPlace,
+            };
+            return Some((b, world));
+        }
         match s.world {
             Some(w) => {
                 let wn = self.fleet.get(w)?;
@@ -1681,10 +1704,14 @@ impl Conductor {
                         self.publish(Event::Started { server: *sid, node: id });
                     }
                 }
+                State::Lost { starting: true, .. } if !present => {
+                    // Its start may have run here before the node went away (its report
+                    // lost): the request ends now, and the stop's answer says whether its
+                    // world is here.
+                    self.start_lost(*sid);
+                    self.request_exit(*sid, id, ExitKind::NodeLost);
+                }
                 State::Lost { .. } | State::Running { .. } if !present => {
-                    if matches!(state, State::Lost { starting: true, .. }) {
-                        self.start_lost(*sid);
-                    }
                     self.servers.get_mut(sid).expect("known").state =
                         State::AwaitingExit { node: id, kind: ExitKind::NodeLost };
                     self.finish_exit(*sid, id, ExitKind::NodeLost);
@@ -1705,7 +1732,10 @@ impl Conductor {
             }
         }
         for sid in listed {
-            let expected = self.servers.get(&sid).is_some_and(|s| s.bound == Some(id) && s.state != State::Stopped);
+            let expected = self
+                .servers
+                .get(&sid)
+                .is_some_and(|s| s.bound == Some(id) && !matches!(s.state, State::Stopped | State::Queued));
             if !expected {
                 self.out.push_back(Command::StopContainer { server: sid, node: id, reason: StopReason::Cleanup });
             }
@@ -1758,10 +1788,16 @@ impl Conductor {
                 });
                 continue;
             }
-            if let Some(s) = self.servers.get(&c.server) {
+            if let Some((world, bound)) = self.servers.get(&c.server).map(|s| (s.world, s.bound)) {
+                // A stopped container of a server whose world the engine does not know
+                // (a node first reached after a restart): its world is there.
+                if self.cfg.storage == Storage::NodeLocal && !c.running && world.is_none() {
+                    self.set_world(c.server, Some(c.node));
+                    self.schedule_archive(c.server);
+                }
                 // A second container of one server: keep the first (running first, then
                 // lowest node id) and stop this one.
-                if s.bound != Some(c.node) {
+                if bound != Some(c.node) {
                     self.out.push_back(Command::StopContainer {
                         server: c.server,
                         node: c.node,

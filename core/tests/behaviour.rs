@@ -915,3 +915,77 @@ fn a_stop_requested_mid_migration_wins() {
     assert!(matches!(h.status(1), Some(ServerStatus::Stopped { .. })));
     assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
 }
+
+#[test]
+fn a_start_lost_with_its_node_is_stopped_and_the_stop_tells_where_its_world_is() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    // The container came up, but its report was lost; then the node went away.
+    h.up.remove(&a);
+    h.at(10 * MIN);
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: a }));
+    h.up.insert(a);
+    h.at(12 * MIN);
+    h.take();
+    // The node is back; the crash took the container, so the listing does not show it.
+    h.input(Input::NodeContainers { node: a, servers: vec![] });
+    let cmds = h.take();
+    assert!(cmds.contains(&Command::Publish(Event::StartFailed { server: ServerId(1), reason: FailReason::NodeLost })));
+    assert!(cmds.contains(&Command::StopContainer { server: ServerId(1), node: a, reason: StopReason::Cleanup }));
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: a }), "whether it ran there is not known yet");
+    // Docker still has its (exited) container: it ran there, so its newest world is on a.
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
+}
+
+#[test]
+fn a_reserved_server_keeps_its_booking_through_a_failed_start() {
+    let mut c = cfg();
+    c.queue.retry_backoff_s = 60;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Placed { node: a });
+    h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
+    // Waiting for its retry, its RAM stays booked: nobody else takes it meanwhile.
+    assert!(matches!(h.status(1), Some(ServerStatus::Queued { .. })));
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 4096);
+    assert!(matches!(h.start(2, 4096), StartReply::Queued { .. }));
+    // Every retry fails until the request times out: still booked where it was.
+    let mut t = 0;
+    while t < 11 * MIN {
+        t += 30 * S;
+        h.at(t);
+        let retries: Vec<NodeId> = start_cmds(&h.take())
+            .into_iter()
+            .filter(|(s, _, _)| *s == ServerId(1))
+            .map(|(_, n, _)| n)
+            .collect();
+        for n in retries {
+            assert_eq!(n, a, "a reserved server retries on its booked node");
+            h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
+        }
+    }
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: None }));
+}
+
+#[test]
+fn a_reserved_server_started_while_its_node_is_down_waits_for_it_with_its_booking() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let _b = h.node("b", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Placed { node: a });
+    h.started(1, a);
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: Some(a) }));
+    h.up.remove(&a);
+    h.at(3 * MIN);
+    assert!(h.c.fleet().get(a).unwrap().health != Health::Healthy);
+    assert!(matches!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Queued { .. }));
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 4096, "its booking waits with it");
+    h.take();
+    h.up.insert(a);
+    h.at(5 * MIN);
+    assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
+}
