@@ -1789,9 +1789,9 @@ impl Conductor {
                 continue;
             }
             if let Some((world, bound)) = self.servers.get(&c.server).map(|s| (s.world, s.bound)) {
-                // A stopped container of a server whose world the engine does not know
-                // (a node first reached after a restart): its world is there.
-                if self.cfg.storage == Storage::NodeLocal && !c.running && world.is_none() {
+                // A container of a server whose world the engine does not know (a node
+                // first reached after a restart): its newest world is there.
+                if self.cfg.storage == Storage::NodeLocal && world.is_none() {
                     self.set_world(c.server, Some(c.node));
                     self.schedule_archive(c.server);
                 }

@@ -989,3 +989,32 @@ fn a_reserved_server_started_while_its_node_is_down_waits_for_it_with_its_bookin
     h.at(5 * MIN);
     assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
 }
+
+#[test]
+fn a_node_adopted_late_tells_where_a_known_servers_world_is() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // After a restart, b did not answer: server 1 is started on a with no world known.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.take();
+    // b is reached: its listing (adopted like a recovery) has server 1's container.
+    let rec = ContainerRecord {
+        server: ServerId(1),
+        node: b,
+        ram_mb: 2048,
+        plan: Plan::PayPerPlay,
+        user: UserId(1),
+        running: true,
+    };
+    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![], archived: vec![] }));
+    assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: b, reason: StopReason::Cleanup }));
+    assert_eq!(h.status(1), Some(ServerStatus::Starting { node: a }));
+    // The start on a fails: the retry takes the world from b.
+    h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
+    let starts = start_cmds(&h.take());
+    assert!(starts.iter().all(|&(_, n, w)| w == WorldAction::MoveFrom(b) || (n == b && w == WorldAction::InPlace)), "{starts:?}");
+    assert!(!starts.is_empty());
+}
