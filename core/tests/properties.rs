@@ -13,7 +13,10 @@
 //! failure report is only delivered while it is still true (the container is not
 //! running in the world). Everything else (reordering, delay, duplication, loss of
 //! commands and of reports) is fair game. Container listings are computed when they
-//! are delivered, so they are true at that moment.
+//! are delivered, so they are true at that moment. A stop answers whether the attempt's
+//! container was ever there (`ContainerExited`) or not (`ContainerFailed`); like a live
+//! driver, which runs a node's commands in order, a start still pending when its stop
+//! runs never runs.
 //!
 //! Checked after every call: `check_invariants()` is empty; allocated <= usable on every
 //! node; system nodes hold nothing; at most one ScaleUp/ScaleDown per call; a scaled-down
