@@ -1477,11 +1477,11 @@ impl Conductor {
         }
         self.clear_idle(sid);
         self.unschedule_stop_retry(sid);
+        let requeue = std::mem::take(&mut self.servers.get_mut(&sid).expect("known").requeue_after_exit);
         match state {
             State::AwaitingStart { .. } | State::Running { .. } | State::Lost { .. } => self.requeue_at_head(sid, node),
-            State::AwaitingExit { .. } if std::mem::take(&mut self.servers.get_mut(&sid).expect("known").requeue_after_exit) => {
-                self.requeue_at_head(sid, node)
-            }
+            // A move whose start timed out: it wanted to run.
+            State::AwaitingExit { .. } if requeue => self.requeue_at_head(sid, node),
             State::AwaitingExit { kind, .. } => {
                 self.servers.get_mut(&sid).expect("known").state = State::Stopped;
                 self.publish(Event::Stopped { server: sid, node, kind });

@@ -956,11 +956,8 @@ fn a_reserved_server_keeps_its_booking_through_a_failed_start() {
     while t < 11 * MIN {
         t += 30 * S;
         h.at(t);
-        let retries: Vec<NodeId> = start_cmds(&h.take())
-            .into_iter()
-            .filter(|(s, _, _)| *s == ServerId(1))
-            .map(|(_, n, _)| n)
-            .collect();
+        let retries: Vec<NodeId> =
+            start_cmds(&h.take()).into_iter().filter(|(s, _, _)| *s == ServerId(1)).map(|(_, n, _)| n).collect();
         for n in retries {
             assert_eq!(n, a, "a reserved server retries on its booked node");
             h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
@@ -1015,6 +1012,9 @@ fn a_node_adopted_late_tells_where_a_known_servers_world_is() {
     // The start on a fails: the retry takes the world from b.
     h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
     let starts = start_cmds(&h.take());
-    assert!(starts.iter().all(|&(_, n, w)| w == WorldAction::MoveFrom(b) || (n == b && w == WorldAction::InPlace)), "{starts:?}");
+    assert!(
+        starts.iter().all(|&(_, n, w)| w == WorldAction::MoveFrom(b) || (n == b && w == WorldAction::InPlace)),
+        "{starts:?}"
+    );
     assert!(!starts.is_empty());
 }
