@@ -1756,16 +1756,19 @@ impl Conductor {
             }
             _ => return Reply::Ignored("server is not lost"),
         };
-        if let Some(kind) = stopping {
+        // The world on that node is given up (not a copy elsewhere, e.g. the source of a
+        // move that never happened).
+        if self.servers[&id].world == Some(node) {
             self.set_world(id, None);
+        }
+        if let Some(kind) = stopping {
             self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
             self.finish_exit(id, node, kind);
             return Reply::Ok;
         }
-        // The operator vouches that the container is dead; the world on that node is
-        // given up (a restore from the archive, if any, follows).
+        // The operator vouches that the container is dead (a restore from the archive,
+        // if any, follows).
         self.unbind(id);
-        self.set_world(id, None);
         // Best effort, should the node come back with a late start.
         self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
         self.requeue_at_head(id, node);

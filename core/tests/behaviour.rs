@@ -1018,3 +1018,28 @@ fn a_node_adopted_late_tells_where_a_known_servers_world_is() {
     );
     assert!(!starts.is_empty());
 }
+
+#[test]
+fn releasing_a_server_stuck_stopping_on_a_dead_node_keeps_its_world_elsewhere() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // Server 1 ran on a: its world is there.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    // a fills up; the next start moves the world to b, and is cancelled at once.
+    assert_eq!(h.start(2, 6000), StartReply::Placed { node: a });
+    h.started(2, a);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    // b dies before anything happened there; the operator releases the server.
+    h.up.remove(&b);
+    h.at(3 * MIN);
+    assert_eq!(h.input(Input::ReleaseLost { server: ServerId(1) }), Reply::Ok);
+    // The copy on a was never moved: it is still its world.
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
+}

@@ -929,7 +929,18 @@ impl Driver {
             }
             Op::ReleaseLost { server } => {
                 let id = ServerId(u64::from(server));
-                if let Some(ServerStatus::Lost { node }) = self.c.server_status(id) {
+                // A lost server, or one stopping on an unhealthy node (the engine accepts
+                // both: such a stop can never be confirmed).
+                let released = match self.c.server_status(id) {
+                    Some(ServerStatus::Lost { node }) => Some(node),
+                    Some(ServerStatus::Stopping { node })
+                        if self.c.fleet().get(node).is_some_and(|n| n.health == Health::Unhealthy) =>
+                    {
+                        Some(node)
+                    }
+                    _ => None,
+                };
+                if let Some(node) = released {
                     // The operator vouches that it is dead (make it so) and gives up the
                     // world on that node.
                     self.world.containers.remove(&(id, node));
