@@ -1620,6 +1620,8 @@ impl Conductor {
                 // ran on while it was unreachable, and (on its first answer, e.g. after a
                 // restart it did not answer) containers the engine has not heard of.
                 self.out.push_back(Command::ListContainers { node: id });
+                // Should that listing be lost, servers lost there are listed again.
+                self.grace.insert(now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
                 self.queue_pass_wanted = true;
             }
             self.schedule_probe(id, self.next_probe_round());
@@ -1651,6 +1653,15 @@ impl Conductor {
     /// The node stayed unhealthy past the grace period.
     fn node_lost(&mut self, id: NodeId) {
         let Some(n) = self.fleet.get(id) else { return };
+        if n.health == Health::Healthy {
+            // Back, but servers still wait as lost there: its listing went missing.
+            let lost_here = self.servers.iter().any(|(_, s)| matches!(s.state, State::Lost { node, .. } if node == id));
+            if lost_here {
+                self.out.push_back(Command::ListContainers { node: id });
+                self.grace.insert(self.now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
+            }
+            return;
+        }
         if n.health != Health::Unhealthy || (n.lifecycle == Lifecycle::Draining && !self.consolidating.contains(&id)) {
             return;
         }

@@ -1043,3 +1043,23 @@ fn releasing_a_server_stuck_stopping_on_a_dead_node_keeps_its_world_elsewhere() 
     // The copy on a was never moved: it is still its world.
     assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
 }
+
+#[test]
+fn a_lost_server_is_listed_again_when_its_nodes_listing_went_missing() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    h.up.remove(&a);
+    h.at(10 * MIN);
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: a }));
+    h.take();
+    h.up.insert(a);
+    h.at(12 * MIN);
+    assert!(h.take().contains(&Command::ListContainers { node: a }));
+    // That listing is lost: after the grace period the node is listed again.
+    h.at(18 * MIN);
+    assert!(h.take().contains(&Command::ListContainers { node: a }));
+    h.input(Input::NodeContainers { node: a, servers: vec![ServerId(1)] });
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: a }));
+}
