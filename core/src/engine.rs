@@ -83,6 +83,9 @@ struct Server {
     archive_due: Option<Millis>,
     /// Its entry in `stop_retries` (only while awaiting its exit).
     stop_retry_at: Option<Millis>,
+    /// Requeue it once its exit is confirmed (a move whose start timed out: it was
+    /// running and nobody asked it to stop).
+    requeue_after_exit: bool,
 }
 
 /// One node's health-probe state. A probe is either due (`due`) or outstanding (`out`),
@@ -216,6 +219,7 @@ fn stop_reason(kind: ExitKind) -> StopReason {
     match kind {
         ExitKind::Idle => StopReason::Idle,
         ExitKind::Migrate => StopReason::Migrate,
+        ExitKind::StartTimedOut | ExitKind::NodeLost => StopReason::Cleanup,
         _ => StopReason::Requested,
     }
 }
@@ -490,6 +494,7 @@ impl Conductor {
             zero_players_since: None,
             archive_due: None,
             stop_retry_at: None,
+            requeue_after_exit: false,
         });
         s.seq = seq;
         s.queued_at = now;
@@ -505,7 +510,11 @@ impl Conductor {
                 self.begin_start(id, node, WorldAction::InPlace, 0);
                 return StartReply::Placed { node };
             }
-            self.unbind(id);
+            // Its node cannot take it right now: it waits in the queue for that node,
+            // its RAM still booked there. A new size (or plan) books anew.
+            if !ram_unchanged || plan != Plan::Reserved {
+                self.unbind(id);
+            }
         }
         let s = self.servers.get_mut(&id).expect("just inserted");
         s.ram_mb = ram_mb;
@@ -587,6 +596,11 @@ impl Conductor {
                     State::AwaitingExit { node, kind: ExitKind::Requested };
                 StopReply::Stopping
             }
+            State::AwaitingExit { .. } if s.requeue_after_exit => {
+                // A move that timed out would start again: the user's stop wins.
+                self.servers.get_mut(&id).expect("known").requeue_after_exit = false;
+                StopReply::Stopping
+            }
             State::AwaitingExit { .. } => StopReply::AlreadyStopping,
             State::Stopped => StopReply::NotRunning,
         }
@@ -644,6 +658,16 @@ impl Conductor {
             _ => {
                 // A container the engine does not expect here: a late start after a
                 // timeout, or a second copy. Never let a server run twice.
+                if let Some(s) = self.servers.get(&id) {
+                    // A stopped server's container came up after all: it wrote its newest
+                    // world here.
+                    let here = s.bound.is_none_or(|b| b == node) && s.world != Some(node);
+                    if s.state == State::Stopped && here && self.fleet.get(node).is_some() {
+                        self.unschedule_archive(id);
+                        self.world_started(id, node);
+                        self.schedule_archive(id);
+                    }
+                }
                 self.log.add(self.now, "warn", format!("unexpected container {id} on {node}: stopping it"));
                 self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
                 Reply::Ignored("unexpected container; stop sent")
@@ -656,7 +680,10 @@ impl Conductor {
         match state {
             Some(State::AwaitingStart { node: n, since }) if n == node => {
                 self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
-                self.unbind(id);
+                // A reserved server keeps its booking while it waits for the retry.
+                if self.servers[&id].plan != Plan::Reserved || self.migrations.contains_key(&id) {
+                    self.unbind(id);
+                }
                 if let Some(m) = self.migrations.remove(&id) {
                     // Its old deadline means nothing here: back to the head of the queue.
                     self.counters.migrations_aborted += 1;
@@ -718,9 +745,16 @@ impl Conductor {
         }
         let s = self.servers.get_mut(&id).expect("known");
         let reserved = s.plan == Plan::Reserved;
+        let requeue = std::mem::take(&mut s.requeue_after_exit);
         s.state = State::Stopped;
         self.clear_idle(id);
         self.unschedule_stop_retry(id);
+        if requeue {
+            // Nobody asked it to stop: it starts again, wherever its world now is.
+            self.unbind(id);
+            self.requeue_at_head(id, node);
+            return;
+        }
         if !reserved {
             self.unbind(id);
         }
@@ -1056,6 +1090,22 @@ impl Conductor {
     fn choose_node(&self, id: ServerId, ram_mb: u32) -> Option<(NodeId, WorldAction)> {
         let s = &self.servers[&id];
         let strategy = self.cfg.placement.strategy;
+        if let Some(b) = s.bound {
+            // A reserved server retrying a failed start: its RAM is booked on `b`.
+            if !self.fleet.get(b).is_some_and(|n| n.placeable()) {
+                return None;
+            }
+            let world = match s.world {
+                Some(w) if w == b => WorldAction::InPlace,
+                Some(w) if self.fleet.get(w).is_some_and(|n| n.health == Health::Healthy) => WorldAction::MoveFrom(w),
+                Some(_) => return None,
+                None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
+                    WorldAction::RestoreFromArchive
+                }
+                None => WorldAction::InPlace,
+            };
+            return Some((b, world));
+        }
         match s.world {
             Some(w) => {
                 let wn = self.fleet.get(w)?;
@@ -1456,8 +1506,11 @@ impl Conductor {
         }
         self.clear_idle(sid);
         self.unschedule_stop_retry(sid);
+        let requeue = std::mem::take(&mut self.servers.get_mut(&sid).expect("known").requeue_after_exit);
         match state {
             State::AwaitingStart { .. } | State::Running { .. } | State::Lost { .. } => self.requeue_at_head(sid, node),
+            // A move whose start timed out: it wanted to run.
+            State::AwaitingExit { .. } if requeue => self.requeue_at_head(sid, node),
             State::AwaitingExit { kind, .. } => {
                 self.servers.get_mut(&sid).expect("known").state = State::Stopped;
                 self.publish(Event::Stopped { server: sid, node, kind });
@@ -1596,6 +1649,8 @@ impl Conductor {
                 // ran on while it was unreachable, and (on its first answer, e.g. after a
                 // restart it did not answer) containers the engine has not heard of.
                 self.out.push_back(Command::ListContainers { node: id });
+                // Should that listing be lost, servers lost there are listed again.
+                self.grace.insert(now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
                 self.queue_pass_wanted = true;
             }
             self.schedule_probe(id, self.next_probe_round());
@@ -1627,6 +1682,15 @@ impl Conductor {
     /// The node stayed unhealthy past the grace period.
     fn node_lost(&mut self, id: NodeId) {
         let Some(n) = self.fleet.get(id) else { return };
+        if n.health == Health::Healthy {
+            // Back, but servers still wait as lost there: its listing went missing.
+            let lost_here = self.servers.iter().any(|(_, s)| matches!(s.state, State::Lost { node, .. } if node == id));
+            if lost_here {
+                self.out.push_back(Command::ListContainers { node: id });
+                self.grace.insert(self.now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
+            }
+            return;
+        }
         if n.health != Health::Unhealthy || (n.lifecycle == Lifecycle::Draining && !self.consolidating.contains(&id)) {
             return;
         }
@@ -1676,10 +1740,14 @@ impl Conductor {
                         self.publish(Event::Started { server: *sid, node: id });
                     }
                 }
+                State::Lost { starting: true, .. } if !present => {
+                    // Its start may have run here before the node went away (its report
+                    // lost): the request ends now, and the stop's answer says whether its
+                    // world is here.
+                    self.start_lost(*sid);
+                    self.request_exit(*sid, id, ExitKind::NodeLost);
+                }
                 State::Lost { .. } | State::Running { .. } if !present => {
-                    if matches!(state, State::Lost { starting: true, .. }) {
-                        self.start_lost(*sid);
-                    }
                     self.servers.get_mut(sid).expect("known").state =
                         State::AwaitingExit { node: id, kind: ExitKind::NodeLost };
                     self.finish_exit(*sid, id, ExitKind::NodeLost);
@@ -1687,12 +1755,23 @@ impl Conductor {
                     // unseen after the server restarts elsewhere.
                     self.out.push_back(Command::StopContainer { server: *sid, node: id, reason: StopReason::Cleanup });
                 }
-                State::AwaitingExit { kind, .. } if !present => self.finish_exit(*sid, id, *kind),
+                // Not running. If it may have run here without the engine knowing (a
+                // start that timed out or was cancelled), the stop's answer says whether
+                // its world is here; otherwise nothing is left to learn.
+                State::AwaitingExit { kind, .. } if !present => {
+                    let known = self.cfg.storage != Storage::NodeLocal || self.servers[sid].world == Some(id);
+                    if known {
+                        self.finish_exit(*sid, id, *kind);
+                    }
+                }
                 _ => {}
             }
         }
         for sid in listed {
-            let expected = self.servers.get(&sid).is_some_and(|s| s.bound == Some(id) && s.state != State::Stopped);
+            let expected = self
+                .servers
+                .get(&sid)
+                .is_some_and(|s| s.bound == Some(id) && !matches!(s.state, State::Stopped | State::Queued));
             if !expected {
                 self.out.push_back(Command::StopContainer { server: sid, node: id, reason: StopReason::Cleanup });
             }
@@ -1713,16 +1792,19 @@ impl Conductor {
             }
             _ => return Reply::Ignored("server is not lost"),
         };
-        if let Some(kind) = stopping {
+        // The world on that node is given up (not a copy elsewhere, e.g. the source of a
+        // move that never happened).
+        if self.servers[&id].world == Some(node) {
             self.set_world(id, None);
+        }
+        if let Some(kind) = stopping {
             self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
             self.finish_exit(id, node, kind);
             return Reply::Ok;
         }
-        // The operator vouches that the container is dead; the world on that node is
-        // given up (a restore from the archive, if any, follows).
+        // The operator vouches that the container is dead (a restore from the archive,
+        // if any, follows).
         self.unbind(id);
-        self.set_world(id, None);
         // Best effort, should the node come back with a late start.
         self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
         self.requeue_at_head(id, node);
@@ -1745,10 +1827,16 @@ impl Conductor {
                 });
                 continue;
             }
-            if let Some(s) = self.servers.get(&c.server) {
+            if let Some((world, bound)) = self.servers.get(&c.server).map(|s| (s.world, s.bound)) {
+                // A container of a server whose world the engine does not know (a node
+                // first reached after a restart): its newest world is there.
+                if self.cfg.storage == Storage::NodeLocal && world.is_none() {
+                    self.set_world(c.server, Some(c.node));
+                    self.schedule_archive(c.server);
+                }
                 // A second container of one server: keep the first (running first, then
                 // lowest node id) and stop this one.
-                if s.bound != Some(c.node) {
+                if bound != Some(c.node) {
                     self.out.push_back(Command::StopContainer {
                         server: c.server,
                         node: c.node,
@@ -1774,6 +1862,7 @@ impl Conductor {
                     zero_players_since: None,
                     archive_due: None,
                     stop_retry_at: None,
+                    requeue_after_exit: false,
                 },
             );
             if c.running || c.plan == Plan::Reserved {
@@ -1816,6 +1905,7 @@ impl Conductor {
                 zero_players_since: None,
                 archive_due: None,
                 stop_retry_at: None,
+                requeue_after_exit: false,
             });
             s.state = State::Queued;
             s.seq = seq;
@@ -1903,6 +1993,7 @@ impl Conductor {
                             zero_players_since: None,
                             archive_due: None,
                             stop_retry_at: None,
+                            requeue_after_exit: false,
                         },
                     );
                 }
@@ -2193,17 +2284,20 @@ impl Conductor {
         }
         while let Some((_, id)) = self.reservations.pop_due(now) {
             if let Some(State::AwaitingStart { node, .. }) = self.servers.get(&id).map(|s| s.state.clone()) {
-                self.out.push_back(Command::StopContainer { server: id, node, reason: StopReason::Cleanup });
-                self.unbind(id);
+                // It may be up there without having reported (and then its newest world
+                // is there): its RAM stays booked and it is stopped, repeatedly until the
+                // node answers; the stop's answer says whether it ran there.
                 if let Some(m) = self.migrations.remove(&id) {
                     self.counters.migrations_aborted += 1;
                     let reason = "no start report on the target".to_string();
                     self.publish(Event::MigrationAborted { server: id, from: m.from, to: node, reason });
-                    self.requeue_at_head(id, node);
-                    continue;
+                    self.servers.get_mut(&id).expect("known").requeue_after_exit = true;
+                } else {
+                    // The request ends now; the server is busy until the stop is answered.
+                    self.counters.failed += 1;
+                    self.publish(Event::StartFailed { server: id, reason: FailReason::ReservationTimeout });
                 }
-                self.fail(id, FailReason::ReservationTimeout);
-                self.queue_pass_wanted = true;
+                self.request_exit(id, node, ExitKind::StartTimedOut);
             }
         }
         while let Some((_, id)) = self.stop_retries.pop_due(now) {

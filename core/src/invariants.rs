@@ -35,7 +35,12 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
                 if !v.queue.contains(s.id) {
                     bad.push(format!("{} is queued but not in the queue", s.id));
                 }
-                None
+                // A reserved server keeps its booking while its start is retried.
+                if s.plan == crate::model::Plan::Reserved {
+                    s.bound
+                } else {
+                    None
+                }
             }
             ServerStatus::Starting { node }
             | ServerStatus::Running { node }

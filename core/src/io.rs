@@ -23,12 +23,15 @@ pub enum Input {
         server: ServerId,
         node: NodeId,
     },
+    /// A start failed, or a stop found no container of the server on the node (it never
+    /// ran there, so no newer world was written there).
     ContainerFailed {
         server: ServerId,
         node: NodeId,
         reason: String,
     },
-    /// The container is gone (stopped on request, or crashed).
+    /// The container is gone (stopped on request, or crashed). For a stop: a container of
+    /// the server existed on the node (running or exited), so it ran there.
     ContainerExited {
         server: ServerId,
         node: NodeId,
@@ -256,6 +259,9 @@ pub enum ExitKind {
     NodeLost,
     /// Stopped to move to another node (consolidation).
     Migrate,
+    /// Its start was not reported within `reservation_timeout_s`: stopped, whether it
+    /// came up or not (the stop's answer tells where its world is).
+    StartTimedOut,
 }
 
 /// What the engine publishes for operators, billing and the simulator's reports.

@@ -141,7 +141,7 @@ fn skip_ahead_passes_a_large_head_until_it_is_old_strict_fifo_never() {
 }
 
 #[test]
-fn reservation_times_out_releases_ram_and_stops_a_late_container() {
+fn reservation_times_out_stops_the_container_and_frees_ram_once_the_stop_is_answered() {
     let mut h = H::new(cfg());
     let d = h.node("d", NodeKind::Dedicated, 8192, false);
     assert_eq!(h.start(1, 4096), StartReply::Placed { node: d });
@@ -153,10 +153,49 @@ fn reservation_times_out_releases_ram_and_stops_a_late_container() {
         server: ServerId(1),
         reason: FailReason::ReservationTimeout
     })));
-    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
-    // The container reports after all: it must not run unseen.
+    // It may be running there unseen: its RAM stays booked until the stop is answered,
+    // and a new start waits for that.
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: d }));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 4096);
+    assert_eq!(h.start(1, 4096), StartReply::Busy);
+    // The container reports after all: the stop that is out covers it.
     h.started(1, d);
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: d }));
+    // The stop is repeated until answered.
+    h.take();
+    h.at(32 * MIN + S);
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: d, reason: StopReason::Cleanup }));
+    // A container was there: it ran, so its newest world is on d.
+    h.input(Input::ContainerExited { server: ServerId(1), node: d });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(d) }));
+    assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn a_timed_out_start_that_never_ran_leaves_the_world_where_it_was() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // Server 1 ran on a: its world is there.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    // a fills up, so its next start moves the world to b; that start never reports.
+    assert_eq!(h.start(2, 6000), StartReply::Placed { node: a });
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
+    assert!(start_cmds(&h.take()).contains(&(ServerId(1), b, WorldAction::MoveFrom(a))));
+    h.started(2, a);
+    h.at(31 * MIN);
+    // The stop finds no container on b: it never ran there, the world stays on a.
+    h.input(Input::ContainerFailed { server: ServerId(1), node: b, reason: "no such container".into() });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(2) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(2), node: a });
+    h.take();
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
 }
 
 #[test]
@@ -296,39 +335,6 @@ fn a_cloud_node_holding_an_unarchived_world_is_not_deleted() {
     assert_eq!(h.status(1), None, "nothing left to track");
     h.at(5 * 60 * MIN);
     assert!(h.events().iter().any(|e| matches!(e, Event::ScaleDown { node: n, .. } if *n == node)));
-}
-
-#[test]
-fn an_archived_server_that_is_no_longer_tracked_can_be_deleted() {
-    let mut h = H::new(cfg()); // node-local storage
-    let node = cloud_with_server(&mut h, 1, 2048);
-    h.at(5 * MIN);
-    h.input(Input::StopRequested { server: ServerId(1) });
-    h.input(Input::ContainerExited { server: ServerId(1), node });
-    let now = h.now;
-    h.at(now);
-    let generation = h
-        .take()
-        .iter()
-        .find_map(|c| match c {
-            Command::ArchiveWorld { generation, .. } => Some(*generation),
-            _ => None,
-        })
-        .expect("archive command");
-    h.input(Input::WorldArchived { server: ServerId(1), generation });
-    assert_eq!(h.status(1), None);
-    assert!(h.c.is_archived(ServerId(1)));
-    h.events();
-    assert_eq!(h.input(Input::DeleteServer { server: ServerId(1) }), Reply::Ok);
-    assert!(!h.c.is_archived(ServerId(1)), "deleted: a new start begins with a fresh world");
-    assert!(h.events().iter().any(|e| matches!(e, Event::ServerDeleted { server: ServerId(1) })));
-    assert_eq!(h.input(Input::DeleteServer { server: ServerId(1) }), Reply::Refused("unknown server"));
-    assert!(matches!(h.start(1, 2048), StartReply::Placed { .. }));
-    let world = h.take().iter().find_map(|c| match c {
-        Command::StartContainer { world, .. } => Some(*world),
-        _ => None,
-    });
-    assert_eq!(world, Some(WorldAction::InPlace));
 }
 
 #[test]
@@ -908,6 +914,187 @@ fn a_stop_requested_mid_migration_wins() {
     assert!(start_cmds(&h.take()).is_empty());
     assert!(matches!(h.status(1), Some(ServerStatus::Stopped { .. })));
     assert_eq!(h.c.fleet().get(d).unwrap().allocated_mb(), 0);
+}
+
+#[test]
+fn a_start_lost_with_its_node_is_stopped_and_the_stop_tells_where_its_world_is() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    // The container came up, but its report was lost; then the node went away.
+    h.up.remove(&a);
+    h.at(10 * MIN);
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: a }));
+    h.up.insert(a);
+    h.at(12 * MIN);
+    h.take();
+    // The node is back; the crash took the container, so the listing does not show it.
+    h.input(Input::NodeContainers { node: a, servers: vec![] });
+    let cmds = h.take();
+    assert!(cmds.contains(&Command::Publish(Event::StartFailed { server: ServerId(1), reason: FailReason::NodeLost })));
+    assert!(cmds.contains(&Command::StopContainer { server: ServerId(1), node: a, reason: StopReason::Cleanup }));
+    assert_eq!(h.status(1), Some(ServerStatus::Stopping { node: a }), "whether it ran there is not known yet");
+    // Docker still has its (exited) container: it ran there, so its newest world is on a.
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
+}
+
+#[test]
+fn a_reserved_server_keeps_its_booking_through_a_failed_start() {
+    let mut c = cfg();
+    c.queue.retry_backoff_s = 60;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Placed { node: a });
+    h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
+    // Waiting for its retry, its RAM stays booked: nobody else takes it meanwhile.
+    assert!(matches!(h.status(1), Some(ServerStatus::Queued { .. })));
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 4096);
+    assert!(matches!(h.start(2, 4096), StartReply::Queued { .. }));
+    // Every retry fails until the request times out: still booked where it was.
+    let mut t = 0;
+    while t < 11 * MIN {
+        t += 30 * S;
+        h.at(t);
+        let retries: Vec<NodeId> =
+            start_cmds(&h.take()).into_iter().filter(|(s, _, _)| *s == ServerId(1)).map(|(_, n, _)| n).collect();
+        for n in retries {
+            assert_eq!(n, a, "a reserved server retries on its booked node");
+            h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
+        }
+    }
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: None }));
+}
+
+#[test]
+fn a_reserved_server_started_while_its_node_is_down_waits_for_it_with_its_booking() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let _b = h.node("b", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Placed { node: a });
+    h.started(1, a);
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: Some(a) }));
+    h.up.remove(&a);
+    h.at(3 * MIN);
+    assert!(h.c.fleet().get(a).unwrap().health != Health::Healthy);
+    assert!(matches!(h.start_plan(1, 4096, Plan::Reserved, 1), StartReply::Queued { .. }));
+    assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 4096, "its booking waits with it");
+    h.take();
+    h.up.insert(a);
+    h.at(5 * MIN);
+    assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
+}
+
+#[test]
+fn a_node_adopted_late_tells_where_a_known_servers_world_is() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // After a restart, b did not answer: server 1 is started on a with no world known.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.take();
+    // b is reached: its listing (adopted like a recovery) has server 1's container.
+    let rec = ContainerRecord {
+        server: ServerId(1),
+        node: b,
+        ram_mb: 2048,
+        plan: Plan::PayPerPlay,
+        user: UserId(1),
+        running: true,
+    };
+    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![], archived: vec![], worlds: vec![] }));
+    assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: b, reason: StopReason::Cleanup }));
+    assert_eq!(h.status(1), Some(ServerStatus::Starting { node: a }));
+    // The start on a fails: the retry takes the world from b.
+    h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "pull failed".into() });
+    let starts = start_cmds(&h.take());
+    assert!(
+        starts.iter().all(|&(_, n, w)| w == WorldAction::MoveFrom(b) || (n == b && w == WorldAction::InPlace)),
+        "{starts:?}"
+    );
+    assert!(!starts.is_empty());
+}
+
+#[test]
+fn releasing_a_server_stuck_stopping_on_a_dead_node_keeps_its_world_elsewhere() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    // Server 1 ran on a: its world is there.
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node: a });
+    // a fills up; the next start moves the world to b, and is cancelled at once.
+    assert_eq!(h.start(2, 6000), StartReply::Placed { node: a });
+    h.started(2, a);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: b });
+    assert_eq!(h.input(Input::StopRequested { server: ServerId(1) }), Reply::Stop(StopReply::Stopping));
+    // b dies before anything happened there; the operator releases the server.
+    h.up.remove(&b);
+    h.at(3 * MIN);
+    assert_eq!(h.input(Input::ReleaseLost { server: ServerId(1) }), Reply::Ok);
+    // The copy on a was never moved: it is still its world.
+    assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: None, world_on: Some(a) }));
+}
+
+#[test]
+fn a_lost_server_is_listed_again_when_its_nodes_listing_went_missing() {
+    let mut h = H::new(cfg());
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    assert_eq!(h.start(1, 2048), StartReply::Placed { node: a });
+    h.started(1, a);
+    h.up.remove(&a);
+    h.at(10 * MIN);
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: a }));
+    h.take();
+    h.up.insert(a);
+    h.at(12 * MIN);
+    assert!(h.take().contains(&Command::ListContainers { node: a }));
+    // That listing is lost: after the grace period the node is listed again.
+    h.at(18 * MIN);
+    assert!(h.take().contains(&Command::ListContainers { node: a }));
+    h.input(Input::NodeContainers { node: a, servers: vec![ServerId(1)] });
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: a }));
+}
+
+#[test]
+fn an_archived_server_that_is_no_longer_tracked_can_be_deleted() {
+    let mut h = H::new(cfg()); // node-local storage
+    let node = cloud_with_server(&mut h, 1, 2048);
+    h.at(5 * MIN);
+    h.input(Input::StopRequested { server: ServerId(1) });
+    h.input(Input::ContainerExited { server: ServerId(1), node });
+    let now = h.now;
+    h.at(now);
+    let generation = h
+        .take()
+        .iter()
+        .find_map(|c| match c {
+            Command::ArchiveWorld { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("archive command");
+    h.input(Input::WorldArchived { server: ServerId(1), generation });
+    assert_eq!(h.status(1), None);
+    assert!(h.c.is_archived(ServerId(1)));
+    h.events();
+    assert_eq!(h.input(Input::DeleteServer { server: ServerId(1) }), Reply::Ok);
+    assert!(!h.c.is_archived(ServerId(1)), "deleted: a new start begins with a fresh world");
+    assert!(h.events().iter().any(|e| matches!(e, Event::ServerDeleted { server: ServerId(1) })));
+    assert_eq!(h.input(Input::DeleteServer { server: ServerId(1) }), Reply::Refused("unknown server"));
+    assert!(matches!(h.start(1, 2048), StartReply::Placed { .. }));
+    let world = h.take().iter().find_map(|c| match c {
+        Command::StartContainer { world, .. } => Some(*world),
+        _ => None,
+    });
+    assert_eq!(world, Some(WorldAction::InPlace));
 }
 
 fn world_rec(server: u64, node: NodeId, current: bool) -> WorldRecord {

@@ -13,7 +13,10 @@
 //! failure report is only delivered while it is still true (the container is not
 //! running in the world). Everything else (reordering, delay, duplication, loss of
 //! commands and of reports) is fair game. Container listings are computed when they
-//! are delivered, so they are true at that moment.
+//! are delivered, so they are true at that moment. A stop answers whether the attempt's
+//! container was ever there (`ContainerExited`) or not (`ContainerFailed`); like a live
+//! driver, which runs a node's commands in order, a start still pending when its stop
+//! runs never runs.
 //!
 //! Checked after every call: `check_invariants()` is empty; allocated <= usable on every
 //! node; system nodes hold nothing; at most one ScaleUp/ScaleDown per call; a scaled-down
@@ -294,6 +297,8 @@ struct World {
     latest_start: BTreeMap<(ServerId, NodeId), u64>,
     /// The last `StopContainer` index issued per (server, node).
     last_stop: BTreeMap<(ServerId, NodeId), u64>,
+    /// Start commands that created a container (it ran, whatever happened to it since).
+    executed: BTreeSet<(ServerId, NodeId, u64)>,
     /// Nodes that no longer exist in the world.
     gone: BTreeSet<NodeId>,
     /// Unreachable nodes.
@@ -738,14 +743,26 @@ impl Driver {
                         w.moves.insert(idx, (server, m));
                     }
                     w.containers.insert((server, node), idx);
+                    w.executed.insert((server, node, idx));
                     out.push(Report::Started { server, node, inc: idx });
                 }
             }
             Command::StopContainer { server, node, .. } => {
+                // A driver runs a node's commands in order (live: one connection per
+                // node, taken in turn): a start still pending when its stop runs never
+                // runs (as if that command was lost).
+                self.pending.retain(
+                    |p| !(p.idx == stop_inc && matches!(p.cmd, Command::StartContainer { server: s, node: n, .. } if s == server && n == node)),
+                );
                 if self.world.containers.get(&(server, node)).is_some_and(|&inc| inc <= stop_inc) {
                     self.world.remove_container((server, node));
                 }
-                out.push(Report::Exited { server, node, inc: stop_inc });
+                // The stop answers whether the attempt's container was there (it ran).
+                if self.world.executed.contains(&(server, node, stop_inc)) {
+                    out.push(Report::Exited { server, node, inc: stop_inc });
+                } else {
+                    out.push(Report::Failed { server, node, inc: stop_inc });
+                }
             }
             Command::ProbeHealth { nodes } => {
                 let node = nodes[0];
@@ -919,7 +936,18 @@ impl Driver {
             }
             Op::ReleaseLost { server } => {
                 let id = ServerId(u64::from(server));
-                if let Some(ServerStatus::Lost { node }) = self.c.server_status(id) {
+                // A lost server, or one stopping on an unhealthy node (the engine accepts
+                // both: such a stop can never be confirmed).
+                let released = match self.c.server_status(id) {
+                    Some(ServerStatus::Lost { node }) => Some(node),
+                    Some(ServerStatus::Stopping { node })
+                        if self.c.fleet().get(node).is_some_and(|n| n.health == Health::Unhealthy) =>
+                    {
+                        Some(node)
+                    }
+                    _ => None,
+                };
+                if let Some(node) = released {
                     // The operator vouches that it is dead (make it so) and gives up the
                     // world on that node.
                     self.world.containers.remove(&(id, node));
@@ -1108,23 +1136,26 @@ fn expect_no_bug<T>(r: R<T>, bug: &str) {
 }
 
 /// What the property allows: a start that lands after its reservation timed out is
-/// answered with a cleanup stop, so the stray copy counts as being stopped and a
-/// restart elsewhere is fine.
+/// answered with a cleanup stop, so the stray copy counts as being stopped; the server
+/// stays stopping (its RAM booked) until the stop is answered, then a restart is fine.
 #[test]
 fn late_start_after_reservation_timeout_is_cleaned_up() {
     let mut d = scripted(2, true);
     let (a, b) = (d.nodes[0], d.nodes[1]);
     assert_eq!(start(&mut d, 1, 2048).unwrap(), Reply::Start(StartReply::Placed { node: a }));
     d.until(121_000).unwrap();
-    assert!(d.c.server_status(s(1)).is_none(), "failed with ReservationTimeout");
+    assert_eq!(d.c.server_status(s(1)), Some(ServerStatus::Stopping { node: a }), "failed with ReservationTimeout");
     assert!(d.pending.iter().any(|p| matches!(p.cmd, Command::StopContainer { reason: StopReason::Cleanup, .. })));
     // The start lands late; its report is lost.
     d.exec_where(5, |c| is_start(c, 1)).unwrap();
-    assert_eq!(start(&mut d, 2, 12288).unwrap(), Reply::Start(StartReply::Placed { node: a }));
-    assert_eq!(start(&mut d, 1, 2048).unwrap(), Reply::Start(StartReply::Placed { node: b }));
+    assert_eq!(start(&mut d, 1, 2048).unwrap(), Reply::Start(StartReply::Busy), "busy until the stop is answered");
+    assert_eq!(start(&mut d, 2, 12288).unwrap(), Reply::Start(StartReply::Placed { node: b }));
     d.step(&Op::Pump).unwrap();
     assert!(!d.world.containers.contains_key(&(s(1), a)), "the cleanup stop removed the stray copy");
-    assert!(d.world.containers.contains_key(&(s(1), b)));
+    assert!(matches!(d.c.server_status(s(1)), None | Some(ServerStatus::Stopped { .. })));
+    assert!(matches!(start(&mut d, 1, 2048).unwrap(), Reply::Start(StartReply::Placed { .. })));
+    d.step(&Op::Pump).unwrap();
+    assert_eq!(d.world.containers.keys().filter(|(srv, _)| *srv == s(1)).count(), 1);
 }
 
 /// Reports of one attempt may come in any order and twice.
@@ -1184,10 +1215,13 @@ fn regression_bug_b_start_in_flight_through_a_lost_node_runs_twice() {
     d.until(110_000).unwrap();
     d.exec_where(0, |c| matches!(c, Command::ListContainers { node } if *node == a)).unwrap();
     d.deliver_where(|r| matches!(r, Report::List { .. })).unwrap();
-    assert_eq!(d.c.server_status(s(1)), None, "stopped as NodeLost");
+    // Its request ends (NodeLost); it is stopped, and busy until the stop is answered
+    // (whether it ran there decides where its world is).
+    assert_eq!(d.c.server_status(s(1)), Some(ServerStatus::Stopping { node: a }), "stopping as NodeLost");
     // The start finally lands; its report is lost.
     d.exec_where(5, |c| is_start(c, 1)).unwrap();
-    assert_eq!(start(&mut d, 2, 12288).unwrap(), Reply::Start(StartReply::Placed { node: a }));
+    assert_eq!(start(&mut d, 1, 2048).unwrap(), Reply::Start(StartReply::Busy));
+    d.step(&Op::Pump).unwrap();
     // Expected: no second copy. Actual: StartContainer s1 on n1 while s1 runs on n0.
     expect_no_bug(start(&mut d, 1, 2048), "B: server runs twice");
 }

@@ -37,6 +37,8 @@ fn b1_a_start_that_never_reports_releases_its_reservation() {
         cmds.iter().any(|c| matches!(c, Command::StopContainer { server: ServerId(1), .. })),
         "a late container is stopped"
     );
+    // The slot is free once the stop is answered (here: no container was there).
+    h.input(Input::ContainerFailed { server: ServerId(1), node: a, reason: "no such container".into() });
     assert_eq!(h.status(2), Some(ServerStatus::Starting { node: a }), "the slot is free again");
 }
 

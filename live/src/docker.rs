@@ -369,10 +369,13 @@ impl DockerNode {
     }
 
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes the server's container on this node. A server
-    /// without a container is already stopped: Ok. The data volume is kept.
-    pub async fn stop(&self, server: &str, grace: Duration) -> Result<(), DockerError> {
+    /// without a container is already stopped: Ok. The data volume is kept. Returns whether a container of
+    /// the server (running or exited) was there, i.e. whether it ran on this node.
+    pub async fn stop(&self, server: &str, grace: Duration) -> Result<bool, DockerError> {
         validate_id("server", server)?;
-        for info in self.find(server).await? {
+        let found = self.find(server).await?;
+        let any = !found.is_empty();
+        for info in found {
             if info.running {
                 let grace_s = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
                 let options = StopContainerOptionsBuilder::default().t(grace_s).build();
@@ -387,7 +390,7 @@ impl DockerNode {
             }
             self.remove_id(&info.id).await?;
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Our containers on this node (label `conductor.node=<this node>`), running or not, sorted by server.

@@ -598,7 +598,12 @@ impl Driver {
             })
             .await;
             match res {
-                Ok(()) => vec![Done::Input(Input::ContainerExited { server, node })],
+                Ok(true) => vec![Done::Input(Input::ContainerExited { server, node })],
+                // No container: it never ran there (the engine learns its world is not there).
+                Ok(false) => {
+                    let reason = "no such container".to_string();
+                    vec![Done::Input(Input::ContainerFailed { server, node, reason })]
+                }
                 // The engine retries stops; a lost one is reconciled when the node is listed.
                 Err(e) => vec![Done::AdapterError { adapter: "docker", op: "stop", message: e }],
             }

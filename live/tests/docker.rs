@@ -185,11 +185,11 @@ async fn lifecycle(node: &DockerNode, server: &str) {
     bigger.memory_limit_mb = 128;
     assert!(matches!(node.start(&bigger).await, Err(DockerError::SpecMismatch { .. })));
 
-    node.stop(server, GRACE).await.expect("stop");
+    assert!(node.stop(server, GRACE).await.expect("stop"), "a container was there");
     assert!(node.list().await.expect("list").is_empty());
     let gone = node.raw().inspect_container(&id, None).await;
     assert!(gone.is_err(), "container must be removed");
-    node.stop(server, GRACE).await.expect("stopping an absent server is Ok");
+    assert!(!node.stop(server, GRACE).await.expect("stopping an absent server is Ok"), "no container");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,7 +325,7 @@ async fn list_is_scoped_to_this_node_and_our_labels() {
     assert_eq!(listed_b.iter().map(|i| i.server.as_str()).collect::<Vec<_>>(), vec![server_b.as_str()]);
 
     // Stopping b's server through a touches nothing; starting over a foreign name is refused.
-    a.stop(&server_b, GRACE).await.expect("stop of a server a does not have");
+    assert!(!a.stop(&server_b, GRACE).await.expect("stop of a server a does not have"));
     assert_eq!(b.list().await.expect("list b").len(), 1);
     let squat = a.start(&spec("t-iso-a", &squatted, 32)).await;
     assert!(matches!(squat, Err(DockerError::ForeignContainer { .. })), "{squat:?}");

@@ -228,6 +228,11 @@ enum Ev {
         epoch: u32,
         input: Box<Input>,
         faultable: bool,
+        /// A late or duplicated container report: the number of container commands for
+        /// its (server, node) when it was delayed. A driver answers each command once,
+        /// in order, so such a copy is dropped once a newer command was issued for that
+        /// container (it would otherwise pass for that command's answer).
+        after: Option<u64>,
     },
     Booted(u32),
     Crash(u32),
@@ -293,6 +298,8 @@ struct Chaos<'a> {
     worlds: BTreeMap<ServerId, WorldCopy>,
     archives: BTreeSet<ServerId>,
     stock_out_until: BTreeMap<String, u64>,
+    /// Container commands issued per (server, node), for `Ev::Report::after`.
+    container_cmds: BTreeMap<(ServerId, NodeId), u64>,
     /// The persisted store, updated from the engine's events like live/src/store.rs.
     store: BTreeMap<ServerId, StoreRow>,
     store_archived: BTreeSet<ServerId>,
@@ -347,6 +354,7 @@ pub fn run_seed(loaded: &Loaded, path: &str, trace: &ChaosTrace, seed: u64, cc: 
         worlds: BTreeMap::new(),
         archives: BTreeSet::new(),
         stock_out_until: BTreeMap::new(),
+        container_cmds: BTreeMap::new(),
         store: BTreeMap::new(),
         store_archived: BTreeSet::new(),
         open: BTreeMap::new(),
@@ -743,12 +751,12 @@ impl Chaos<'_> {
     /// Schedule a completion report, with the completion faults.
     fn report(&mut self, delay: u64, input: Input) {
         let epoch = self.epoch;
-        self.push(self.clock + delay, Ev::Report { epoch, input: Box::new(input), faultable: true });
+        self.push(self.clock + delay, Ev::Report { epoch, input: Box::new(input), faultable: true, after: None });
     }
 
     fn report_plain(&mut self, delay: u64, input: Input) {
         let epoch = self.epoch;
-        self.push(self.clock + delay, Ev::Report { epoch, input: Box::new(input), faultable: false });
+        self.push(self.clock + delay, Ev::Report { epoch, input: Box::new(input), faultable: false, after: None });
     }
 
     fn api_ms(&mut self) -> u64 {
@@ -793,6 +801,9 @@ impl Chaos<'_> {
             self.dbg(&cmd, about);
         }
         let t = self.loaded.scenario.timing.clone();
+        if let Command::StartContainer { server, node, .. } | Command::StopContainer { server, node, .. } = &cmd {
+            *self.container_cmds.entry((*server, *node)).or_default() += 1;
+        }
         match cmd {
             Command::Publish(e) => self.event(e),
             Command::StartContainer { server, node, ram_mb: _, plan: _, world } => self.start(server, node, world),
@@ -801,9 +812,18 @@ impl Chaos<'_> {
                 if !self.hosts[&h].reachable() {
                     return; // no answer; the engine repeats its stop
                 }
-                self.hosts.get_mut(&h).expect("known").containers.remove(&server);
+                // Like `docker stop` + `rm`: it answers whether a container of the server
+                // was there, running or exited (Docker keeps an exited container, and
+                // its volume, where the world was left).
+                let ran = self.hosts.get_mut(&h).expect("known").containers.remove(&server)
+                    || self.worlds.get(&server).is_some_and(|w| w.host == h);
                 self.touch_idle(h);
-                self.report(t.container_stop_s * 1000, Input::ContainerExited { server, node });
+                let input = if ran {
+                    Input::ContainerExited { server, node }
+                } else {
+                    Input::ContainerFailed { server, node, reason: "no such container (simulated)".into() }
+                };
+                self.report(t.container_stop_s * 1000, input);
             }
             Command::ProvisionNode { node, name, server_type } => self.provision(node, name, server_type),
             Command::DeleteNode { node, name, .. } => {
@@ -834,11 +854,22 @@ impl Chaos<'_> {
                 self.report_plain(api, Input::NodeDeleted { node });
             }
             Command::ProbeHealth { nodes } => {
-                let results = nodes
+                let results: Vec<(NodeId, bool)> = nodes
                     .iter()
-                    .map(|n| (*n, self.host_of.get(n).is_some_and(|h| self.hosts.get(h).is_some_and(Host::reachable))));
-                let input = Input::HealthProbes { results: results.collect() };
-                self.report_plain(0, input);
+                    .map(|n| (*n, self.host_of.get(n).is_some_and(|h| self.hosts.get(h).is_some_and(Host::reachable))))
+                    .collect();
+                // Like live/src/driver.rs: a node first reached after a restart has its
+                // containers and worlds adopted by a `Recover` before it turns healthy.
+                for &(n, ok) in &results {
+                    let Some(&h) = self.host_of.get(&n) else { continue };
+                    if ok && self.unlisted.contains(&h) {
+                        let (containers, worlds) = self.host_records(h, &mut BTreeSet::new());
+                        let snap = Snapshot { containers, queued: Vec::new(), archived: Vec::new(), worlds };
+                        self.report_plain(0, Input::Recover(snap));
+                        self.unlisted.remove(&h);
+                    }
+                }
+                self.report_plain(0, Input::HealthProbes { results });
             }
             Command::ArchiveWorld { server, node, generation } => {
                 let Some(&h) = self.host_of.get(&node) else { return };
@@ -1034,7 +1065,7 @@ impl Chaos<'_> {
 
     fn world_event(&mut self, ev: Ev) {
         match ev {
-            Ev::Report { epoch, input, faultable } => {
+            Ev::Report { epoch, input, faultable, after } => {
                 if self.debug.is_some() {
                     let about = match &*input {
                         Input::ContainerStarted { server, .. }
@@ -1050,18 +1081,25 @@ impl Chaos<'_> {
                     return; // the process that asked is gone
                 }
                 let input = *input;
+                let key = container_key(&input);
+                let count = key.map(|k| self.container_cmds.get(&k).copied().unwrap_or(0));
+                if after.is_some() && after != count {
+                    return; // superseded: a newer command for this container was issued
+                }
                 if faultable {
                     if self.roll(Fault::Lost) {
                         return;
                     }
                     if self.roll(Fault::Late) {
                         // Late, so reordered with later reports; kept below the shortest
-                        // container start so that one container's reports never cross the
-                        // next container's on the same node.
+                        // container start, and dropped once a newer command for the same
+                        // container was issued (`after`), so that one container's reports
+                        // never cross the next container's on the same node.
                         let max =
                             (self.loaded.scenario.timing.container_start_s_min * 1000).saturating_sub(2000).max(1000);
                         let d = self.frng(Fault::Late).random_range(500..=max);
-                        self.push(self.clock + d, Ev::Report { epoch, input: Box::new(input), faultable: false });
+                        let ev = Ev::Report { epoch, input: Box::new(input), faultable: false, after: count };
+                        self.push(self.clock + d, ev);
                         return;
                     }
                     if self.roll(Fault::Duplicate) {
@@ -1069,7 +1107,8 @@ impl Chaos<'_> {
                             (self.loaded.scenario.timing.container_start_s_min * 1000).saturating_sub(2000).max(1000);
                         let d = self.frng(Fault::Duplicate).random_range(0..=max);
                         let dup = input.clone();
-                        self.push(self.clock + d, Ev::Report { epoch, input: Box::new(dup), faultable: false });
+                        let ev = Ev::Report { epoch, input: Box::new(dup), faultable: false, after: count };
+                        self.push(self.clock + d, ev);
                     }
                 }
                 if let Input::NodeContainers { node, .. } = &input {
@@ -1145,6 +1184,7 @@ impl Chaos<'_> {
     /// reachable nodes run and the stored requests that were queued or placed and have
     /// no container, at their original request times.
     fn restart(&mut self) {
+        self.container_cmds.clear();
         self.engine = Some(Conductor::new(self.cfg.clone(), Millis(self.clock)).expect("validated"));
         self.node_of.clear();
         self.host_of.clear();
@@ -1166,23 +1206,9 @@ impl Chaos<'_> {
                 self.unlisted.insert(*h);
                 continue; // adopted at its first good probe
             }
-            let node = self.node_of[h];
-            let row = |s: &ServerId| {
-                self.store.get(s).map_or((0, Plan::PayPerPlay, UserId(s.0)), |r| (r.ram_mb, r.plan, r.user))
-            };
-            for &s in &host.containers {
-                present.insert(s);
-                let (ram_mb, plan, user) = row(&s);
-                containers.push(ContainerRecord { server: s, node, ram_mb, plan, user, running: true });
-            }
-            // A stopped server's world is its data volume, listed like live's `Worlds::list`
-            // (the model keeps one copy per server: the current one).
-            for (s, w) in &self.worlds {
-                if w.host == *h && !host.containers.contains(s) {
-                    let (ram_mb, plan, user) = row(s);
-                    worlds.push(WorldRecord { server: *s, node, ram_mb, plan, user, current: true });
-                }
-            }
+            let (cs, ws) = self.host_records(*h, &mut present);
+            containers.extend(cs);
+            worlds.extend(ws);
         }
         let mut queued: Vec<QueuedRecord> = self
             .store
@@ -1216,6 +1242,32 @@ impl Chaos<'_> {
                 r.requested_at = None;
             }
         }
+    }
+
+    /// What a listing of host `h` shows (running containers, and the stopped ones Docker
+    /// keeps where a world was left), as recovery records; running servers go to `present`.
+    /// What live reports for a node it lists at recovery: its running containers, and the
+    /// worlds (data volumes) of servers without a container there (`Worlds::list`; the model
+    /// keeps one copy per server: the current one).
+    fn host_records(&self, h: u32, present: &mut BTreeSet<ServerId>) -> (Vec<ContainerRecord>, Vec<WorldRecord>) {
+        let node = self.node_of[&h];
+        let host = &self.hosts[&h];
+        let row =
+            |s: &ServerId| self.store.get(s).map_or((0, Plan::PayPerPlay, UserId(s.0)), |r| (r.ram_mb, r.plan, r.user));
+        let mut containers = Vec::new();
+        for &s in &host.containers {
+            present.insert(s);
+            let (ram_mb, plan, user) = row(&s);
+            containers.push(ContainerRecord { server: s, node, ram_mb, plan, user, running: true });
+        }
+        let mut worlds = Vec::new();
+        for (s, w) in &self.worlds {
+            if w.host == h && !host.containers.contains(s) {
+                let (ram_mb, plan, user) = row(s);
+                worlds.push(WorldRecord { server: *s, node, ram_mb, plan, user, current: true });
+            }
+        }
+        (containers, worlds)
     }
 
     // -------------------------------------------------------------- published events
@@ -1264,6 +1316,16 @@ impl Chaos<'_> {
             }
             _ => {}
         }
+    }
+}
+
+/// The container a report is about.
+fn container_key(input: &Input) -> Option<(ServerId, NodeId)> {
+    match input {
+        Input::ContainerStarted { server, node }
+        | Input::ContainerFailed { server, node, .. }
+        | Input::ContainerExited { server, node } => Some((*server, *node)),
+        _ => None,
     }
 }
 

@@ -646,8 +646,13 @@ impl Sim<'_> {
             }
             Ev::StopDone { server, node } => {
                 if let Some(h) = self.world.hosts.get_mut(&node).filter(|h| h.up) {
-                    h.containers.remove(&server);
-                    self.deliver(t, Input::ContainerExited { server, node });
+                    // The stop answers whether a container was there at all.
+                    if h.containers.remove(&server) {
+                        self.deliver(t, Input::ContainerExited { server, node });
+                    } else {
+                        let reason = "no such container".to_string();
+                        self.deliver(t, Input::ContainerFailed { server, node, reason });
+                    }
                 }
             }
             Ev::Booted(node) => {

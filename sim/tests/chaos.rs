@@ -65,3 +65,29 @@ fn a_seed_reproduces_exactly() {
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
     assert_eq!(a.repro(), format!("conductor chaos {path} --seed 7"));
 }
+
+/// Seeds (full one-to-three-day windows) that failed before the fixes of their class:
+/// a timed-out start whose container ran (flash-crowd 0, weekend 0), a duplicated
+/// failure report passing for the next attempt's (flash-crowd 160), a node first
+/// reached after a restart sold with a world on it (small-weekday 141), a start lost
+/// with its node (weekend 5), a reserved server losing its booking (weekend 55,
+/// quiet-month 51), a late-adopted node's world of a known server (flash-crowd 496).
+#[test]
+fn pinned_seeds_of_fixed_classes_hold_every_check() {
+    let sc = scenarios();
+    let at = |name: &str| sc.iter().position(|(p, _, _)| p.ends_with(name)).expect("shipped scenario");
+    let runs = vec![
+        (at("flash-crowd.toml"), 0),
+        (at("weekend.toml"), 0),
+        (at("flash-crowd.toml"), 160),
+        (at("small-weekday.toml"), 141),
+        (at("weekend.toml"), 5),
+        (at("weekend.toml"), 55),
+        (at("quiet-month.toml"), 51),
+        (at("flash-crowd.toml"), 496),
+    ];
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let reports = run_many(&sc, &runs, &ChaosConfig::default(), jobs);
+    let f = failures(&reports);
+    assert!(f.is_empty(), "{f}");
+}
