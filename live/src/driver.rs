@@ -341,13 +341,7 @@ impl Driver {
         let tx = self.done_tx.clone();
         self.in_flight += 1;
         tokio::spawn(async move {
-            // A panicking adapter call becomes an error report, not a dead driver.
-            let out = match tokio::spawn(fut).await {
-                Ok(out) => out,
-                Err(e) => {
-                    vec![Done::AdapterError { adapter: "driver", op: "task", message: format!("task failed: {e}") }]
-                }
-            };
+            let out = guarded(fut).await;
             for d in out {
                 let _ = tx.send(d);
             }
@@ -1496,6 +1490,20 @@ impl Driver {
     }
 }
 
+/// Runs an adapter call as its own task. A panic inside becomes an adapter error (logged
+/// and counted), never a dead driver; the command's answer is then missing, which the
+/// engine treats like a lost report: its timeouts retry or give up (a start is stopped and
+/// the stop's answer says where the world is), never assuming an outcome it cannot know.
+async fn guarded<F>(fut: F) -> Vec<Done>
+where
+    F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
+        Ok(out) => out,
+        Err(e) => vec![Done::AdapterError { adapter: "driver", op: "task", message: format!("task failed: {e}") }],
+    }
+}
+
 /// Whether a Docker start error says the host port is held by something else.
 fn port_taken(error: &str) -> bool {
     error.contains("port is already allocated") || error.contains("address already in use")
@@ -1938,6 +1946,20 @@ impl Driver {
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[tokio::test]
+    async fn a_panicking_adapter_call_becomes_an_adapter_error() {
+        let out = guarded(async { panic!("adapter exploded") }).await;
+        assert_eq!(out.len(), 1);
+        match &out[0] {
+            Done::AdapterError { adapter: "driver", op: "task", message } => {
+                assert!(message.contains("panicked"), "{message}")
+            }
+            _ => panic!("expected an adapter error"),
+        }
+        let ok = guarded(async { vec![Done::ProbeFailed { node: NodeId(1), message: "x".into() }] }).await;
+        assert!(matches!(ok.as_slice(), [Done::ProbeFailed { .. }]));
+    }
 
     fn archive(dir: &Path, name: &str, age_s: u64) -> PathBuf {
         let p = dir.join(name);
