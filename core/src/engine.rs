@@ -88,6 +88,28 @@ struct Server {
     requeue_after_exit: bool,
 }
 
+impl Server {
+    /// A server known from a recovery record: nothing booked, no world yet.
+    fn recovered((ram_mb, plan, user): (u32, Plan, UserId), state: State, seq: i64, now: Millis) -> Server {
+        Server {
+            ram_mb,
+            plan,
+            user,
+            state,
+            bound: None,
+            world: None,
+            world_gen: 0,
+            seq,
+            queued_at: now,
+            deadline: now,
+            zero_players_since: None,
+            archive_due: None,
+            stop_retry_at: None,
+            requeue_after_exit: false,
+        }
+    }
+}
+
 /// One node's health-probe state. A probe is either due (`due`) or outstanding (`out`),
 /// never both.
 #[derive(Clone, Copy, Debug, Default)]
@@ -1848,22 +1870,12 @@ impl Conductor {
             let seq = self.queue.tail_seq();
             self.servers.insert(
                 c.server,
-                Server {
-                    ram_mb: c.ram_mb,
-                    plan: c.plan,
-                    user: c.user,
-                    state: if c.running { State::Running { node: c.node } } else { State::Stopped },
-                    bound: None,
-                    world: None,
-                    world_gen: 0,
+                Server::recovered(
+                    (c.ram_mb, c.plan, c.user),
+                    if c.running { State::Running { node: c.node } } else { State::Stopped },
                     seq,
-                    queued_at: self.now,
-                    deadline: self.now,
-                    zero_players_since: None,
-                    archive_due: None,
-                    stop_retry_at: None,
-                    requeue_after_exit: false,
-                },
+                    self.now,
+                ),
             );
             if c.running || c.plan == Plan::Reserved {
                 self.bind(c.server, c.node);
@@ -1977,25 +1989,8 @@ impl Conductor {
                 Some(_) => {}
                 None => {
                     let seq = self.queue.tail_seq();
-                    self.servers.insert(
-                        w.server,
-                        Server {
-                            ram_mb: w.ram_mb,
-                            plan: w.plan,
-                            user: w.user,
-                            state: State::Stopped,
-                            bound: None,
-                            world: None,
-                            world_gen: 0,
-                            seq,
-                            queued_at: self.now,
-                            deadline: self.now,
-                            zero_players_since: None,
-                            archive_due: None,
-                            stop_retry_at: None,
-                            requeue_after_exit: false,
-                        },
-                    );
+                    self.servers
+                        .insert(w.server, Server::recovered((w.ram_mb, w.plan, w.user), State::Stopped, seq, self.now));
                 }
             }
             self.set_world(w.server, Some(w.node));

@@ -374,22 +374,7 @@ impl Driver {
             Command::ProbeHealth { nodes } => self.probe(nodes),
             Command::ListContainers { node } => self.list(node, false),
             Command::ArchiveWorld { server, node, generation } => self.archive(server, node, generation),
-            Command::DeleteWorld { server, node } => {
-                let name = self.name_of(server);
-                let Some(target) = self.target(node) else { return };
-                let (image, limit, timeout) =
-                    (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
-                self.spawn_world(server, async move {
-                    let removed = match target.worlds(&image, limit, timeout).await {
-                        Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e),
-                    };
-                    match removed {
-                        Ok(()) => vec![],
-                        Err(e) => vec![Done::AdapterError { adapter: "docker", op: "delete_world", message: e }],
-                    }
-                });
-            }
+            Command::DeleteWorld { server, node } => self.remove_world(server, node, "delete_world"),
             Command::ProvisionNode { node, name, server_type } => self.provision(node, name, server_type),
             Command::DeleteNode { node, name, provider_id } => self.delete_node(node, name, provider_id),
         }
@@ -867,6 +852,12 @@ impl Driver {
         if let Err(e) = self.store.set_world_node(server, Some("")) {
             log!("store: {e}");
         }
+        self.remove_world(server, node, "remove_archived_world");
+    }
+
+    /// Removes the server's world volume on `node`, after the server's earlier world tasks.
+    fn remove_world(&mut self, server: ServerId, node: NodeId, op: &'static str) {
+        let name = self.name_of(server);
         let Some(target) = self.target(node) else { return };
         let (image, limit, timeout) =
             (self.cfg.containers.image.clone(), self.cfg.archive.transfer_timeout(), self.docker_timeout());
@@ -877,11 +868,13 @@ impl Driver {
             };
             match removed {
                 Ok(()) => vec![],
-                Err(e) => vec![Done::AdapterError {
-                    adapter: "docker",
-                    op: "remove_archived_world",
-                    message: format!("{name} on {}: {e}", target.name),
-                }],
+                Err(e) => {
+                    vec![Done::AdapterError {
+                        adapter: "docker",
+                        op,
+                        message: format!("{name} on {}: {e}", target.name),
+                    }]
+                }
             }
         });
     }

@@ -17,7 +17,6 @@
 use super::{choose_for_demand, ffd, type_usable_mb, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::ClusterAutoscalerConfig;
 use crate::model::{NodeId, NodeKind};
-use crate::node::{Health, Lifecycle};
 use crate::time::Millis;
 use std::collections::BTreeMap;
 
@@ -61,12 +60,7 @@ impl Policy for ClusterAutoscaler {
         let new_mb = type_usable_mb(&ctx.catalogue[i], ctx.reserve);
         // Pending pods first go to nodes already on their way and to free room on healthy
         // nodes (a queue pass places them there).
-        let mut bins: Vec<u64> = ctx
-            .fleet
-            .iter()
-            .filter(|n| !n.system && n.lifecycle != Lifecycle::Draining && n.health != Health::Unhealthy)
-            .map(|n| n.available_mb(ctx.reserve))
-            .collect();
+        let mut bins = ctx.free_bins();
         let (new_nodes, _) = ffd(&sizes, &mut bins, new_mb);
         if new_nodes == 0 {
             return None;

@@ -15,7 +15,6 @@
 use super::{ffd, type_usable_mb, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::KarpenterConfig;
 use crate::model::NodeKind;
-use crate::node::{Health, Lifecycle};
 
 pub struct Karpenter {
     cfg: KarpenterConfig,
@@ -40,12 +39,7 @@ impl Policy for Karpenter {
         if ctx.queued_count == 0 {
             return None;
         }
-        let mut bins: Vec<u64> = ctx
-            .fleet
-            .iter()
-            .filter(|n| !n.system && n.lifecycle != Lifecycle::Draining && n.health != Health::Unhealthy)
-            .map(|n| n.available_mb(ctx.reserve))
-            .collect();
+        let mut bins = ctx.free_bins();
         let largest_type_mb = (0..ctx.catalogue.len())
             .filter(|&i| ctx.type_ok(i))
             .map(|i| type_usable_mb(&ctx.catalogue[i], ctx.reserve))

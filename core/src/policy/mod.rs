@@ -214,6 +214,16 @@ impl<'a> ScalingContext<'a> {
     }
 
     /// Queued servers by RAM, largest first, as (size, count).
+    /// Free RAM of every worker node that can take servers now or soon (booting ones
+    /// included): the bins queued servers are packed into before new nodes.
+    pub fn free_bins(&self) -> Vec<u64> {
+        self.fleet
+            .iter()
+            .filter(|n| !n.system && n.lifecycle != Lifecycle::Draining && n.health != Health::Unhealthy)
+            .map(|n| n.available_mb(self.reserve))
+            .collect()
+    }
+
     pub fn queued_sizes_desc(&self) -> Vec<(u32, u32)> {
         self.queue.sizes().rev().collect()
     }
@@ -491,13 +501,8 @@ pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) 
 /// free room of the nodes that can take servers (booting ones included), then into new
 /// nodes of that type. At least one.
 pub fn vms_for_queue(ctx: &ScalingContext, i: usize) -> u32 {
-    let mut bins: Vec<u64> = ctx
-        .fleet
-        .iter()
-        .filter(|n| !n.system && n.lifecycle != Lifecycle::Draining && n.health != Health::Unhealthy)
-        .map(|n| n.available_mb(ctx.reserve))
-        .collect();
-    let (new_nodes, _) = ffd(&ctx.queued_sizes_desc(), &mut bins, type_usable_mb(&ctx.catalogue[i], ctx.reserve));
+    let (new_nodes, _) =
+        ffd(&ctx.queued_sizes_desc(), &mut ctx.free_bins(), type_usable_mb(&ctx.catalogue[i], ctx.reserve));
     new_nodes.max(1)
 }
 
