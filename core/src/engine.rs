@@ -86,6 +86,11 @@ struct Server {
     /// Requeue it once its exit is confirmed (a move whose start timed out: it was
     /// running and nobody asked it to stop).
     requeue_after_exit: bool,
+    /// An archive of this world generation asked for at that time and not confirmed yet:
+    /// if the node holding the world goes away meanwhile, the archive may still hold it,
+    /// so a start waits for the report (up to the archive retry time) before it begins
+    /// with a new world.
+    archive_sent: Option<(u64, Millis)>,
 }
 
 impl Server {
@@ -106,6 +111,7 @@ impl Server {
             archive_due: None,
             stop_retry_at: None,
             requeue_after_exit: false,
+            archive_sent: None,
         }
     }
 }
@@ -517,6 +523,7 @@ impl Conductor {
             archive_due: None,
             stop_retry_at: None,
             requeue_after_exit: false,
+            archive_sent: None,
         });
         s.seq = seq;
         s.queued_at = now;
@@ -527,10 +534,13 @@ impl Conductor {
         // A reserved server whose booking still matches starts on its node directly.
         if let Some(node) = s.bound {
             let ram_unchanged = s.ram_mb == ram_mb;
+            let world = self.world_for(id, node);
             if ram_unchanged && self.fleet.get(node).is_some_and(|n| n.placeable()) && self.past_startup() {
-                self.counters.placed += 1;
-                self.begin_start(id, node, WorldAction::InPlace, 0);
-                return StartReply::Placed { node };
+                if let Some(world) = world {
+                    self.counters.placed += 1;
+                    self.begin_start(id, node, world, 0);
+                    return StartReply::Placed { node };
+                }
             }
             // Its node cannot take it right now: it waits in the queue for that node,
             // its RAM still booked there. A new size (or plan) books anew.
@@ -680,6 +690,15 @@ impl Conductor {
             _ => {
                 // A container the engine does not expect here: a late start after a
                 // timeout, or a second copy. Never let a server run twice.
+                if !self.servers.contains_key(&id) && self.cfg.storage == Storage::NodeLocal {
+                    // Forgotten since (its world archived): the copy it writes here is newer
+                    // than the archive, so the server is known again, stopped, world here.
+                    if self.fleet.get(node).is_some() {
+                        let seq = self.queue.tail_seq();
+                        let unknown = (0, Plan::PayPerPlay, UserId(0));
+                        self.servers.insert(id, Server::recovered(unknown, State::Stopped, seq, self.now));
+                    }
+                }
                 if let Some(s) = self.servers.get(&id) {
                     // A stopped server's container came up after all: it wrote its newest
                     // world here.
@@ -1117,16 +1136,7 @@ impl Conductor {
             if !self.fleet.get(b).is_some_and(|n| n.placeable()) {
                 return None;
             }
-            let world = match s.world {
-                Some(w) if w == b => WorldAction::InPlace,
-                Some(w) if self.fleet.get(w).is_some_and(|n| n.health == Health::Healthy) => WorldAction::MoveFrom(w),
-                Some(_) => return None,
-                None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
-                    WorldAction::RestoreFromArchive
-                }
-                None => WorldAction::InPlace,
-            };
-            return Some((b, world));
+            return Some((b, self.world_for(id, b)?));
         }
         match s.world {
             Some(w) => {
@@ -1141,6 +1151,9 @@ impl Conductor {
                 Some((node, WorldAction::MoveFrom(w)))
             }
             None => {
+                if self.awaiting_archive(s) && !self.archived.contains(&id) {
+                    return None;
+                }
                 let node = self.fleet.place(ram_mb, strategy)?;
                 let world = if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal {
                     WorldAction::RestoreFromArchive
@@ -1150,6 +1163,29 @@ impl Conductor {
                 Some((node, world))
             }
         }
+    }
+
+    /// How a server's world gets to `node` for a start there: already there, moved from
+    /// the node holding it, restored from the archive, or a new world; `None` while its
+    /// only copy is on a node that cannot be reached.
+    fn world_for(&self, id: ServerId, node: NodeId) -> Option<WorldAction> {
+        Some(match self.servers[&id].world {
+            Some(w) if w == node => WorldAction::InPlace,
+            Some(w) if self.fleet.get(w).is_some_and(|n| n.health == Health::Healthy) => WorldAction::MoveFrom(w),
+            Some(_) => return None,
+            None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
+                WorldAction::RestoreFromArchive
+            }
+            None if self.awaiting_archive(&self.servers[&id]) => return None,
+            None => WorldAction::InPlace,
+        })
+    }
+
+    /// Its world's node went away while an archive of that world was under way: the
+    /// archive's report decides whether the world survives.
+    fn awaiting_archive(&self, s: &Server) -> bool {
+        s.world.is_none()
+            && s.archive_sent.is_some_and(|(g, at)| g == s.world_gen && self.now < at.plus(ARCHIVE_RETRY_MS))
     }
 
     fn begin_start(&mut self, id: ServerId, node: NodeId, world: WorldAction, waited_ms: u64) {
@@ -1230,7 +1266,7 @@ impl Conductor {
     /// servers alive, not the trace.
     fn forget_if_idle(&mut self, id: ServerId) {
         let s = &self.servers[&id];
-        if s.state == State::Stopped && s.bound.is_none() && s.world.is_none() {
+        if s.state == State::Stopped && s.bound.is_none() && s.world.is_none() && !self.awaiting_archive(s) {
             self.servers.remove(&id);
         }
     }
@@ -1320,11 +1356,25 @@ impl Conductor {
     }
 
     fn on_world_archived(&mut self, id: ServerId, generation: u64) -> Reply {
-        let Some(s) = self.servers.get(&id) else { return Reply::Ignored("unknown server") };
-        if s.world_gen != generation || s.world.is_none() {
+        let Some(s) = self.servers.get(&id) else {
+            // Forgotten while the report was on its way (the copy it was made from went
+            // with its node): the archive is the newest copy there is.
+            self.archived.insert(id);
+            return Reply::Ok;
+        };
+        if s.world_gen != generation {
             return Reply::Ignored("archive report for an older copy of the world");
         }
         self.archived.insert(id);
+        self.servers.get_mut(&id).expect("known").archive_sent = None;
+        let s = &self.servers[&id];
+        if s.world.is_none() {
+            // Its node's copy is gone: the archive holds that version (a start waiting
+            // for this report restores it).
+            self.queue_pass_wanted = true;
+            self.forget_if_idle(id);
+            return Reply::Ok;
+        }
         let node = s.world;
         if s.state == State::Stopped && s.bound.is_none() {
             // The archive is now the authoritative copy; the node no longer holds it.
@@ -1918,6 +1968,7 @@ impl Conductor {
                 archive_due: None,
                 stop_retry_at: None,
                 requeue_after_exit: false,
+                archive_sent: None,
             });
             s.state = State::Queued;
             s.seq = seq;
@@ -2322,6 +2373,7 @@ impl Conductor {
                 s.archive_due = Some(retry);
                 self.archives.insert(retry, id);
                 let generation = s.world_gen;
+                s.archive_sent = Some((generation, now));
                 self.out.push_back(Command::ArchiveWorld { server: id, node, generation });
             }
         }

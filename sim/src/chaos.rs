@@ -220,6 +220,10 @@ struct StoreRow {
     user: UserId,
     state: &'static str,
     requested_at: Option<u64>,
+    /// Where the current world is, like live's `servers.world_node`: the node a container
+    /// last started on, the source while a move runs, `None` once archived or while a
+    /// restore runs (the archive counts).
+    world_node: Option<NodeId>,
 }
 
 enum Ev {
@@ -717,7 +721,14 @@ impl Chaos<'_> {
                     self.open.insert(r.server, self.clock);
                     self.store.insert(
                         r.server,
-                        StoreRow { ram_mb: r.ram_mb, plan: r.plan, user, state, requested_at: Some(self.clock) },
+                        StoreRow {
+                            ram_mb: r.ram_mb,
+                            plan: r.plan,
+                            user,
+                            state,
+                            requested_at: Some(self.clock),
+                            world_node: None,
+                        },
                     );
                 }
                 self.drain();
@@ -806,7 +817,15 @@ impl Chaos<'_> {
         }
         match cmd {
             Command::Publish(e) => self.event(e),
-            Command::StartContainer { server, node, ram_mb: _, plan: _, world } => self.start(server, node, world),
+            Command::StartContainer { server, node, ram_mb: _, plan: _, world } => {
+                // Like live: while a move runs its source counts, while a restore runs the archive.
+                match world {
+                    WorldAction::MoveFrom(src) => self.set_world_node(server, Some(src)),
+                    WorldAction::RestoreFromArchive => self.set_world_node(server, None),
+                    WorldAction::InPlace => {}
+                }
+                self.start(server, node, world)
+            }
             Command::StopContainer { server, node, .. } => {
                 let Some(&h) = self.host_of.get(&node) else { return };
                 if !self.hosts[&h].reachable() {
@@ -1204,7 +1223,15 @@ impl Chaos<'_> {
         for (h, host) in &self.hosts {
             if !host.reachable() {
                 self.unlisted.insert(*h);
-                continue; // adopted at its first good probe
+                // Like live: the store says which worlds a node that does not answer holds.
+                let node = self.node_of[h];
+                for (s, r) in &self.store {
+                    if r.world_node == Some(node) {
+                        let (ram_mb, plan, user) = (r.ram_mb, r.plan, r.user);
+                        worlds.push(WorldRecord { server: *s, node, ram_mb, plan, user, current: true });
+                    }
+                }
+                continue; // its containers are adopted at its first good probe
             }
             let (cs, ws) = self.host_records(*h, &mut present);
             containers.extend(cs);
@@ -1244,8 +1271,6 @@ impl Chaos<'_> {
         }
     }
 
-    /// What a listing of host `h` shows (running containers, and the stopped ones Docker
-    /// keeps where a world was left), as recovery records; running servers go to `present`.
     /// What live reports for a node it lists at recovery: its running containers, and the
     /// worlds (data volumes) of servers without a container there (`Worlds::list`; the model
     /// keeps one copy per server: the current one).
@@ -1281,13 +1306,21 @@ impl Chaos<'_> {
         }
     }
 
+    fn set_world_node(&mut self, s: ServerId, node: Option<NodeId>) {
+        if let Some(r) = self.store.get_mut(&s) {
+            r.world_node = node;
+        }
+    }
+
     fn event(&mut self, e: Event) {
         match e {
             Event::Placed { server, .. } => self.set_state(server, "placed"),
-            Event::Started { server, .. } => {
+            Event::Started { server, node } => {
                 self.set_state(server, "running");
                 self.open.remove(&server);
+                self.set_world_node(server, Some(node));
             }
+            Event::Migrated { server, to, .. } => self.set_world_node(server, Some(to)),
             Event::Queued { server, .. } | Event::Requeued { server, .. } => {
                 if let Some(r) = self.store.get_mut(&server) {
                     r.state = "queued";
@@ -1313,6 +1346,7 @@ impl Chaos<'_> {
             }
             Event::WorldArchived { server, .. } => {
                 self.store_archived.insert(server);
+                self.set_world_node(server, None);
             }
             _ => {}
         }
