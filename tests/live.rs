@@ -24,6 +24,15 @@ fn require_env() {
     let ok = state_dir().join("nodes.tsv").exists()
         && Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
     assert!(ok, "live test environment missing: run `bash {}` first (as root)", prepare_script().display());
+    // A crashed earlier run may have left a node's sshd stopped or frozen. Once per test process, before
+    // any test goes on (every test calls this first), so that no test restores a node another test stopped.
+    static RESTORE: std::sync::Once = std::sync::Once::new();
+    RESTORE.call_once(|| {
+        for addr in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"] {
+            node_ctl("thaw-node", addr);
+            node_ctl("start-node", addr);
+        }
+    });
 }
 
 fn node_ctl(verb: &str, addr: &str) {
@@ -171,9 +180,34 @@ fn port_base(nodes: &str) -> u16 {
     32000 + 100 * n.unwrap_or(0)
 }
 
+/// The sshd port of a test node, from the prepare script's `nodes.tsv`: 22 when it was free on that
+/// address, else 2200 + last octet (a CI machine may have something else on port 22).
+fn ssh_port(addr: &str) -> u16 {
+    let tsv = std::fs::read_to_string(state_dir().join("nodes.tsv")).expect("nodes.tsv (prepare script)");
+    tsv.lines()
+        .find_map(|l| l.strip_prefix(addr).and_then(|r| r.strip_prefix('\t')).map(|p| p.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{addr} in nodes.tsv"))
+}
+
+/// Every `address = "A"` line of the nodes gets `ssh_port` of that test node, and a `[hetzner]`
+/// section the port of 127.0.0.4 (the emulator's VMs): never assume port 22.
+fn with_ssh_ports(nodes: &str, extra: &str) -> (String, String) {
+    let mut out = String::new();
+    for line in nodes.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(addr) = line.strip_prefix("address = \"").and_then(|r| r.strip_suffix('"')) {
+            out.push_str(&format!("ssh_port = {}\n", ssh_port(addr)));
+        }
+    }
+    let extra = extra.replace("[hetzner]\n", &format!("[hetzner]\nssh_port = {}\n", ssh_port("127.0.0.4")));
+    (out, extra)
+}
+
 fn write_config(dir: &Path, nodes: &str, extra: &str) -> PathBuf {
     let sd = state_dir();
     let base = port_base(nodes);
+    let (nodes, extra) = with_ssh_ports(nodes, extra);
     let cfg = format!(
         r#"[database]
 path = "conductor.db"
@@ -402,11 +436,7 @@ fn a_node_with_a_changed_host_key_never_turns_healthy() {
     let dir = tempfile::tempdir().unwrap();
     // 127.0.0.3's entry carries 127.0.0.4's real key: to conductor, the host key changed.
     let sd = state_dir();
-    let port: u16 = std::fs::read_to_string(sd.join("nodes.tsv"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("127.0.0.3\t").map(|p| p.trim().parse().unwrap()))
-        .expect("127.0.0.3 in nodes.tsv");
+    let port = ssh_port("127.0.0.3");
     let pattern = if port == 22 { "127.0.0.3".to_string() } else { format!("[127.0.0.3]:{port}") };
     let other = std::fs::read_to_string(sd.join("nodes/127.0.0.4/ssh_host_ed25519_key.pub")).unwrap();
     let other: Vec<&str> = other.split_whitespace().take(2).collect();
