@@ -989,3 +989,55 @@ fn a_copy_left_by_an_interrupted_restore_loses_to_the_archive_after_sigkill() {
     drop(c);
     cleanup_prefix("lv12-");
 }
+
+/// A server running on a node that does not answer when conductor restarts is believed to run there (the
+/// store's word stands until the node is listed): a new start request never starts a second copy elsewhere,
+/// and when the node answers its listing confirms the container.
+#[test]
+fn a_server_running_on_a_node_unreachable_at_restart_is_never_started_twice() {
+    require_env();
+    cleanup_prefix("lv13-");
+    let dir = tempfile::tempdir().unwrap();
+    // 127.0.0.5: this process's other tests never stop it (live/tests/docker.rs runs in another process).
+    let a = "[[nodes]]\nname = \"lv13-a\"\naddress = \"127.0.0.5\"\nram_mb = 4096\nports = \"33300-33349\"\n";
+    let b = "\n[[nodes]]\nname = \"lv13-b\"\naddress = \"127.0.0.2\"\nram_mb = 4096\nports = \"33350-33399\"\n";
+    let extra = "[conductor.scaling]\nenabled = false\n";
+    let cfg = write_config(dir.path(), a, extra);
+    let mut c = Conductor::start(&cfg, &[], &[]);
+    let u = |c: &Conductor, p: &str| format!("{}{p}", c.url);
+    let health = |c: &Conductor, node: &str| {
+        let nodes = json(&get(&u(c, "/v1/nodes"), Some(TOKEN)).1);
+        let found = nodes.as_array().unwrap().iter().find(|n| n["node"] == node).map(|n| n["health"].clone());
+        found.and_then(|h| h.as_str().map(str::to_string)).unwrap_or_default()
+    };
+    wait_for("a healthy", 30, || health(&c, "lv13-a") == "healthy");
+    start_server(&c, "lv13-s1", 512);
+    wait_for("lv13-s1 running", 30, || server_state(&c, "lv13-s1") == "running");
+
+    // SIGKILL, then a's sshd goes away (its container keeps running); conductor comes back with b as well.
+    c.kill9();
+    node_ctl("stop-node", "127.0.0.5");
+    let restore = scopeguard(|| node_ctl("start-node", "127.0.0.5"));
+    let cfg = write_config(dir.path(), &format!("{a}{b}"), extra);
+    let c = Conductor::start(&cfg, &[], &[]);
+    wait_for("b healthy", 30, || health(&c, "lv13-b") == "healthy");
+    assert!(matches!(server_state(&c, "lv13-s1").as_str(), "running" | "lost"), "known on a");
+    assert_eq!(node_of(&c, "lv13-s1"), "lv13-a");
+    let (code, body) = http("POST", &u(&c, "/v1/servers/lv13-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert!(code < 500, "{code} {body}");
+    std::thread::sleep(Duration::from_secs(3));
+    let copies = containers_of("lv13-s1");
+    assert_eq!(copies.len(), 1, "never a second copy: {copies:?} (start answered {code} {body})");
+    assert_eq!(copies[0].0, "lv13-a");
+
+    // a answers again: its listing confirms what runs there.
+    drop(restore);
+    wait_for("a healthy again", 60, || health(&c, "lv13-a") == "healthy");
+    wait_for("lv13-s1 running on a", 30, || server_state(&c, "lv13-s1") == "running");
+    assert_eq!(node_of(&c, "lv13-s1"), "lv13-a");
+    assert_eq!(containers_of("lv13-s1").len(), 1);
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log.contains("lv13-s1: believed running on lv13-a"), "{log}");
+    drop(c);
+    cleanup_prefix("lv13-");
+}

@@ -816,14 +816,15 @@ impl Driver {
                     let worlds = self.world_records(node, &worlds);
                     log!("node {node_name}: adopting {} container(s) and {} world(s)", records.len(), worlds.len());
                     self.feed(Input::Recover(Snapshot { containers: records, worlds, ..Default::default() }));
-                } else {
-                    let servers: Vec<ServerId> = containers
-                        .iter()
-                        .filter(|c| c.running)
-                        .filter_map(|c| self.store.server_id(&c.server).ok())
-                        .collect();
-                    self.feed(Input::NodeContainers { node, servers });
                 }
+                // What runs there, authoritatively (after an adoption too: a server believed
+                // to run there from the store that is gone has exited).
+                let servers: Vec<ServerId> = containers
+                    .iter()
+                    .filter(|c| c.running)
+                    .filter_map(|c| self.store.server_id(&c.server).ok())
+                    .collect();
+                self.feed(Input::NodeContainers { node, servers });
             }
             Done::AdapterError { adapter, op, message } => {
                 log!("{adapter} {op}: {message}");
@@ -1883,26 +1884,40 @@ impl Driver {
                 }
             }
         }
-        // A stopped server whose current world is on a node that does not answer yet: the
-        // store's word stands until the node is listed, so the server waits for that node
-        // rather than starting elsewhere with an empty world.
-        if self.cfg.containers.data_volumes {
-            let mut found: BTreeSet<ServerId> = containers.iter().map(|c| c.server).collect();
-            found.extend(worlds.iter().filter(|w| w.current).map(|w| w.server));
-            for r in self.store.servers().unwrap_or_default() {
-                let Some(&node) = r.world_node.as_deref().and_then(|n| unreachable.get(n)) else { continue };
-                if !found.contains(&r.id) {
-                    log!("{}: its world is on {} (not reachable yet)", r.name, self.node_name(node));
-                    self.names.insert(r.id, r.name.clone());
-                    worlds.push(WorldRecord {
-                        server: r.id,
-                        node,
-                        ram_mb: r.ram_mb,
-                        plan: r.plan,
-                        user: r.user,
-                        current: true,
-                    });
-                }
+        // A node that does not answer yet: the store's word stands until the node is listed.
+        // A server stored running there is believed to run there, so that a new start request
+        // never starts it a second time elsewhere (the node's listing, when it answers, says
+        // whether it still runs); a stopped server whose current world is there waits for
+        // that node rather than starting elsewhere with an empty world.
+        let mut found: BTreeSet<ServerId> = containers.iter().map(|c| c.server).collect();
+        found.extend(worlds.iter().filter(|w| w.current).map(|w| w.server));
+        for r in self.store.servers().unwrap_or_default() {
+            let Some(&node) = r.world_node.as_deref().and_then(|n| unreachable.get(n)) else { continue };
+            if found.contains(&r.id) {
+                continue;
+            }
+            self.names.insert(r.id, r.name.clone());
+            if r.state == "running" {
+                log!("{}: believed running on {} (not reachable yet)", r.name, self.node_name(node));
+                present.insert(r.name.clone());
+                containers.push(ContainerRecord {
+                    server: r.id,
+                    node,
+                    ram_mb: r.ram_mb,
+                    plan: r.plan,
+                    user: r.user,
+                    running: true,
+                });
+            } else if self.cfg.containers.data_volumes {
+                log!("{}: its world is on {} (not reachable yet)", r.name, self.node_name(node));
+                worlds.push(WorldRecord {
+                    server: r.id,
+                    node,
+                    ram_mb: r.ram_mb,
+                    plan: r.plan,
+                    user: r.user,
+                    current: true,
+                });
             }
         }
         // Queued and placed requests that have no container: back in the queue at their
