@@ -1315,6 +1315,7 @@ impl Conductor {
         }
         if let Some(n) = node {
             self.fleet.add_world(n);
+            self.publish(Event::WorldOn { server: id, node: n });
         }
     }
 
@@ -1940,6 +1941,22 @@ impl Conductor {
             }
         }
         self.recover_worlds(snap.worlds);
+        for c in snap.starting {
+            let known = self.servers.get(&c.server).is_some_and(|s| s.state != State::Stopped || s.bound.is_some());
+            let node_ok = self.fleet.get(c.node).is_some_and(|n| !n.system && n.lifecycle == Lifecycle::Active);
+            if known || !node_ok {
+                continue; // its queued record (if any) requeues it
+            }
+            let seq = self.queue.tail_seq();
+            let state = State::Lost { node: c.node, starting: true };
+            let s = self.servers.get_or_insert_with(c.server, || {
+                Server::recovered((c.ram_mb, c.plan, c.user), State::Stopped, seq, self.now)
+            });
+            (s.ram_mb, s.plan, s.user, s.state) = (c.ram_mb, c.plan, c.user, state);
+            self.unschedule_archive(c.server);
+            self.bind(c.server, c.node);
+            self.counters.requests += 1;
+        }
         let mut queued = snap.queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
         for q in queued {

@@ -115,6 +115,13 @@ pub struct Snapshot {
     /// there even without a container. See `WorldRecord` for which copy wins.
     #[serde(default)]
     pub worlds: Vec<WorldRecord>,
+    /// Starts placed on a node that could not be listed at recovery: their container may
+    /// or may not have come up there. Each is held on its node (RAM booked, like a start
+    /// whose node was lost before it reported) until the node's listing says; the same
+    /// server in `queued` is used only if the engine cannot hold it there. `running` is
+    /// ignored.
+    #[serde(default)]
+    pub starting: Vec<ContainerRecord>,
 }
 
 /// A server's world copy found on a node at recovery (its data volume), with what the
@@ -346,6 +353,13 @@ pub enum Event {
         server: ServerId,
     },
     WorldArchived {
+        server: ServerId,
+        node: NodeId,
+    },
+    /// The server's current world is now the copy on `node` (node-local storage): a
+    /// container ran there, reported or not. A driver that journals where worlds are
+    /// follows this (and `WorldArchived`).
+    WorldOn {
         server: ServerId,
         node: NodeId,
     },

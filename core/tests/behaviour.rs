@@ -1006,7 +1006,7 @@ fn a_node_adopted_late_tells_where_a_known_servers_world_is() {
         user: UserId(1),
         running: true,
     };
-    h.input(Input::Recover(Snapshot { containers: vec![rec], queued: vec![], archived: vec![], worlds: vec![] }));
+    h.input(Input::Recover(Snapshot { containers: vec![rec], ..Default::default() }));
     assert!(h.take().contains(&Command::StopContainer { server: ServerId(1), node: b, reason: StopReason::Cleanup }));
     assert_eq!(h.status(1), Some(ServerStatus::Starting { node: a }));
     // The start on a fails: the retry takes the world from b.
@@ -1264,4 +1264,50 @@ fn a_recovered_reserved_world_keeps_its_booking() {
     h.input(Input::Recover(Snapshot { worlds: vec![w], ..Default::default() }));
     assert_eq!(h.status(1), Some(ServerStatus::Stopped { booked_on: Some(a), world_on: Some(a) }));
     assert_eq!(h.c.fleet().get(a).unwrap().allocated_mb(), 2048);
+}
+
+#[test]
+fn a_start_placed_on_a_node_not_listed_at_recovery_is_held_there_until_its_listing_says() {
+    let mut c = cfg();
+    c.scaling.enabled = false;
+    let mut h = H::new(c);
+    let a = h.node("a", NodeKind::Dedicated, 8192, false);
+    let b = h.node("b", NodeKind::Dedicated, 8192, false);
+    h.take();
+    let rec = |server: u64| ContainerRecord {
+        server: ServerId(server),
+        node: b,
+        ram_mb: 2048,
+        plan: Plan::PayPerPlay,
+        user: UserId(server),
+        running: false,
+    };
+    let queued = |server: u64| QueuedRecord {
+        server: ServerId(server),
+        ram_mb: 2048,
+        plan: Plan::PayPerPlay,
+        user: UserId(server),
+        queued_at: Millis(0),
+    };
+    // Placed on b before the restart, b not listed: each may have come up there.
+    h.input(Input::Recover(Snapshot {
+        queued: vec![queued(1), queued(2), queued(3)],
+        starting: vec![rec(1), rec(2)],
+        ..Default::default()
+    }));
+    assert_eq!(h.status(1), Some(ServerStatus::Lost { node: b }));
+    assert_eq!(h.status(2), Some(ServerStatus::Lost { node: b }));
+    assert_eq!(h.status(3), Some(ServerStatus::Starting { node: a }), "an ordinary queued request");
+    assert_eq!(h.c.fleet().get(b).unwrap().allocated_mb(), 4096, "held on b");
+    let starts = start_cmds(&h.take());
+    assert_eq!(starts, vec![(ServerId(3), a, WorldAction::InPlace)], "neither 1 nor 2 starts anywhere");
+    // b's listing: 1 came up there, 2 did not (its request ends failed, with the reason).
+    h.input(Input::NodeContainers { node: b, servers: vec![ServerId(1)] });
+    let events = h.events();
+    assert!(events.contains(&Event::Started { server: ServerId(1), node: b }), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::StartFailed { server: ServerId(2), reason: FailReason::NodeLost })),
+        "{events:?}"
+    );
+    assert_eq!(h.status(1), Some(ServerStatus::Running { node: b }));
 }

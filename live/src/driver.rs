@@ -955,13 +955,22 @@ impl Driver {
         match &e {
             Event::Placed { server, node, waited_ms, .. } => {
                 store(&self.store, *server, "placed");
+                if let Err(err) = self.store.set_placed_node(*server, &self.node_name(*node)) {
+                    log!("store: {err}");
+                }
                 self.metrics.observe_queue_wait(*waited_ms as f64 / 1000.0);
                 let d = format!("{} on {} after {} ms", self.name_of(*server), self.node_name(*node), waited_ms);
                 self.decide("placed", d);
             }
+            // Where it runs, and with node-local storage where its newest world is now
+            // (a recovery prefers this copy), whether or not its start was reported.
             Event::Started { server, node } => {
                 store(&self.store, *server, "running");
-                // Where its newest world is now (a recovery prefers this copy).
+                if let Err(err) = self.store.set_world_node(*server, Some(&self.node_name(*node))) {
+                    log!("store: {err}");
+                }
+            }
+            Event::WorldOn { server, node } => {
                 if let Err(err) = self.store.set_world_node(*server, Some(&self.node_name(*node))) {
                     log!("store: {err}");
                 }
@@ -1942,10 +1951,22 @@ impl Driver {
             worlds.len(),
             queued.len()
         );
+        // A start placed on a node that does not answer may have come up there: held on
+        // that node until its listing says (its queued record above is the fallback).
+        let mut starting = Vec::new();
+        for r in self.store.servers().unwrap_or_default() {
+            let Some(&node) = r.placed_node.as_deref().and_then(|n| unreachable.get(n)) else { continue };
+            if r.state == "placed" && !found.contains(&r.id) && !present.contains(&r.name) {
+                log!("{}: its start on {} may have come up (not reachable yet)", r.name, self.node_name(node));
+                self.names.insert(r.id, r.name.clone());
+                let (ram_mb, plan, user) = (r.ram_mb, r.plan, r.user);
+                starting.push(ContainerRecord { server: r.id, node, ram_mb, plan, user, running: false });
+            }
+        }
         let mut queued = queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
         let archived = self.archived_servers();
-        self.feed(Input::Recover(Snapshot { containers, queued, archived, worlds }));
+        self.feed(Input::Recover(Snapshot { containers, queued, archived, worlds, starting }));
         self.tick();
     }
 }

@@ -32,6 +32,9 @@ pub struct ServerRow {
     /// transfer is under way its source node, or "" for the archive (a restore); `None`:
     /// not known (never started since the column exists).
     pub world_node: Option<String>,
+    /// The node its last placement went to (while `placed`, its start may have come up
+    /// there without a report).
+    pub placed_node: Option<String>,
 }
 
 /// A node the driver must remember across restarts (config nodes are not stored).
@@ -65,6 +68,13 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     if !has_world_node {
         db.execute_batch("ALTER TABLE servers ADD COLUMN world_node TEXT")?;
     }
+    let has_placed_node: bool =
+        db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = 'placed_node'", [], |r| {
+            r.get(0)
+        })?;
+    if !has_placed_node {
+        db.execute_batch("ALTER TABLE servers ADD COLUMN placed_node TEXT")?;
+    }
     Ok(())
 }
 
@@ -78,6 +88,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRow> {
         state: r.get(5)?,
         requested_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
         world_node: r.get(7)?,
+        placed_node: r.get(8)?,
     })
 }
 
@@ -245,6 +256,12 @@ impl Store {
         Ok(())
     }
 
+    /// Where the server's last placement went (see [`ServerRow::placed_node`]).
+    pub fn set_placed_node(&self, id: ServerId, node: &str) -> Result<(), StoreError> {
+        self.db.execute("UPDATE servers SET placed_node = ?2 WHERE id = ?1", params![id.0 as i64, node])?;
+        Ok(())
+    }
+
     /// Where the server's current world is (see [`ServerRow::world_node`]).
     pub fn set_world_node(&self, id: ServerId, node: Option<&str>) -> Result<(), StoreError> {
         self.db.execute("UPDATE servers SET world_node = ?2 WHERE id = ?1", params![id.0 as i64, node])?;
@@ -261,7 +278,7 @@ impl Store {
 
     pub fn servers(&self) -> Result<Vec<ServerRow>, StoreError> {
         let mut st = self.db.prepare(
-            "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node FROM servers ORDER BY id",
+            "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node, placed_node FROM servers ORDER BY id",
         )?;
         let rows = st.query_map([], row_of)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError)
@@ -271,7 +288,7 @@ impl Store {
         Ok(self
             .db
             .query_row(
-                "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node FROM servers WHERE id = ?1",
+                "SELECT id, name, ram_mb, plan, user_id, state, requested_at, world_node, placed_node FROM servers WHERE id = ?1",
                 params![id.0 as i64],
                 row_of,
             )
@@ -341,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn the_world_node_is_kept_and_added_to_old_files() {
+    fn the_world_and_placed_nodes_are_kept_and_added_to_old_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         {
@@ -356,9 +373,12 @@ mod tests {
         s.set_world_node(a, Some("")).unwrap();
         assert_eq!(s.servers().unwrap()[0].world_node.as_deref(), Some(""), "the archive");
         s.set_world_node(a, Some("n2")).unwrap();
+        assert_eq!(s.server(a).unwrap().unwrap().placed_node, None);
+        s.set_placed_node(a, "n3").unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
         assert_eq!(s.server(a).unwrap().unwrap().world_node.as_deref(), Some("n2"));
+        assert_eq!(s.servers().unwrap()[0].placed_node.as_deref(), Some("n3"));
         s.delete_server(a).unwrap();
         assert_eq!(s.server(a).unwrap().unwrap().world_node, None);
     }

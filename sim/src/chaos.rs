@@ -222,8 +222,11 @@ struct StoreRow {
     requested_at: Option<u64>,
     /// Where the current world is, like live's `servers.world_node`: the node a container
     /// last started on, the source while a move runs, `None` once archived or while a
-    /// restore runs (the archive counts).
-    world_node: Option<NodeId>,
+    /// restore runs (the archive counts). A host, as live stores the node's name: node ids
+    /// are the engine's and change with a restart.
+    world_node: Option<u32>,
+    /// The host its last placement went to (live: `servers.placed_node`).
+    placed_on: Option<u32>,
 }
 
 enum Ev {
@@ -306,7 +309,6 @@ struct Chaos<'a> {
     container_cmds: BTreeMap<(ServerId, NodeId), u64>,
     /// The persisted store, updated from the engine's events like live/src/store.rs.
     store: BTreeMap<ServerId, StoreRow>,
-    store_archived: BTreeSet<ServerId>,
     /// Accepted requests (and requeues) not yet started, cancelled or failed.
     open: BTreeMap<ServerId, u64>,
     requests: u64,
@@ -360,7 +362,6 @@ pub fn run_seed(loaded: &Loaded, path: &str, trace: &ChaosTrace, seed: u64, cc: 
         stock_out_until: BTreeMap::new(),
         container_cmds: BTreeMap::new(),
         store: BTreeMap::new(),
-        store_archived: BTreeSet::new(),
         open: BTreeMap::new(),
         requests: 0,
         events: 0,
@@ -719,6 +720,8 @@ impl Chaos<'_> {
                 if let Some(state) = state {
                     self.requests += 1;
                     self.open.insert(r.server, self.clock);
+                    // Like live's upsert: where its world is stays known.
+                    let world_node = self.store.get(&r.server).and_then(|old| old.world_node);
                     self.store.insert(
                         r.server,
                         StoreRow {
@@ -727,7 +730,8 @@ impl Chaos<'_> {
                             user,
                             state,
                             requested_at: Some(self.clock),
-                            world_node: None,
+                            world_node,
+                            placed_on: None,
                         },
                     );
                 }
@@ -804,7 +808,8 @@ impl Chaos<'_> {
                     | Event::Queued { server, .. }
                     | Event::ServerLost { server, .. }
                     | Event::StartAttemptFailed { server, .. }
-                    | Event::WorldArchived { server, .. },
+                    | Event::WorldArchived { server, .. }
+                    | Event::WorldOn { server, .. },
                 ) => Some(*server),
                 Command::Publish(Event::NodeHealthChanged { .. } | Event::NodeFenced { .. }) => None,
                 _ => Some(ServerId(u64::MAX)),
@@ -883,8 +888,12 @@ impl Chaos<'_> {
                     let Some(&h) = self.host_of.get(&n) else { continue };
                     if ok && self.unlisted.contains(&h) {
                         let (containers, worlds) = self.host_records(h, &mut BTreeSet::new());
-                        let snap = Snapshot { containers, queued: Vec::new(), archived: Vec::new(), worlds };
+                        let snap = Snapshot { containers, worlds, ..Default::default() };
                         self.report_plain(0, Input::Recover(snap));
+                        // Then what runs there, authoritatively: a server believed to run
+                        // there from the store that is gone has exited.
+                        let servers: Vec<ServerId> = self.hosts[&h].containers.iter().copied().collect();
+                        self.report_plain(0, Input::NodeContainers { node: n, servers });
                         self.unlisted.remove(&h);
                     }
                 }
@@ -1223,19 +1232,30 @@ impl Chaos<'_> {
         for (h, host) in &self.hosts {
             if !host.reachable() {
                 self.unlisted.insert(*h);
-                // Like live: the store says which worlds a node that does not answer holds.
-                let node = self.node_of[h];
-                for (s, r) in &self.store {
-                    if r.world_node == Some(node) {
-                        let (ram_mb, plan, user) = (r.ram_mb, r.plan, r.user);
-                        worlds.push(WorldRecord { server: *s, node, ram_mb, plan, user, current: true });
-                    }
-                }
-                continue; // its containers are adopted at its first good probe
+                continue; // listed at its first good probe
             }
             let (cs, ws) = self.host_records(*h, &mut present);
             containers.extend(cs);
             worlds.extend(ws);
+        }
+        // Like live: for a node that does not answer, the store's word stands until it is
+        // listed. A server stored running there is believed to run there (never started a
+        // second time elsewhere); a stopped server's world is there.
+        let found: BTreeSet<ServerId> =
+            containers.iter().map(|c| c.server).chain(worlds.iter().filter(|w| w.current).map(|w| w.server)).collect();
+        for (s, r) in &self.store {
+            let Some(h) = r.world_node.filter(|h| self.unlisted.contains(h)) else { continue };
+            if found.contains(s) {
+                continue;
+            }
+            let node = self.node_of[&h];
+            let (ram_mb, plan, user) = (r.ram_mb, r.plan, r.user);
+            if r.state == "running" {
+                present.insert(*s);
+                containers.push(ContainerRecord { server: *s, node, ram_mb, plan, user, running: true });
+            } else {
+                worlds.push(WorldRecord { server: *s, node, ram_mb, plan, user, current: true });
+            }
         }
         let mut queued: Vec<QueuedRecord> = self
             .store
@@ -1250,8 +1270,20 @@ impl Chaos<'_> {
             })
             .collect();
         queued.sort_by_key(|q| (q.queued_at, q.server));
-        let archived = self.store_archived.iter().copied().collect();
-        let snap = Snapshot { containers, queued, archived, worlds };
+        // Like live, which lists its archive directory: what was written counts, reported or not.
+        let archived = self.archives.iter().copied().collect();
+        // Like live: a start placed on a node that does not answer may have come up there.
+        let starting: Vec<ContainerRecord> = self
+            .store
+            .iter()
+            .filter(|(s, r)| r.state == "placed" && !present.contains(*s) && !found.contains(*s))
+            .filter_map(|(s, r)| {
+                let h = r.placed_on.filter(|h| self.unlisted.contains(h))?;
+                let node = self.node_of[&h];
+                Some(ContainerRecord { server: *s, node, ram_mb: r.ram_mb, plan: r.plan, user: r.user, running: false })
+            })
+            .collect();
+        let snap = Snapshot { containers, queued, archived, worlds, starting };
         self.dbg(&snap, None);
         self.deliver(Input::Recover(snap));
         // Requests whose container came up while the conductor was away have started.
@@ -1307,14 +1339,21 @@ impl Chaos<'_> {
     }
 
     fn set_world_node(&mut self, s: ServerId, node: Option<NodeId>) {
+        let host = node.and_then(|n| self.host_of.get(&n).copied());
         if let Some(r) = self.store.get_mut(&s) {
-            r.world_node = node;
+            r.world_node = host;
         }
     }
 
     fn event(&mut self, e: Event) {
         match e {
-            Event::Placed { server, .. } => self.set_state(server, "placed"),
+            Event::Placed { server, node, .. } => {
+                self.set_state(server, "placed");
+                let host = self.host_of.get(&node).copied();
+                if let Some(r) = self.store.get_mut(&server) {
+                    r.placed_on = host;
+                }
+            }
             Event::Started { server, node } => {
                 self.set_state(server, "running");
                 self.open.remove(&server);
@@ -1344,10 +1383,8 @@ impl Chaos<'_> {
                 self.set_state(server, "stopped");
                 self.open.remove(&server);
             }
-            Event::WorldArchived { server, .. } => {
-                self.store_archived.insert(server);
-                self.set_world_node(server, None);
-            }
+            Event::WorldArchived { server, .. } => self.set_world_node(server, None),
+            Event::WorldOn { server, node } => self.set_world_node(server, Some(node)),
             _ => {}
         }
     }

@@ -828,7 +828,8 @@ impl Sim<'_> {
             | Event::NodeDrained { .. }
             | Event::ScalingSet { .. }
             | Event::ServerDeleted { .. }
-            | Event::WorldArchived { .. } => {}
+            | Event::WorldArchived { .. }
+            | Event::WorldOn { .. } => {}
         }
     }
 
