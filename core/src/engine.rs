@@ -455,12 +455,20 @@ impl Conductor {
         let s = self.servers.get(&id)?;
         Some(match s.state {
             State::Queued => ServerStatus::Queued { position: self.queue.position(id).unwrap_or(0) },
+            _ => Self::status_of(s),
+        })
+    }
+
+    /// A server's status, queue position 0 (finding the position is O(position)).
+    fn status_of(s: &Server) -> ServerStatus {
+        match s.state {
+            State::Queued => ServerStatus::Queued { position: 0 },
             State::AwaitingStart { node, .. } => ServerStatus::Starting { node },
             State::Running { node } => ServerStatus::Running { node },
             State::AwaitingExit { node, .. } => ServerStatus::Stopping { node },
             State::Lost { node, .. } => ServerStatus::Lost { node },
             State::Stopped => ServerStatus::Stopped { booked_on: s.bound, world_on: s.world },
-        })
+        }
     }
 
     /// Its world is in the archive (a start restores it from there unless a node holds a newer copy).
@@ -2468,7 +2476,7 @@ impl Conductor {
                     plan: s.plan,
                     bound: s.bound,
                     world: s.world,
-                    status: self.server_status(id).expect("present"),
+                    status: Self::status_of(s),
                 })
                 .collect(),
             reservations: self.reservations.iter().map(|&(_, s)| s).collect(),

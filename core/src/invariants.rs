@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) fn check(c: &Conductor) -> Vec<String> {
     let v = c.invariant_view();
+    // `v.servers` is in id order: lookups by binary search keep the check O(n log n).
+    let status = |id| v.servers.binary_search_by_key(&id, |s| s.id).ok().map(|i| &v.servers[i].status);
     let mut bad = Vec::new();
     let reserve = v.fleet.reserve();
     let mut sums: BTreeMap<NodeId, (u64, u32, u32)> = BTreeMap::new();
@@ -72,7 +74,7 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
     }
     // A moving server's hold on its target counts like a booking there.
     for m in &v.migrations {
-        let status = v.servers.iter().find(|s| s.id == m.server).map(|s| s.status.clone());
+        let status = status(m.server).cloned();
         if m.starting {
             if status != Some(ServerStatus::Starting { node: m.to }) {
                 bad.push(format!("{} is moving to {} but is {status:?}", m.server, m.to));
@@ -106,7 +108,7 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
         if !seen.insert(e.server) {
             bad.push(format!("{} is in the queue twice", e.server));
         }
-        if !v.servers.iter().any(|s| s.id == e.server && matches!(s.status, ServerStatus::Queued { .. })) {
+        if !matches!(status(e.server), Some(ServerStatus::Queued { .. })) {
             bad.push(format!("queue entry {} has no queued server", e.server));
         }
     }

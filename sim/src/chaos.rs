@@ -160,10 +160,6 @@ pub struct SeedReport {
     pub events: u64,
     pub violation_count: u64,
     pub violations: Vec<String>,
-    /// Outcomes the recovery protocol cannot prevent, counted apart (see the README):
-    /// a second container or a stale world because the node holding the first was
-    /// unreachable when the conductor restarted.
-    pub limitations: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -314,9 +310,8 @@ struct Chaos<'a> {
     requests: u64,
     events: u64,
     /// Hosts that did not answer at the last restart and have not been listed since:
-    /// their containers and worlds are unknown to the engine (see `limitations`).
+    /// the engine knows their containers and worlds only from the store (as live does).
     unlisted: BTreeSet<u32>,
-    limitations: Vec<String>,
     vms_at_settle: u64,
     violation_count: u64,
     violations: Vec<String>,
@@ -366,7 +361,6 @@ pub fn run_seed(loaded: &Loaded, path: &str, trace: &ChaosTrace, seed: u64, cc: 
         requests: 0,
         events: 0,
         unlisted: BTreeSet::new(),
-        limitations: Vec::new(),
         vms_at_settle: 0,
         violation_count: 0,
         violations: Vec::new(),
@@ -386,7 +380,6 @@ pub fn run_seed(loaded: &Loaded, path: &str, trace: &ChaosTrace, seed: u64, cc: 
         events: c.events,
         violation_count: c.violation_count,
         violations: c.violations,
-        limitations: c.limitations,
     }
 }
 
@@ -400,13 +393,6 @@ impl Chaos<'_> {
         if self.violations.len() < VIOLATIONS_KEPT {
             let at = self.clock.saturating_sub(self.warmup());
             self.violations.push(format!("t={}: {what}", Millis(at)));
-        }
-    }
-
-    fn limitation(&mut self, what: String) {
-        if self.limitations.len() < VIOLATIONS_KEPT {
-            let at = self.clock.saturating_sub(self.warmup());
-            self.limitations.push(format!("t={}: {what}", Millis(at)));
         }
     }
 
@@ -977,17 +963,8 @@ impl Chaos<'_> {
             .filter(|(&o, host)| o != h && host.containers.contains(&server))
             .map(|(o, _)| self.host_names[o].clone())
             .collect();
-        let unlisted_other = self
-            .hosts
-            .iter()
-            .any(|(o, host)| *o != h && host.containers.contains(&server) && self.unlisted.contains(o));
         if !others.is_empty() {
-            let what = format!("{server} started on {name} while it runs on {others:?}");
-            if unlisted_other {
-                self.limitation(what);
-            } else {
-                self.violation(what);
-            }
+            self.violation(format!("{server} started on {name} while it runs on {others:?}"));
         }
         // Its data: the newest copy must come along.
         let copy = self.worlds.get(&server).copied();
@@ -1008,12 +985,7 @@ impl Chaos<'_> {
                 ),
                 None => format!("no copy on a node, archived: {}", self.archives.contains(&server)),
             };
-            let what = format!("{server} started on {name} with {world:?}, but {have}");
-            if copy.is_some_and(|c| self.unlisted.contains(&c.host)) {
-                self.limitation(what);
-            } else {
-                self.violation(what);
-            }
+            self.violation(format!("{server} started on {name} with {world:?}, but {have}"));
         }
         let host = self.hosts.get_mut(&h).expect("known");
         host.containers.insert(server);

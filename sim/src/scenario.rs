@@ -24,6 +24,10 @@ pub struct Scenario {
     pub faults: Faults,
     pub report: ReportDef,
     pub conductor: Config,
+    /// Taken in `conductor chaos`'s rotation when no scenario is named. A scenario too
+    /// large for a full invariant check after every event over thousands of seeds says
+    /// `false` and is run by naming it.
+    pub chaos_rotation: bool,
 }
 
 impl Default for Scenario {
@@ -40,6 +44,7 @@ impl Default for Scenario {
             timing: Timing::default(),
             faults: Faults::default(),
             report: ReportDef::default(),
+            chaos_rotation: true,
             conductor: Config::default(),
         }
     }
