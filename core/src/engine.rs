@@ -1765,7 +1765,8 @@ impl Conductor {
         let Some(n) = self.fleet.get(id) else { return };
         if n.health == Health::Healthy {
             // Back, but servers still wait as lost there: its listing went missing.
-            let lost_here = self.servers.iter().any(|(_, s)| matches!(s.state, State::Lost { node, .. } if node == id));
+            // A lost server keeps its booking on its node.
+            let lost_here = self.booked_on(id).any(|sid| matches!(self.servers[&sid].state, State::Lost { .. }));
             if lost_here {
                 self.out.push_back(Command::ListContainers { node: id });
                 self.grace.insert(self.now.plus(s_to_ms(self.cfg.health.lost_grace_s)), id);
