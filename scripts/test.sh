@@ -2,7 +2,8 @@
 # Runs every test of the workspace on a fresh machine. Installs what the tests need first:
 # busybox-static, openssh-server/-client and python3-venv (apt), the test image
 # conductor-test-mc:latest (docker import), one sshd per simulated node on 127.0.0.2-6,
-# and Hetzner's official Python client in a venv (for the emulator fidelity test).
+# Hetzner's official Python client in a venv (for the emulator fidelity test), and promtool
+# (taken from Debian's prometheus package without installing the service) for the metrics lint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -14,6 +15,14 @@ if ! "$venv/bin/python" -c "import hcloud" 2>/dev/null; then
   "$venv/bin/pip" install -q hcloud
 fi
 export HCLOUD_PYTHON="$venv/bin/python"
+if ! command -v promtool >/dev/null; then
+  deb=$(mktemp -d)
+  (cd "$deb" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; })
+  dpkg-deb -x "$deb"/prometheus_*.deb "$deb/root"
+  install -m 755 "$deb/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$deb"
+fi
+export CONDUCTOR_REQUIRE_PROMTOOL=1
 cargo fmt --all -- --check
 cargo test --workspace --all-targets --locked
 # The benchmarks must keep compiling (they are run by hand, see README.md).

@@ -60,6 +60,9 @@ enum Cmd {
         /// The first IPv4 address handed to new VMs (e.g. 127.0.0.4 to reach a local sshd).
         #[arg(long)]
         ipv4_start: Option<std::net::Ipv4Addr>,
+        /// Write each created server's cloud-init user data to DIR/NAME.user-data.
+        #[arg(long, value_name = "DIR")]
+        user_data_dir: Option<std::path::PathBuf>,
     },
     /// Replay a live journal (the SQLite file of `conductor run`) through the simulator.
     Replay {
@@ -185,8 +188,8 @@ fn main() -> ExitCode {
             simulate(scenario, seed, policy, check.as_deref() == Some("full"), out, sets, quiet)
         }
         Cmd::Run { config, dry_run, listen } => run_live(config, dry_run, listen),
-        Cmd::HetznerEmulator { listen, token, boot_ms, ipv4_start } => {
-            hetzner_emulator(listen, token, boot_ms, ipv4_start)
+        Cmd::HetznerEmulator { listen, token, boot_ms, ipv4_start, user_data_dir } => {
+            hetzner_emulator(listen, token, boot_ms, ipv4_start, user_data_dir)
         }
         Cmd::Replay { journal, policy, sets, out } => {
             let dir = out
@@ -280,9 +283,10 @@ fn hetzner_emulator(
     token: Option<String>,
     boot_ms: u64,
     ipv4_start: Option<std::net::Ipv4Addr>,
+    user_data_dir: Option<std::path::PathBuf>,
 ) -> ExitCode {
     use conductor_live::hetzner::{serve, EmulatorConfig};
-    let mut cfg = EmulatorConfig { boot_ms, ..EmulatorConfig::default() };
+    let mut cfg = EmulatorConfig { boot_ms, user_data_dir, ..EmulatorConfig::default() };
     cfg.token = token.or_else(|| std::env::var("HCLOUD_TOKEN").ok()).filter(|t| !t.is_empty());
     if let Some(ip) = ipv4_start {
         cfg.ipv4_start = ip;

@@ -477,10 +477,11 @@ fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
 }
 
 /// The emulator subcommand on a free port; its VMs get 127.0.0.4 (a test sshd).
-fn emulator() -> (Child, String) {
+fn emulator(user_data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
         .args(["hetzner-emulator", "--listen", "127.0.0.1:0", "--token", "hz-secret", "--boot-ms", "500"])
-        .args(["--ipv4-start", "127.0.0.4"])
+        .args(["--ipv4-start", "127.0.0.4", "--user-data-dir"])
+        .arg(user_data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -499,11 +500,13 @@ fn emulator_servers(url: &str) -> serde_json::Value {
 fn scale_up_buys_a_vm_on_the_emulator_that_joins_and_scale_down_returns_it_and_dry_run_mutates_nothing() {
     require_env();
     cleanup_prefix("lv3-");
-    let (mut emu, emu_url) = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = dir.path().join("user-data");
+    std::fs::create_dir(&user_data).unwrap();
+    let (mut emu, emu_url) = emulator(&user_data);
     let _emu_guard = scopeguard(move || {
         let _ = emu.kill();
     });
-    let dir = tempfile::tempdir().unwrap();
     // Only a system node: the first start needs a VM (the zero-worker rule).
     let nodes = "[[nodes]]\nname = \"lv3-sys\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nsystem = true\n";
     let extra = format!(
@@ -547,13 +550,16 @@ hourly_eur = 0.01
         assert!(d.contains("would buy VM"), "the decision is logged: {d}");
         assert_eq!(emulator_servers(&emu_url).as_array().unwrap().len(), 0, "no VM bought in a dry run");
         assert!(containers_of("lv3-dry").is_empty());
+        assert_eq!(std::fs::read_dir(&user_data).unwrap().count(), 0, "no create call reached the emulator");
     }
+    // The dry run worked on a copy of the store: it wrote no database a real run would recover.
     for f in ["conductor.db", "conductor.db-wal", "conductor.db-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(f));
+        assert!(!dir.path().join(f).exists(), "a dry run wrote {f}");
     }
 
     let c = Conductor::start(&cfg, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
     let u = |p: &str| format!("{}{p}", c.url);
+    assert_eq!(get(&u("/v1/servers/lv3-dry"), Some(TOKEN)).0, 404, "the dry run's request is not recovered");
     let (code, body) = http("POST", &u("/v1/servers/lv3-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
     assert_eq!((code, json(&body)["state"].clone()), (202, "queued".into()), "{body}");
     wait_for("a VM on the emulator", 30, || emulator_servers(&emu_url).as_array().is_some_and(|a| a.len() == 1));
@@ -561,6 +567,10 @@ hourly_eur = 0.01
     assert_eq!(vm["server_type"]["name"], "cpx22");
     assert_eq!(vm["labels"]["managed_by"], "conductor");
     assert!(vm["labels"]["conductor.node"].is_string(), "{vm}");
+    // Its cloud-init installs Docker and reports readiness.
+    let ud = std::fs::read_to_string(user_data.join(format!("{}.user-data", vm["name"].as_str().unwrap()))).unwrap();
+    assert!(ud.starts_with("#cloud-config\n"), "{ud}");
+    assert!(ud.contains("docker"), "{ud}");
     wait_for("lv3-s1 running on the VM", 60, || server_state(&c, "lv3-s1") == "running");
     let node = json(&get(&u("/v1/servers/lv3-s1"), Some(TOKEN)).1)["node"].as_str().unwrap().to_string();
     assert_eq!(Some(node.as_str()), vm["name"].as_str(), "the server runs on the bought VM");
@@ -1040,4 +1050,71 @@ fn a_server_running_on_a_node_unreachable_at_restart_is_never_started_twice() {
     assert!(log.contains("lv13-s1: believed running on lv13-a"), "{log}");
     drop(c);
     cleanup_prefix("lv13-");
+}
+
+/// A node and a Hetzner API that accept connections but never answer (listeners nobody
+/// accepts on): the API still answers within seconds of the start, the node is reported, and
+/// a SIGTERM while recovery is still waiting for them ends the process cleanly.
+#[test]
+fn the_api_answers_within_seconds_when_nodes_and_hetzner_do_not_and_sigterm_during_recovery_is_clean() {
+    require_env();
+    let dir = tempfile::tempdir().unwrap();
+    let silent_ssh = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sd = state_dir();
+    let cfg = format!(
+        r#"[database]
+path = "conductor.db"
+
+[containers]
+image = "{IMAGE}"
+ports = "33000-33099"
+
+[ssh]
+user = "root"
+key = "{key}"
+known_hosts = "{kh}"
+strict_host_keys = true
+
+[[nodes]]
+name = "lv14-silent"
+address = "127.0.0.1"
+ssh_port = {ssh_port}
+ram_mb = 4096
+
+[hetzner]
+enabled = true
+api_url = "http://{api}/v1"
+"#,
+        key = sd.join("id_ed25519").display(),
+        kh = sd.join("known_hosts").display(),
+        ssh_port = silent_ssh.local_addr().unwrap().port(),
+        api = silent_api.local_addr().unwrap(),
+    );
+    let path = dir.path().join("conductor.toml");
+    std::fs::write(&path, cfg).unwrap();
+
+    let t0 = Instant::now();
+    let c = Conductor::start(&path, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
+    let (code, body) = get(&format!("{}/v1/nodes", c.url), Some(TOKEN));
+    let took = t0.elapsed();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("lv14-silent"), "the node is reported: {body}");
+    assert!(took < Duration::from_secs(9), "the API answered only after {took:?}");
+    drop(c);
+
+    let mut c = Conductor::start(&path, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
+    let pid = c.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = c.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a SIGTERM during recovery ends conductor cleanly: {status:?}");
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log.contains("stopped; running servers keep running"), "{log}");
 }

@@ -1154,7 +1154,11 @@ impl Driver {
                 let r = self.known_or_archived(&server).and_then(|id| {
                     match self.feed(Input::DeleteServer { server: id }) {
                         Reply::Ok => {
-                            if let Some(root) = &self.cfg.archive.dir {
+                            if self.opts.dry_run {
+                                let line = format!("dry-run: would delete the world archive of {server}");
+                                log!("{line}");
+                                self.decide("dry_run", line);
+                            } else if let Some(root) = &self.cfg.archive.dir {
                                 // `server` passed `known()`'s name check: one plain path component.
                                 let dir = root.join(&server);
                                 if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -1627,8 +1631,14 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     } else {
         None
     };
-    let store = Store::open_with_checkpointer(&cfg.database.path, Duration::from_secs(1))
-        .map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
+    // A dry run works on a private copy of the store: it must not leave requests behind
+    // that a real run would recover and start.
+    let store = if opts.dry_run {
+        Store::open_copy(&cfg.database.path)
+    } else {
+        Store::open_with_checkpointer(&cfg.database.path, Duration::from_secs(1))
+    }
+    .map_err(|e| format!("{}: {e}", cfg.database.path.display()))?;
     let listen = opts.listen.clone().unwrap_or_else(|| cfg.api.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -1674,7 +1684,15 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
         last_now: now,
         world_tail: BTreeMap::new(),
     };
-    d.recover().await;
+    // SIGTERM is honoured from here on, during recovery too (nothing is fed to the engine
+    // before recovery has listed everything, so abandoning it loses nothing).
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let recovered = tokio::select! {
+        _ = d.recover() => true,
+        _ = term.recv() => false,
+        _ = tokio::signal::ctrl_c() => false,
+    };
 
     let mut players_every = d.cfg.players.interval_s;
     if players_every == 0 {
@@ -1682,9 +1700,7 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     }
     let mut players_tick = tokio::time::interval(Duration::from_secs(players_every));
     players_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-    loop {
+    while recovered {
         let wait = d
             .engine
             .poll_timeout()
@@ -1773,7 +1789,7 @@ impl Driver {
         }
         // Rented VMs Hetzner reports with our label, matched to the stored registry.
         let vms = match &self.hetzner {
-            Some(h) => match tokio::time::timeout(Duration::from_secs(10), h.list_managed()).await {
+            Some(h) => match tokio::time::timeout(Duration::from_secs(4), h.list_managed()).await {
                 Ok(Ok(vms)) => Some(vms),
                 Ok(Err(e)) => {
                     log!("hetzner: cannot list VMs at start: {e}");
@@ -1813,8 +1829,10 @@ impl Driver {
                         let _ = self.store.remove_node(&s.name);
                         continue;
                     }
+                    // Hetzner did not answer: the placeholder's VM may exist. It stays in
+                    // the registry (the next start asks again) but is not a node now.
                     (None, None) if s.provider_id.is_none() => {
-                        let _ = self.store.remove_node(&s.name);
+                        log!("node {}: placeholder kept until Hetzner can say whether its VM exists", s.name);
                         continue;
                     }
                     (None, None) => {}
@@ -1827,7 +1845,6 @@ impl Driver {
         }
         for vm in vms.unwrap_or_default() {
             if !self.by_name.contains_key(&vm.name) {
-                log!("hetzner: managed VM {} ({}) is not in the registry; adopting it as a cloud node", vm.name, vm.id);
                 let s = StoredNode {
                     name: vm.name.clone(),
                     kind: NodeKind::Cloud,
@@ -1852,7 +1869,21 @@ impl Driver {
                         .find(|t| t.name == vm.server_type)
                         .map_or(0.0, |t| t.hourly_eur),
                 };
-                if s.ram_mb > 0 && valid_name(&s.name) {
+                if s.ram_mb == 0 || !valid_name(&s.name) {
+                    log!(
+                        "hetzner: managed VM {} ({}, type {}) is not in the registry and cannot be adopted \
+                         (its type is not in conductor.catalogue or its name is not valid); it is billed \
+                         until deleted by hand",
+                        vm.name,
+                        vm.id,
+                        vm.server_type
+                    );
+                } else {
+                    log!(
+                        "hetzner: managed VM {} ({}) is not in the registry; adopting it as a cloud node",
+                        vm.name,
+                        vm.id
+                    );
                     let _ = self.store.put_node(&s.name, &serde_json::to_string(&s).expect("serializes"));
                     let ports = self.default_ports();
                     self.register_stored(s, ports);
@@ -1860,7 +1891,7 @@ impl Driver {
             }
         }
         // List every node's containers concurrently, a few seconds at most.
-        let timeout = self.docker_timeout().min(Duration::from_secs(5));
+        let timeout = self.docker_timeout().min(Duration::from_secs(4));
         let lists = self.nodes.iter().map(|(&id, rt)| {
             let (conn, ep, name) = (rt.conn.clone(), rt.endpoint.clone(), rt.name.clone());
             async move { (id, with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(list_all(d))).await) }

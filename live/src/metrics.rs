@@ -307,8 +307,9 @@ mod tests {
     }
 
     /// `promtool check metrics` lints the 0.0.4 text when promtool is on the PATH (Debian:
-    /// `apt-get install prometheus`). Without it this test only checks that there is an
-    /// exposition, and says so on stderr. (promtool reads 0.0.4 only: fed the OpenMetrics text,
+    /// `apt-get install prometheus`; `scripts/test.sh` installs it and sets
+    /// `CONDUCTOR_REQUIRE_PROMTOOL`, which turns a missing promtool into a failure). Without it
+    /// this test only checks that there is an exposition, and says so on stderr. (promtool reads 0.0.4 only: fed the OpenMetrics text,
     /// it takes each `_total` sample for an untyped family without help text.)
     #[test]
     fn promtool_accepts_the_text_format() {
@@ -321,6 +322,10 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn();
         let Ok(mut child) = child else {
+            assert!(
+                std::env::var_os("CONDUCTOR_REQUIRE_PROMTOOL").is_none(),
+                "CONDUCTOR_REQUIRE_PROMTOOL is set but promtool cannot be run"
+            );
             eprintln!("promtool not installed; skipping `promtool check metrics`");
             return;
         };

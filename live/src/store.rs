@@ -61,19 +61,15 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
 
 /// Columns added after the first release, for files written before them.
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
-    let has_world_node: bool =
-        db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = 'world_node'", [], |r| {
-            r.get(0)
-        })?;
-    if !has_world_node {
-        db.execute_batch("ALTER TABLE servers ADD COLUMN world_node TEXT")?;
-    }
-    let has_placed_node: bool =
-        db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = 'placed_node'", [], |r| {
-            r.get(0)
-        })?;
-    if !has_placed_node {
-        db.execute_batch("ALTER TABLE servers ADD COLUMN placed_node TEXT")?;
+    for column in ["world_node", "placed_node"] {
+        let present: bool =
+            db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('servers') WHERE name = ?1", [column], |r| {
+                r.get(0)
+            })?;
+        if !present {
+            // `column` is one of the fixed names above, never input.
+            db.execute_batch(&format!("ALTER TABLE servers ADD COLUMN {column} TEXT"))?;
+        }
     }
     Ok(())
 }
@@ -134,6 +130,22 @@ impl Store {
             })
             .map_err(|e| StoreError(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         Ok(store)
+    }
+
+    /// Opens a private in-memory copy of the file for a dry run: it starts from the real
+    /// state, and whatever the dry run writes stays in memory (the file is opened read-only
+    /// and never written). A missing file gives an empty store.
+    pub fn open_copy(path: &Path) -> Result<Store, StoreError> {
+        let mut db = Connection::open_in_memory()?;
+        if path.exists() {
+            let src = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            src.busy_timeout(std::time::Duration::from_secs(5))?;
+            let backup = rusqlite::backup::Backup::new(&src, &mut db)?;
+            backup.run_to_completion(256, std::time::Duration::ZERO, None)?;
+        }
+        db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
+        Ok(Store { db })
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
@@ -355,6 +367,33 @@ mod tests {
         assert_eq!(j[0].1, Ok(Input::StopRequested { server: ServerId(1) }));
         assert_eq!(s.nodes().unwrap()[0].name, "dedi-9");
         assert_eq!(s.server_name(ServerId(2)).unwrap().as_deref(), Some("mc-b"));
+    }
+
+    #[test]
+    fn a_dry_runs_copy_starts_from_the_file_and_never_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.db");
+        let s = Store::open_copy(&missing).unwrap();
+        s.server_id("mc-x").unwrap();
+        drop(s);
+        assert!(!missing.exists(), "a copy of a missing file creates none");
+
+        let path = dir.path().join("c.db");
+        {
+            let s = Store::open(&path).unwrap();
+            let a = s.server_id("mc-a").unwrap();
+            s.requested(a, 2048, Plan::Balanced, UserId(1), "queued", 1_000).unwrap();
+        }
+        let copy = Store::open_copy(&path).unwrap();
+        assert_eq!(copy.servers().unwrap()[0].requested_at, Some(1_000), "the copy holds the file's state");
+        let b = copy.server_id("mc-b").unwrap();
+        copy.requested(b, 1024, Plan::PayPerPlay, UserId(1), "queued", 2_000).unwrap();
+        copy.journal(5, &Input::StopRequested { server: b }).unwrap();
+        assert_eq!(copy.servers().unwrap().len(), 2);
+        drop(copy);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.servers().unwrap().len(), 1, "the file never saw the copy's writes");
+        assert!(s.read_journal().unwrap().is_empty());
     }
 
     #[test]

@@ -785,6 +785,13 @@ async fn create_server(State(emu): State<Emulator>, body: Bytes) -> Response {
     let next_actions: Vec<Value> =
         if start_after_create && !failed { vec![new_action(&mut st, "start_server", boot, false)] } else { vec![] };
     let server_json = emu.server_json(&st, &server);
+    if let (Some(dir), Some(ud)) = (&emu.cfg.user_data_dir, &server.user_data) {
+        // The name passed the API's hostname check: one plain path component.
+        let path = dir.join(format!("{}.user-data", server.name));
+        if let Err(e) = std::fs::write(&path, ud) {
+            eprintln!("hetzner-emulator: cannot write {}: {e}", path.display());
+        }
+    }
     st.servers.insert(id, server);
     ok(
         StatusCode::CREATED,

@@ -43,6 +43,9 @@ pub struct EmulatorConfig {
     pub ipv4_start: Ipv4Addr,
     /// VAT rate used to derive gross prices.
     pub vat_rate: f64,
+    /// When set, each created server's cloud-init user data is written to `DIR/NAME.user-data`
+    /// (Hetzner never returns it; this shows what a real VM would have run).
+    pub user_data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -55,6 +58,7 @@ impl Default for EmulatorConfig {
             server_types: default_server_types(),
             ipv4_start: Ipv4Addr::new(127, 0, 1, 1),
             vat_rate: 0.19,
+            user_data_dir: None,
         }
     }
 }
