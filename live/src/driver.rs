@@ -338,10 +338,19 @@ impl Driver {
     where
         F: std::future::Future<Output = Vec<Done>> + Send + 'static,
     {
+        self.spawn_or(fut, Vec::new());
+    }
+
+    /// Like [`Driver::spawn`]; should the task panic, `on_panic` (the command's failure
+    /// inputs) is reported after the adapter error, so the engine need not wait for a timeout.
+    fn spawn_or<F>(&mut self, fut: F, on_panic: Vec<Done>)
+    where
+        F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+    {
         let tx = self.done_tx.clone();
         self.in_flight += 1;
         tokio::spawn(async move {
-            let out = guarded(fut).await;
+            let out = guarded(fut, on_panic).await;
             for d in out {
                 let _ = tx.send(d);
             }
@@ -385,17 +394,28 @@ impl Driver {
     where
         F: std::future::Future<Output = Vec<Done>> + Send + 'static,
     {
+        self.spawn_world_or(server, fut, Vec::new());
+    }
+
+    /// [`Driver::spawn_world`] with failure inputs for a panic (see [`Driver::spawn_or`]).
+    fn spawn_world_or<F>(&mut self, server: ServerId, fut: F, on_panic: Vec<Done>)
+    where
+        F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+    {
         let (done_tx, done_rx) = tokio::sync::watch::channel(());
         let prev = self.world_tail.insert(server, done_rx);
-        self.spawn(async move {
-            if let Some(mut prev) = prev {
-                // Ends when the previous task drops its sender (finished, failed or panicked).
-                while prev.changed().await.is_ok() {}
-            }
-            let out = fut.await;
-            drop(done_tx);
-            out
-        });
+        self.spawn_or(
+            async move {
+                if let Some(mut prev) = prev {
+                    // Ends when the previous task drops its sender (finished, failed or panicked).
+                    while prev.changed().await.is_ok() {}
+                }
+                let out = fut.await;
+                drop(done_tx);
+                out
+            },
+            on_panic,
+        );
     }
 
     fn target(&self, node: NodeId) -> Option<Target> {
@@ -509,60 +529,68 @@ impl Driver {
                 log!("store: {e}");
             }
         }
-        self.spawn_world(server, async move {
-            // The world first: restored from the archive, or copied from the node holding it.
-            let prepared = match world {
-                WorldAction::InPlace => Ok(None),
-                WorldAction::RestoreFromArchive => {
-                    restore_world(&target, archive_root.as_deref(), &name, &image, limit, timeout).await.map(|_| None)
-                }
-                WorldAction::MoveFrom(_) => {
-                    let src = source.expect("checked above");
-                    copy_world(&src, &target, archive_root.as_deref(), &name, &image, limit, timeout)
-                        .await
-                        .map(|_| Some(src))
-                }
-            };
-            let moved_from = match prepared {
-                Ok(src) => src,
-                Err(e) => {
-                    let reason = format!("world not ready on {node_name}: {e}");
-                    return vec![
-                        Done::AdapterError { adapter: "docker", op: "world", message: reason.clone() },
-                        Done::Input(Input::ContainerFailed { server, node, reason }),
-                    ];
-                }
-            };
-            let res = with_conn(&conn, &node_name, endpoint.as_ref(), timeout, |d| {
-                Box::pin(async move { d.start(&spec).await.map(|_| ()) })
-            })
-            .await;
-            match res {
-                Ok(()) => {
-                    let mut out = vec![Done::Input(Input::ContainerStarted { server, node })];
-                    // A move: the source copy goes once the container runs on the target.
-                    if let Some(src) = moved_from {
-                        let removed = match src.worlds(&image, limit, timeout).await {
-                            Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e),
-                        };
-                        if let Err(e) = removed {
-                            let message = format!("{name}: source copy on {} not removed: {e}", src.name);
-                            out.push(Done::AdapterError { adapter: "docker", op: "remove_moved_world", message });
+        let panicked = "the adapter task panicked".to_string();
+        let on_panic = vec![Done::Input(Input::ContainerFailed { server, node, reason: panicked })];
+        self.spawn_world_or(
+            server,
+            async move {
+                // The world first: restored from the archive, or copied from the node holding it.
+                let prepared = match world {
+                    WorldAction::InPlace => Ok(None),
+                    WorldAction::RestoreFromArchive => {
+                        restore_world(&target, archive_root.as_deref(), &name, &image, limit, timeout)
+                            .await
+                            .map(|_| None)
+                    }
+                    WorldAction::MoveFrom(_) => {
+                        let src = source.expect("checked above");
+                        copy_world(&src, &target, archive_root.as_deref(), &name, &image, limit, timeout)
+                            .await
+                            .map(|_| Some(src))
+                    }
+                };
+                let moved_from = match prepared {
+                    Ok(src) => src,
+                    Err(e) => {
+                        let reason = format!("world not ready on {node_name}: {e}");
+                        return vec![
+                            Done::AdapterError { adapter: "docker", op: "world", message: reason.clone() },
+                            Done::Input(Input::ContainerFailed { server, node, reason }),
+                        ];
+                    }
+                };
+                let res = with_conn(&conn, &node_name, endpoint.as_ref(), timeout, |d| {
+                    Box::pin(async move { d.start(&spec).await.map(|_| ()) })
+                })
+                .await;
+                match res {
+                    Ok(()) => {
+                        let mut out = vec![Done::Input(Input::ContainerStarted { server, node })];
+                        // A move: the source copy goes once the container runs on the target.
+                        if let Some(src) = moved_from {
+                            let removed = match src.worlds(&image, limit, timeout).await {
+                                Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
+                                Err(e) => Err(e),
+                            };
+                            if let Err(e) = removed {
+                                let message = format!("{name}: source copy on {} not removed: {e}", src.name);
+                                out.push(Done::AdapterError { adapter: "docker", op: "remove_moved_world", message });
+                            }
                         }
+                        out
                     }
-                    out
-                }
-                Err(e) => {
-                    let mut out = vec![Done::AdapterError { adapter: "docker", op: "start", message: e.clone() }];
-                    if port_taken(&e) {
-                        out.push(Done::PortBusy { node, server, port });
+                    Err(e) => {
+                        let mut out = vec![Done::AdapterError { adapter: "docker", op: "start", message: e.clone() }];
+                        if port_taken(&e) {
+                            out.push(Done::PortBusy { node, server, port });
+                        }
+                        out.push(Done::Input(Input::ContainerFailed { server, node, reason: e }));
+                        out
                     }
-                    out.push(Done::Input(Input::ContainerFailed { server, node, reason: e }));
-                    out
                 }
-            }
-        });
+            },
+            on_panic,
+        );
     }
 
     fn stop_container(&mut self, server: ServerId, node: NodeId, _reason: StopReason) {
@@ -597,31 +625,37 @@ impl Driver {
                 self.nodes.get(id).map(|rt| (*id, rt.name.clone(), rt.endpoint.clone(), rt.conn.clone(), rt.listed))
             })
             .collect();
-        self.spawn(async move {
-            let probes = targets.into_iter().map(|(id, name, ep, conn, listed)| async move {
-                let probe = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.info())).await;
-                let ok = probe.is_ok();
-                let failed = probe.err().map(|message| Done::ProbeFailed { node: id, message });
-                // A node first reached after start: list it so the engine adopts its containers.
-                let listing = if ok && !listed {
-                    let r = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(list_all(d))).await;
-                    r.ok().map(|(containers, worlds)| Done::Listed { node: id, containers, worlds, recover: true })
-                } else {
-                    None
-                };
-                ((id, ok), listing.or(failed))
-            });
-            let results = futures_util::future::join_all(probes).await;
-            let mut out = Vec::new();
-            let mut probes = Vec::new();
-            for (r, extra) in results {
-                probes.push(r);
-                out.extend(extra);
-            }
-            // Listings first: a node's containers are adopted before it turns healthy.
-            out.push(Done::Input(Input::HealthProbes { results: probes }));
-            out
-        });
+        // A panicking probe task counts as one failed attempt for each of its nodes.
+        let on_panic =
+            vec![Done::Input(Input::HealthProbes { results: targets.iter().map(|t| (t.0, false)).collect() })];
+        self.spawn_or(
+            async move {
+                let probes = targets.into_iter().map(|(id, name, ep, conn, listed)| async move {
+                    let probe = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(d.info())).await;
+                    let ok = probe.is_ok();
+                    let failed = probe.err().map(|message| Done::ProbeFailed { node: id, message });
+                    // A node first reached after start: list it so the engine adopts its containers.
+                    let listing = if ok && !listed {
+                        let r = with_conn(&conn, &name, ep.as_ref(), timeout, |d| Box::pin(list_all(d))).await;
+                        r.ok().map(|(containers, worlds)| Done::Listed { node: id, containers, worlds, recover: true })
+                    } else {
+                        None
+                    };
+                    ((id, ok), listing.or(failed))
+                });
+                let results = futures_util::future::join_all(probes).await;
+                let mut out = Vec::new();
+                let mut probes = Vec::new();
+                for (r, extra) in results {
+                    probes.push(r);
+                    out.extend(extra);
+                }
+                // Listings first: a node's containers are adopted before it turns healthy.
+                out.push(Done::Input(Input::HealthProbes { results: probes }));
+                out
+            },
+            on_panic,
+        );
     }
 
     fn list(&mut self, node: NodeId, recover: bool) {
@@ -687,46 +721,51 @@ impl Driver {
             })),
         };
         let boot = Duration::from_secs(h.boot_timeout_s);
-        self.spawn(async move {
-            let created = match client.create_server(&req).await {
-                Ok(c) => c,
-                Err(e) => {
-                    return vec![
-                        Done::AdapterError { adapter: "hetzner", op: "create", message: e.to_string() },
-                        Done::Input(Input::ProvisionFailed { node, reason: e.to_string() }),
-                    ]
+        let on_panic =
+            vec![Done::Input(Input::ProvisionFailed { node, reason: "the adapter task panicked".to_string() })];
+        self.spawn_or(
+            async move {
+                let created = match client.create_server(&req).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return vec![
+                            Done::AdapterError { adapter: "hetzner", op: "create", message: e.to_string() },
+                            Done::Input(Input::ProvisionFailed { node, reason: e.to_string() }),
+                        ]
+                    }
+                };
+                let id = created.server.id;
+                let deadline = tokio::time::Instant::now() + boot;
+                loop {
+                    match client.get_server(id).await {
+                        Ok(Some(s)) if s.status == VmStatus::Running => {
+                            let address = s.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
+                            return vec![Done::Input(Input::NodeProvisioned {
+                                node,
+                                provider_id: id.to_string(),
+                                address,
+                            })];
+                        }
+                        Ok(None) => {
+                            return vec![Done::Input(Input::ProvisionFailed {
+                                node,
+                                reason: "VM vanished while booting".into(),
+                            })]
+                        }
+                        _ if tokio::time::Instant::now() >= deadline => {
+                            // Give it back rather than pay for a VM that never came up.
+                            let _ = client.delete_server(id).await;
+                            return vec![Done::Input(Input::ProvisionFailed {
+                                node,
+                                reason: "VM never reached running".into(),
+                            })];
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
                 }
-            };
-            let id = created.server.id;
-            let deadline = tokio::time::Instant::now() + boot;
-            loop {
-                match client.get_server(id).await {
-                    Ok(Some(s)) if s.status == VmStatus::Running => {
-                        let address = s.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
-                        return vec![Done::Input(Input::NodeProvisioned {
-                            node,
-                            provider_id: id.to_string(),
-                            address,
-                        })];
-                    }
-                    Ok(None) => {
-                        return vec![Done::Input(Input::ProvisionFailed {
-                            node,
-                            reason: "VM vanished while booting".into(),
-                        })]
-                    }
-                    _ if tokio::time::Instant::now() >= deadline => {
-                        // Give it back rather than pay for a VM that never came up.
-                        let _ = client.delete_server(id).await;
-                        return vec![Done::Input(Input::ProvisionFailed {
-                            node,
-                            reason: "VM never reached running".into(),
-                        })];
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
-        });
+            },
+            on_panic,
+        );
     }
 
     fn delete_node(&mut self, node: NodeId, name: String, provider_id: Option<String>) {
@@ -1501,13 +1540,18 @@ impl Driver {
 /// and counted), never a dead driver; the command's answer is then missing, which the
 /// engine treats like a lost report: its timeouts retry or give up (a start is stopped and
 /// the stop's answer says where the world is), never assuming an outcome it cannot know.
-async fn guarded<F>(fut: F) -> Vec<Done>
+async fn guarded<F>(fut: F, on_panic: Vec<Done>) -> Vec<Done>
 where
     F: std::future::Future<Output = Vec<Done>> + Send + 'static,
 {
     match tokio::spawn(fut).await {
         Ok(out) => out,
-        Err(e) => vec![Done::AdapterError { adapter: "driver", op: "task", message: format!("task failed: {e}") }],
+        Err(e) => {
+            let mut out =
+                vec![Done::AdapterError { adapter: "driver", op: "task", message: format!("task failed: {e}") }];
+            out.extend(on_panic);
+            out
+        }
     }
 }
 
@@ -2008,16 +2052,18 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     #[tokio::test]
-    async fn a_panicking_adapter_call_becomes_an_adapter_error() {
-        let out = guarded(async { panic!("adapter exploded") }).await;
-        assert_eq!(out.len(), 1);
+    async fn a_panicking_adapter_call_becomes_an_adapter_error_and_its_failure_input() {
+        let failure = Done::Input(Input::ProvisionFailed { node: NodeId(3), reason: "panicked".into() });
+        let out = guarded(async { panic!("adapter exploded") }, vec![failure]).await;
+        assert_eq!(out.len(), 2);
         match &out[0] {
             Done::AdapterError { adapter: "driver", op: "task", message } => {
                 assert!(message.contains("panicked"), "{message}")
             }
             _ => panic!("expected an adapter error"),
         }
-        let ok = guarded(async { vec![Done::ProbeFailed { node: NodeId(1), message: "x".into() }] }).await;
+        assert!(matches!(&out[1], Done::Input(Input::ProvisionFailed { node: NodeId(3), .. })), "the engine is told");
+        let ok = guarded(async { vec![Done::ProbeFailed { node: NodeId(1), message: "x".into() }] }, vec![]).await;
         assert!(matches!(ok.as_slice(), [Done::ProbeFailed { .. }]));
     }
 
