@@ -159,11 +159,24 @@ fn containers_of(server: &str) -> Vec<(String, u64, bool)> {
         .collect()
 }
 
+/// Removes the containers of servers named `prefix…` (on any node: a bought VM's name does not
+/// carry the test's prefix), the helper containers of the test's nodes, and their volumes.
 fn cleanup_prefix(prefix: &str) {
     let out =
         Command::new("docker").args(["ps", "-aq", "--filter", &format!("name=conductor-{prefix}")]).output().unwrap();
     for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--filter", "label=conductor.server", "--format", "{{.ID}} {{.Label \"conductor.server\"}}"])
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((id, server)) = line.split_once(' ') {
+            if server.starts_with(prefix) {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
     }
     let out =
         Command::new("docker").args(["volume", "ls", "-q", "--filter", "label=conductor.server"]).output().unwrap();
@@ -200,7 +213,11 @@ fn with_ssh_ports(nodes: &str, extra: &str) -> (String, String) {
             out.push_str(&format!("ssh_port = {}\n", ssh_port(addr)));
         }
     }
-    let extra = extra.replace("[hetzner]\n", &format!("[hetzner]\nssh_port = {}\n", ssh_port("127.0.0.4")));
+    let extra = if extra.contains("ssh_port") {
+        extra.to_string()
+    } else {
+        extra.replace("[hetzner]\n", &format!("[hetzner]\nssh_port = {}\n", ssh_port("127.0.0.4")))
+    };
     (out, extra)
 }
 
@@ -341,9 +358,13 @@ fn start_queue_stop_api_errors_and_recovery_after_sigkill() {
     assert_eq!(ended, 3, "every replayed request is accounted for: {summary}");
 }
 
+/// The tests of this process that stop 127.0.0.6's sshd take turns.
+static NODE_6: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_node_whose_sshd_stops_turns_unhealthy_and_is_reconciled_when_it_returns() {
     require_env();
+    let _node6 = NODE_6.lock().unwrap_or_else(|e| e.into_inner());
     cleanup_prefix("lv2-");
     let dir = tempfile::tempdir().unwrap();
     let nodes = "[[nodes]]\nname = \"lv2-b\"\naddress = \"127.0.0.6\"\nram_mb = 4096\n";
@@ -478,9 +499,14 @@ fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
 
 /// The emulator subcommand on a free port; its VMs get 127.0.0.4 (a test sshd).
 fn emulator(user_data_dir: &Path) -> (Child, String) {
+    emulator_at("127.0.0.4", user_data_dir)
+}
+
+/// The emulator, its VMs from `first_ip` on.
+fn emulator_at(first_ip: &str, user_data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
         .args(["hetzner-emulator", "--listen", "127.0.0.1:0", "--token", "hz-secret", "--boot-ms", "500"])
-        .args(["--ipv4-start", "127.0.0.4", "--user-data-dir"])
+        .args(["--ipv4-start", first_ip, "--user-data-dir"])
         .arg(user_data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -1117,4 +1143,89 @@ api_url = "http://{api}/v1"
     assert!(status.success(), "a SIGTERM during recovery ends conductor cleanly: {status:?}");
     let log = std::fs::read_to_string(&c.log).unwrap();
     assert!(log.contains("stopped; running servers keep running"), "{log}");
+}
+
+/// Shared storage: a rented VM that stops answering is fenced (deleted through the Hetzner API,
+/// which takes its containers with it), its server goes back to the head of the queue and runs
+/// again on a new VM, once.
+#[test]
+fn with_shared_storage_a_vm_that_stops_answering_is_fenced_and_its_server_runs_again_elsewhere_once() {
+    require_env();
+    let _node6 = NODE_6.lock().unwrap_or_else(|e| e.into_inner());
+    cleanup_prefix("lv15-");
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = dir.path().join("user-data");
+    std::fs::create_dir(&user_data).unwrap();
+    // The emulator's VMs get 127.0.0.6 (this test may stop that sshd).
+    let (mut emu, emu_url) = emulator_at("127.0.0.6", &user_data);
+    let _emu_guard = scopeguard(move || {
+        let _ = emu.kill();
+    });
+    let nodes = "[[nodes]]\nname = \"lv15-sys\"\naddress = \"127.0.0.2\"\nram_mb = 2048\nsystem = true\n";
+    let extra = format!(
+        r#"[hetzner]
+ssh_port = {ssh6}
+enabled = true
+api_url = "{emu_url}"
+location = "nbg1"
+image = "debian-12"
+boot_timeout_s = 30
+
+[conductor.scaling]
+interval_s = 1
+policies = ["reactive"]
+billing_period_s = 0
+min_node_lifetime_s = 0
+rebuy_cooldown_s = 0
+
+[conductor.reactive]
+scale_up_cooldown_s = 0
+
+[[conductor.catalogue]]
+name = "cpx22"
+ram_mb = 4096
+cores = 2
+hourly_eur = 0.01
+"#,
+        ssh6 = ssh_port("127.0.0.6")
+    );
+    let cfg = write_config(dir.path(), nodes, &extra);
+    // Shared storage: a key of the `[conductor]` table write_config writes.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replacen("[conductor]\n", "[conductor]\nstorage = \"shared\"\n", 1)).unwrap();
+    let c = Conductor::start(&cfg, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    let (code, body) = http("POST", &u("/v1/servers/lv15-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 512}"));
+    assert_eq!(code, 202, "{body}");
+    wait_for("lv15-s1 running on a VM", 60, || server_state(&c, "lv15-s1") == "running");
+    let first = node_of(&c, "lv15-s1");
+    assert!(emulator_servers(&emu_url).as_array().unwrap().iter().any(|v| v["name"] == first.as_str()));
+
+    node_ctl("stop-node", "127.0.0.6");
+    let restore = scopeguard(|| node_ctl("start-node", "127.0.0.6"));
+    // Fenced: the VM is deleted through the API.
+    wait_for("the silent VM deleted", 60, || {
+        !emulator_servers(&emu_url).as_array().unwrap().iter().any(|v| v["name"] == first.as_str())
+    });
+    // What deleting a real VM does to its containers (here all nodes share one Docker daemon).
+    for (node, _, _) in containers_of("lv15-s1") {
+        assert_eq!(node, first, "no second container while the first VM was being fenced");
+    }
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=conductor.node={first}")])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    drop(restore);
+    // Requeued at the head: a new VM is bought and the server runs there, once.
+    wait_for("lv15-s1 running again on a new VM", 90, || {
+        server_state(&c, "lv15-s1") == "running" && node_of(&c, "lv15-s1") != first
+    });
+    let cs = containers_of("lv15-s1");
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].0, node_of(&c, "lv15-s1"));
+    drop(c);
+    cleanup_prefix("lv15-");
 }
