@@ -1229,3 +1229,90 @@ hourly_eur = 0.01
     drop(c);
     cleanup_prefix("lv15-");
 }
+
+/// The operator routes, the event stream and the metrics of a real run: `promtool` accepts the
+/// exposition, a drained node takes nothing new, a node registered through the API takes the
+/// next server, a node with a server is not removed, an empty one is.
+#[test]
+fn operator_routes_events_and_metrics_of_a_real_run() {
+    require_env();
+    cleanup_prefix("lv16-");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[nodes]]\nname = \"lv16-a\"\naddress = \"127.0.0.2\"\nram_mb = 4096\n";
+    let cfg = write_config(dir.path(), nodes, "");
+    let c = Conductor::start(&cfg, &[], &[]);
+    let u = |p: &str| format!("{}{p}", c.url);
+    wait_for("lv16-a healthy", 30, || get(&u("/v1/nodes"), Some(TOKEN)).1.contains("\"healthy\""));
+    let events_file = dir.path().join("events.txt");
+    let mut events = Command::new("curl")
+        .args(["-sN", "-m", "20", "-H", &format!("Authorization: Bearer {TOKEN}"), &u("/v1/events")])
+        .stdout(std::fs::File::create(&events_file).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = http("POST", &u("/v1/servers/lv16-s1/start"), Some(TOKEN), Some("{\"ram_mb\": 256}"));
+    assert_eq!(code, 202, "{body}");
+    wait_for("lv16-s1 running", 30, || server_state(&c, "lv16-s1") == "running");
+
+    let (code, metrics) = get(&u("/metrics"), Some(TOKEN));
+    assert_eq!(code, 200, "{metrics}");
+    assert!(metrics.contains("conductor_queue_length"), "{metrics}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test.sh installs it)");
+    use std::io::Write;
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (code, body) = http("POST", &u("/v1/scaling/pause"), Some(TOKEN), None);
+    assert_eq!((code, json(&body)["scaling_enabled"].clone()), (202, false.into()), "{body}");
+    let (code, body) = http("POST", &u("/v1/scaling/resume"), Some(TOKEN), None);
+    assert_eq!((code, json(&body)["scaling_enabled"].clone()), (202, true.into()), "{body}");
+
+    let add = |name: &str, ports: &str| {
+        let b = format!(
+            r#"{{"node": "{name}", "address": "127.0.0.2", "ssh_port": {}, "ram_mb": 4096, "ports": "{ports}"}}"#,
+            ssh_port("127.0.0.2")
+        );
+        http("POST", &u("/v1/nodes"), Some(TOKEN), Some(&b))
+    };
+    let (code, body) = add("lv16-b", "33600-33649");
+    assert_eq!(code, 201, "{body}");
+    wait_for("lv16-b healthy", 30, || {
+        json(&get(&u("/v1/nodes"), Some(TOKEN)).1)
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["node"] == "lv16-b" && n["health"] == "healthy"))
+    });
+    let (code, body) = http("POST", &u("/v1/nodes/lv16-a/drain"), Some(TOKEN), None);
+    assert_eq!((code, json(&body)["lifecycle"].clone()), (202, "draining".into()), "{body}");
+    let (code, body) = http("POST", &u("/v1/servers/lv16-s2/start"), Some(TOKEN), Some("{\"ram_mb\": 256}"));
+    assert_eq!(code, 202, "{body}");
+    wait_for("lv16-s2 running", 30, || server_state(&c, "lv16-s2") == "running");
+    assert_eq!(node_of(&c, "lv16-s2"), "lv16-b", "nothing new on a draining node");
+    assert_eq!(node_of(&c, "lv16-s1"), "lv16-a", "running servers stay on a draining node");
+    let (code, body) = http("DELETE", &u("/v1/nodes/lv16-b"), Some(TOKEN), None);
+    assert_eq!(code, 409, "a node with a server is not removed: {body}");
+    let (code, body) = add("lv16-c", "33650-33699");
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = http("DELETE", &u("/v1/nodes/lv16-c"), Some(TOKEN), None);
+    assert_eq!(code, 204, "{body}");
+    assert!(!get(&u("/v1/nodes"), Some(TOKEN)).1.contains("lv16-c"));
+
+    let _ = events.kill();
+    let _ = events.wait();
+    let stream = std::fs::read_to_string(&events_file).unwrap();
+    assert!(stream.contains("event: engine\ndata: {"), "{stream}");
+    assert!(stream.contains("lv16-s1"), "the start is in the event stream: {stream}");
+    drop(c);
+    cleanup_prefix("lv16-");
+}
