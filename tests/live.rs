@@ -1316,3 +1316,36 @@ fn operator_routes_events_and_metrics_of_a_real_run() {
     drop(c);
     cleanup_prefix("lv16-");
 }
+
+/// A node's own `ssh_user` and `ssh_key` replace `[ssh]`'s: with a default key that does not
+/// exist, only the node that names the real key becomes healthy (a node never reached stays
+/// `unknown`).
+#[test]
+fn a_nodes_own_ssh_user_and_key_replace_the_defaults() {
+    require_env();
+    let dir = tempfile::tempdir().unwrap();
+    let real_key = state_dir().join("id_ed25519");
+    let nodes = format!(
+        "[[nodes]]\nname = \"lv17-own\"\naddress = \"127.0.0.2\"\nram_mb = 4096\nssh_user = \"root\"\nssh_key = \"{}\"\n\n\
+         [[nodes]]\nname = \"lv17-default\"\naddress = \"127.0.0.3\"\nram_mb = 4096\n",
+        real_key.display()
+    );
+    let cfg = write_config(dir.path(), &nodes, "[conductor.scaling]\nenabled = false\n");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let default_key = format!("key = \"{}\"", real_key.display());
+    assert!(text.contains(&default_key));
+    // `[ssh]` comes first; the node's `ssh_key = …` line also contains the text.
+    std::fs::write(&cfg, text.replacen(&default_key, "key = \"/nonexistent/id_ed25519\"", 1)).unwrap();
+    let c = Conductor::start(&cfg, &[], &[]);
+    let health = |n: &str| {
+        json(&get(&format!("{}/v1/nodes", c.url), Some(TOKEN)).1)
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["node"] == n).map(|x| x["health"].as_str().unwrap_or("").to_string()))
+            .unwrap_or_default()
+    };
+    wait_for("lv17-own healthy", 30, || health("lv17-own") == "healthy");
+    // Probed every second: a few rounds later the other node has still not answered.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(health("lv17-default"), "healthy", "the default key does not exist");
+    assert_eq!(health("lv17-own"), "healthy");
+}

@@ -132,6 +132,12 @@ pub struct NodeConfig {
     pub address: String,
     #[serde(default)]
     pub ssh_port: Option<u16>,
+    /// SSH user for this host; defaults to `ssh.user`.
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    /// Private key for this host; defaults to `ssh.key`.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
     pub ram_mb: u32,
     #[serde(default)]
     pub system: bool,
@@ -289,6 +295,14 @@ impl LiveConfig {
             if n.ram_mb == 0 {
                 return Err(format!("{at}.ram_mb: must be above 0"));
             }
+            if let Some(u) = &n.ssh_user {
+                let ok = u.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                    && u.len() <= 32
+                    && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(format!("{at}.ssh_user: {u:?} is not a user name ([a-z_][a-z0-9_-]*)"));
+                }
+            }
             if let Some(p) = &n.ports {
                 PortRange::parse(p).map_err(|e| format!("{at}.ports: {e}"))?;
             }
@@ -343,6 +357,13 @@ mod tests {
         assert!(e.starts_with("nodes[0].name"), "{e}");
         let e = parse("[[nodes]]\nname = \"a\"\naddress = \"-oProxyCommand=x\"\nram_mb = 1\n").unwrap_err();
         assert!(e.starts_with("nodes[0].address"), "{e}");
+        let e = parse("[[nodes]]\nname = \"a\"\naddress = \"x\"\nssh_user = \"-oProxyCommand=x\"\nram_mb = 1\n")
+            .unwrap_err();
+        assert!(e.starts_with("nodes[0].ssh_user"), "{e}");
+        let ok =
+            parse("[[nodes]]\nname = \"a\"\naddress = \"x\"\nssh_user = \"deploy\"\nssh_key = \"k\"\nram_mb = 1\n")
+                .expect("per-node SSH user and key");
+        assert_eq!(ok.nodes[0].ssh_user.as_deref(), Some("deploy"));
         let e = parse("[containers]\nports = \"10-5\"\n").unwrap_err();
         assert!(e.starts_with("containers.ports"), "{e}");
         let e = parse("[api]\nlisten = \"nope\"\n").unwrap_err();

@@ -1812,7 +1812,16 @@ impl Driver {
                     n.address.clone()
                 }
             });
-            let endpoint = Some(self.ssh_endpoint(&n.address, n.ssh_port));
+            let mut endpoint = self.ssh_endpoint(&n.address, n.ssh_port);
+            if let Endpoint::Ssh { user, key, .. } = &mut endpoint {
+                if let Some(u) = &n.ssh_user {
+                    user.clone_from(u);
+                }
+                if let Some(k) = &n.ssh_key {
+                    key.clone_from(k);
+                }
+            }
+            let endpoint = Some(endpoint);
             self.register(
                 NodeSpec {
                     name: n.name.clone(),
