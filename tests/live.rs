@@ -542,6 +542,7 @@ api_url = "{emu_url}"
 location = "nbg1"
 image = "debian-12"
 boot_timeout_s = 30
+orphan_sweep_s = 1
 
 [conductor.scaling]
 interval_s = 1
@@ -565,16 +566,33 @@ hourly_eur = 0.01
     );
     let cfg = write_config(dir.path(), nodes, &extra);
 
-    // Dry run first: decisions are logged, nothing is bought or started.
+    // A VM labelled as ours that is no node of ours (say, a create whose answer was lost).
+    let orphan = |name: &str| {
+        let body = format!(
+            r#"{{"name": "{name}", "server_type": "cpx22", "image": "debian-12", "location": "nbg1", "labels": {{"managed_by": "conductor"}}}}"#
+        );
+        let (code, body) = http("POST", &format!("{emu_url}/servers"), Some("hz-secret"), Some(&body));
+        assert_eq!(code, 201, "{body}");
+        json(&body)["server"]["id"].as_i64().unwrap()
+    };
+    let vm_names = || -> Vec<String> {
+        emulator_servers(&emu_url).as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()).collect()
+    };
+    // Dry run first: decisions are logged, nothing is bought, started or deleted.
+    let early;
     {
         let c = Conductor::start(&cfg, &["--dry-run"], &[("HCLOUD_TOKEN", "hz-secret")]);
+        // After recovery (the API answers once it is done), which would adopt it.
+        assert_eq!(get(&format!("{}/v1/nodes", c.url), Some(TOKEN)).0, 200);
+        early = orphan("lv3-orphan-early");
         let (code, body) =
             http("POST", &format!("{}/v1/servers/lv3-dry/start", c.url), Some(TOKEN), Some("{\"ram_mb\": 512}"));
         assert_eq!(code, 202, "{body}");
         std::thread::sleep(Duration::from_secs(4));
         let d = get(&format!("{}/v1/decisions", c.url), Some(TOKEN)).1;
         assert!(d.contains("would buy VM"), "the decision is logged: {d}");
-        assert_eq!(emulator_servers(&emu_url).as_array().unwrap().len(), 0, "no VM bought in a dry run");
+        assert!(d.contains("would delete VM lv3-orphan-early"), "the orphan sweep ran: {d}");
+        assert_eq!(vm_names(), ["lv3-orphan-early"], "no VM bought or deleted in a dry run");
         assert!(containers_of("lv3-dry").is_empty());
         assert_eq!(std::fs::read_dir(&user_data).unwrap().count(), 0, "no create call reached the emulator");
     }
@@ -582,6 +600,9 @@ hourly_eur = 0.01
     for f in ["conductor.db", "conductor.db-wal", "conductor.db-shm"] {
         assert!(!dir.path().join(f).exists(), "a dry run wrote {f}");
     }
+
+    let (code, _) = http("DELETE", &format!("{emu_url}/servers/{early}"), Some("hz-secret"), None);
+    assert_eq!(code, 200);
 
     let c = Conductor::start(&cfg, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
     let u = |p: &str| format!("{}{p}", c.url);
@@ -601,6 +622,11 @@ hourly_eur = 0.01
     let node = json(&get(&u("/v1/servers/lv3-s1"), Some(TOKEN)).1)["node"].as_str().unwrap().to_string();
     assert_eq!(Some(node.as_str()), vm["name"].as_str(), "the server runs on the bought VM");
     assert_eq!(containers_of("lv3-s1").len(), 1);
+    // An orphan appearing while it runs is deleted by the sweep; the conductor's own VM stays.
+    orphan("lv3-orphan-late");
+    wait_for("the orphan deleted", 20, || !vm_names().contains(&"lv3-orphan-late".to_string()));
+    assert_eq!(vm_names(), [node.clone()]);
+    assert_eq!(server_state(&c, "lv3-s1"), "running");
     // Stop it and delete its world: the VM is empty and is returned.
     let (code, _) = http("POST", &u("/v1/servers/lv3-s1/stop"), Some(TOKEN), None);
     assert_eq!(code, 202);

@@ -171,6 +171,10 @@ pub struct HetznerConfig {
     pub ssh_port: u16,
     /// Seconds to wait for a created VM to report `running`.
     pub boot_timeout_s: u64,
+    /// Every this many seconds the VMs labelled `managed_by=conductor` are listed, and one that
+    /// is no node of this conductor (say, a create whose answer was lost) is deleted, so that no
+    /// VM is billed for ever. `0` never sweeps (the start's reconciliation still runs).
+    pub orphan_sweep_s: u64,
 }
 
 impl Default for HetznerConfig {
@@ -185,6 +189,7 @@ impl Default for HetznerConfig {
             authorized_keys: Vec::new(),
             ssh_port: 22,
             boot_timeout_s: 600,
+            orphan_sweep_s: 600,
         }
     }
 }

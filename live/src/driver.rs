@@ -108,6 +108,8 @@ enum Done {
         server: ServerId,
         port: u16,
     },
+    /// The VMs Hetzner lists as ours (orphan sweep): (id, name).
+    ManagedVms(Vec<(i64, String)>),
     /// A world copy is in the archive store (the file is durable).
     Archived {
         server: ServerId,
@@ -768,6 +770,44 @@ impl Driver {
         );
     }
 
+    /// Lists our VMs; [`Driver::delete_orphans`] gets the answer.
+    fn sweep_orphans(&mut self) {
+        let Some(client) = self.hetzner.clone() else { return };
+        self.spawn(async move {
+            match client.list_managed().await {
+                Ok(vms) => vec![Done::ManagedVms(vms.into_iter().map(|v| (v.id, v.name)).collect())],
+                Err(e) => vec![Done::AdapterError { adapter: "hetzner", op: "list", message: e.to_string() }],
+            }
+        });
+    }
+
+    /// Deletes the listed VMs that are no node of this conductor. A VM being created is
+    /// already a node (its placeholder is registered before the create call), so only VMs
+    /// nobody will ever use or return are deleted.
+    fn delete_orphans(&mut self, vms: Vec<(i64, String)>) {
+        for (id, name) in vms {
+            if self.by_name.contains_key(&name) {
+                continue;
+            }
+            let line = format!("VM {name} ({id}) is labelled managed_by=conductor but is no node of ours");
+            if self.opts.dry_run {
+                let line = format!("dry-run: would delete {line}");
+                log!("{line}");
+                self.decide("dry_run", line);
+                continue;
+            }
+            log!("hetzner: deleting orphan: {line}");
+            self.decide("orphan_vm_deleted", line);
+            let Some(client) = self.hetzner.clone() else { return };
+            self.spawn(async move {
+                match client.delete_server(id).await {
+                    Ok(()) => Vec::new(),
+                    Err(e) => vec![Done::AdapterError { adapter: "hetzner", op: "delete", message: e.to_string() }],
+                }
+            });
+        }
+    }
+
     fn delete_node(&mut self, node: NodeId, name: String, provider_id: Option<String>) {
         let Some(client) = self.hetzner.clone() else {
             let _ = self.done_tx.send(Done::Input(Input::NodeDeleted { node }));
@@ -824,6 +864,7 @@ impl Driver {
                 }
                 self.feed(input);
             }
+            Done::ManagedVms(vms) => self.delete_orphans(vms),
             Done::ProbeFailed { node, message } => {
                 let Some(rt) = self.nodes.get_mut(&node) else { return };
                 if rt.last_probe_error.as_deref() != Some(message.as_str()) {
@@ -1744,6 +1785,13 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     }
     let mut players_tick = tokio::time::interval(Duration::from_secs(players_every));
     players_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweep_every = match d.cfg.hetzner.orphan_sweep_s {
+        0 => u64::MAX / 4_000,
+        s => s,
+    };
+    let first_sweep = tokio::time::Instant::now() + Duration::from_secs(sweep_every);
+    let mut sweep_tick = tokio::time::interval_at(first_sweep, Duration::from_secs(sweep_every));
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while recovered {
         let wait = d
             .engine
@@ -1754,6 +1802,7 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
             Some(call) = call_rx.recv() => d.on_calls(call, &mut call_rx),
             Some(done) = d.done_rx.recv() => d.on_done(done),
             _ = players_tick.tick() => d.poll_players(),
+            _ = sweep_tick.tick() => d.sweep_orphans(),
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
