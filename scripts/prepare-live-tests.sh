@@ -2,7 +2,8 @@
 # Prepares this machine for the live Docker tests (conductor-docker / live crate).
 #
 # What it sets up, idempotently (safe to run again and again, also with CI=true on a fresh Debian machine as root):
-#   1. Debian packages: busybox-static, openssh-server, openssh-client, python3, python3-venv (+ procps, iproute2).
+#   1. Debian packages: busybox-static, openssh-server, openssh-client, python3, python3-venv (+ procps, iproute2),
+#      and hcloud-cli (Hetzner's command-line tool, for the emulator fidelity test).
 #   2. A local image conductor-test-mc:latest made with `docker import` from a busybox root file system; its default
 #      command answers Minecraft Server List Ping on TCP $PORT (default 25565), players.online read from
 #      /data/players (a test sets it with `docker exec`), and writes into /data. Rebuilt only when its content hash changes.
@@ -41,7 +42,7 @@ valid_addr() {
 
 ensure_packages() {
     local missing=() pkg
-    for pkg in busybox-static openssh-server openssh-client python3 python3-venv procps iproute2; do
+    for pkg in busybox-static openssh-server openssh-client python3 python3-venv procps iproute2 hcloud-cli; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$pkg")
         fi

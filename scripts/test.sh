@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need first:
-# busybox-static, openssh-server/-client and python3-venv (apt), the test image
+# busybox-static, openssh-server/-client, python3-venv and hcloud-cli (apt), the test image
 # conductor-test-mc:latest (docker import), one sshd per simulated node on 127.0.0.2-6,
 # Hetzner's official Python client in a venv (for the emulator fidelity test), and promtool
 # (taken from Debian's prometheus package without installing the service) for the metrics lint.

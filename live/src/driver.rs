@@ -142,6 +142,10 @@ pub struct Driver {
     /// Per server, the end of its last world task (start, archive, world removal): world
     /// tasks of one server run one after the other, in the order the engine asked for them.
     world_tail: BTreeMap<ServerId, tokio::sync::watch::Receiver<()>>,
+    /// Managed VMs found at start that could not be adopted (their type is not in the
+    /// catalogue): reported as billed, and never deleted by the orphan sweep, since servers
+    /// may still run on them.
+    unadoptable: BTreeSet<String>,
 }
 
 /// Where a node's Docker daemon is and how to reach it, for a task.
@@ -786,7 +790,7 @@ impl Driver {
     /// nobody will ever use or return are deleted.
     fn delete_orphans(&mut self, vms: Vec<(i64, String)>) {
         for (id, name) in vms {
-            if self.by_name.contains_key(&name) {
+            if self.by_name.contains_key(&name) || self.unadoptable.contains(&name) {
                 continue;
             }
             let line = format!("VM {name} ({id}) is labelled managed_by=conductor but is no node of ours");
@@ -1768,6 +1772,7 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
         in_flight: 0,
         last_now: now,
         world_tail: BTreeMap::new(),
+        unadoptable: BTreeSet::new(),
     };
     // SIGTERM is honoured from here on, during recovery too (nothing is fed to the engine
     // before recovery has listed everything, so abandoning it loses nothing).
@@ -1980,6 +1985,7 @@ impl Driver {
                         vm.id,
                         vm.server_type
                     );
+                    self.unadoptable.insert(vm.name.clone());
                 } else {
                     log!(
                         "hetzner: managed VM {} ({}) is not in the registry; adopting it as a cloud node",
