@@ -956,22 +956,21 @@ impl Conductor {
     }
 
     /// Running servers for consolidation, by node then id.
+    /// The running servers by (node, id), from the booking index (a running server is booked
+    /// on its node): proportional to the bookings, not to every server the engine knows.
     fn running_servers(&self) -> Vec<ServerInfo> {
-        let mut v: Vec<ServerInfo> = self
-            .servers
-            .iter()
-            .filter_map(|(id, s)| match s.state {
-                State::Running { node } => Some(ServerInfo {
-                    id,
-                    node,
-                    ram_mb: s.ram_mb,
-                    plan: s.plan,
-                    zero_players_since: s.zero_players_since,
-                }),
-                _ => None,
-            })
-            .collect();
-        v.sort_by_key(|s| (s.node, s.id));
+        let mut v = Vec::new();
+        for (i, booked) in self.booked_on.iter().enumerate() {
+            for &id in booked {
+                let s = &self.servers[&id];
+                if let State::Running { node } = s.state {
+                    if node.0 as usize == i {
+                        let (ram_mb, plan, zero_players_since) = (s.ram_mb, s.plan, s.zero_players_since);
+                        v.push(ServerInfo { id, node, ram_mb, plan, zero_players_since });
+                    }
+                }
+            }
+        }
         v
     }
 
