@@ -17,7 +17,8 @@ fi
 export HCLOUD_PYTHON="$venv/bin/python"
 if ! command -v promtool >/dev/null; then
   deb=$(mktemp -d)
-  (cd "$deb" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; })
+  (cd "$deb" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) \
+    || { echo "test.sh: cannot download Debian's prometheus package (for promtool)" >&2; exit 1; }
   dpkg-deb -x "$deb"/prometheus_*.deb "$deb/root"
   install -m 755 "$deb/root/usr/bin/promtool" /usr/local/bin/promtool
   rm -rf "$deb"

@@ -173,8 +173,12 @@ pub struct HetznerConfig {
     pub boot_timeout_s: u64,
     /// Every this many seconds the VMs labelled `managed_by=conductor` are listed, and one that
     /// is no node of this conductor (say, a create whose answer was lost) is deleted, so that no
-    /// VM is billed for ever. `0` never sweeps (the start's reconciliation still runs).
+    /// VM is billed for ever. `0` never sweeps (the start's reconciliation still runs). Only
+    /// this instance's VMs are swept (see `instance`), and only after Hetzner was listed at start.
     pub orphan_sweep_s: u64,
+    /// This conductor's name among others in the same Hetzner project: its VMs carry the label
+    /// `conductor.instance=<instance>`, and it adopts and sweeps no other instance's VMs.
+    pub instance: String,
 }
 
 impl Default for HetznerConfig {
@@ -190,6 +194,7 @@ impl Default for HetznerConfig {
             ssh_port: 22,
             boot_timeout_s: 600,
             orphan_sweep_s: 600,
+            instance: "default".into(),
         }
     }
 }
@@ -284,6 +289,9 @@ impl LiveConfig {
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!("containers.env: {k:?} is not a variable name"));
             }
+        }
+        if !valid_name(&self.hetzner.instance) {
+            return Err(format!("hetzner.instance: {:?} must be [a-z0-9-], 1-63 characters", self.hetzner.instance));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {

@@ -118,6 +118,9 @@ enum Done {
     },
 }
 
+/// The label naming the conductor instance (`hetzner.instance`) that bought a VM.
+const INSTANCE_LABEL: &str = "conductor.instance";
+
 /// How long a host port that something else holds is avoided on its node.
 const BUSY_PORT_AVOID_MS: u64 = 10 * 60 * 1000;
 
@@ -146,6 +149,8 @@ pub struct Driver {
     /// catalogue): reported as billed, and never deleted by the orphan sweep, since servers
     /// may still run on them.
     unadoptable: BTreeSet<String>,
+    /// Hetzner's managed VMs were listed and matched to the registry at start.
+    hetzner_reconciled: bool,
 }
 
 /// Where a node's Docker daemon is and how to reach it, for a task.
@@ -344,14 +349,15 @@ impl Driver {
     where
         F: std::future::Future<Output = Vec<Done>> + Send + 'static,
     {
-        self.spawn_or(fut, Vec::new());
+        self.spawn_or(fut, Vec::new);
     }
 
     /// Like [`Driver::spawn`]; should the task panic, `on_panic` (the command's failure
     /// inputs) is reported after the adapter error, so the engine need not wait for a timeout.
-    fn spawn_or<F>(&mut self, fut: F, on_panic: Vec<Done>)
+    fn spawn_or<F, P>(&mut self, fut: F, on_panic: P)
     where
         F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+        P: FnOnce() -> Vec<Done> + Send + 'static,
     {
         let tx = self.done_tx.clone();
         self.in_flight += 1;
@@ -400,13 +406,14 @@ impl Driver {
     where
         F: std::future::Future<Output = Vec<Done>> + Send + 'static,
     {
-        self.spawn_world_or(server, fut, Vec::new());
+        self.spawn_world_or(server, fut, Vec::new);
     }
 
     /// [`Driver::spawn_world`] with failure inputs for a panic (see [`Driver::spawn_or`]).
-    fn spawn_world_or<F>(&mut self, server: ServerId, fut: F, on_panic: Vec<Done>)
+    fn spawn_world_or<F, P>(&mut self, server: ServerId, fut: F, on_panic: P)
     where
         F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+        P: FnOnce() -> Vec<Done> + Send + 'static,
     {
         let (done_tx, done_rx) = tokio::sync::watch::channel(());
         let prev = self.world_tail.insert(server, done_rx);
@@ -535,8 +542,18 @@ impl Driver {
                 log!("store: {e}");
             }
         }
-        let panicked = "the adapter task panicked".to_string();
-        let on_panic = vec![Done::Input(Input::ContainerFailed { server, node, reason: panicked })];
+        // A panic before the start call: the start failed. After it, the container may run:
+        // nothing is said, and the engine's start timeout stops it and learns where it was.
+        let start_called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let called = start_called.clone();
+        let on_panic = move || {
+            if start_called.load(std::sync::atomic::Ordering::SeqCst) {
+                Vec::new()
+            } else {
+                let reason = "the adapter task panicked".to_string();
+                vec![Done::Input(Input::ContainerFailed { server, node, reason })]
+            }
+        };
         self.spawn_world_or(
             server,
             async move {
@@ -565,6 +582,7 @@ impl Driver {
                         ];
                     }
                 };
+                called.store(true, std::sync::atomic::Ordering::SeqCst);
                 let res = with_conn(&conn, &node_name, endpoint.as_ref(), timeout, |d| {
                     Box::pin(async move { d.start(&spec).await.map(|_| ()) })
                 })
@@ -572,14 +590,21 @@ impl Driver {
                 match res {
                     Ok(()) => {
                         let mut out = vec![Done::Input(Input::ContainerStarted { server, node })];
-                        // A move: the source copy goes once the container runs on the target.
+                        // A move: the source copy goes once the container runs on the target
+                        // (in its own task: a panic there must not lose the start report).
                         if let Some(src) = moved_from {
-                            let removed = match src.worlds(&image, limit, timeout).await {
-                                Ok(w) => w.remove(&name).await.map_err(|e| e.to_string()),
-                                Err(e) => Err(e),
-                            };
+                            let src_name = src.name.clone();
+                            let world = name.clone();
+                            let removed = tokio::spawn(async move {
+                                match src.worlds(&image, limit, timeout).await {
+                                    Ok(w) => w.remove(&world).await.map_err(|e| e.to_string()),
+                                    Err(e) => Err(e),
+                                }
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(format!("task failed: {e}")));
                             if let Err(e) = removed {
-                                let message = format!("{name}: source copy on {} not removed: {e}", src.name);
+                                let message = format!("{name}: source copy on {src_name} not removed: {e}");
                                 out.push(Done::AdapterError { adapter: "docker", op: "remove_moved_world", message });
                             }
                         }
@@ -632,8 +657,8 @@ impl Driver {
             })
             .collect();
         // A panicking probe task counts as one failed attempt for each of its nodes.
-        let on_panic =
-            vec![Done::Input(Input::HealthProbes { results: targets.iter().map(|t| (t.0, false)).collect() })];
+        let results = targets.iter().map(|t| (t.0, false)).collect();
+        let on_panic = move || vec![Done::Input(Input::HealthProbes { results })];
         self.spawn_or(
             async move {
                 let probes = targets.into_iter().map(|(id, name, ep, conn, listed)| async move {
@@ -720,7 +745,10 @@ impl Driver {
             image: h.image.clone(),
             location: Some(h.location.clone()),
             ssh_keys: h.ssh_keys.clone(),
-            labels: BTreeMap::from([("conductor.node".to_string(), name.clone())]),
+            labels: BTreeMap::from([
+                ("conductor.node".to_string(), name.clone()),
+                (INSTANCE_LABEL.to_string(), h.instance.clone()),
+            ]),
             user_data: Some(cloud_init(&CloudInit {
                 ssh_authorized_keys: h.authorized_keys.clone(),
                 ..Default::default()
@@ -728,7 +756,7 @@ impl Driver {
         };
         let boot = Duration::from_secs(h.boot_timeout_s);
         let on_panic =
-            vec![Done::Input(Input::ProvisionFailed { node, reason: "the adapter task panicked".to_string() })];
+            move || vec![Done::Input(Input::ProvisionFailed { node, reason: "the adapter task panicked".to_string() })];
         self.spawn_or(
             async move {
                 let created = match client.create_server(&req).await {
@@ -777,8 +805,15 @@ impl Driver {
     /// Lists our VMs; [`Driver::delete_orphans`] gets the answer.
     fn sweep_orphans(&mut self) {
         let Some(client) = self.hetzner.clone() else { return };
+        if !self.hetzner_reconciled {
+            // What a VM not in the registry is (to adopt, or an orphan) is decided by the
+            // start's reconciliation; without it, nothing is deleted.
+            log!("hetzner: not reconciled at start; the orphan sweep deletes nothing until a restart reconciles");
+            return;
+        }
+        let instance = self.cfg.hetzner.instance.clone();
         self.spawn(async move {
-            match client.list_managed().await {
+            match client.list_instance(&instance).await {
                 Ok(vms) => vec![Done::ManagedVms(vms.into_iter().map(|v| (v.id, v.name)).collect())],
                 Err(e) => vec![Done::AdapterError { adapter: "hetzner", op: "list", message: e.to_string() }],
             }
@@ -1585,16 +1620,17 @@ impl Driver {
 /// and counted), never a dead driver; the command's answer is then missing, which the
 /// engine treats like a lost report: its timeouts retry or give up (a start is stopped and
 /// the stop's answer says where the world is), never assuming an outcome it cannot know.
-async fn guarded<F>(fut: F, on_panic: Vec<Done>) -> Vec<Done>
+async fn guarded<F, P>(fut: F, on_panic: P) -> Vec<Done>
 where
     F: std::future::Future<Output = Vec<Done>> + Send + 'static,
+    P: FnOnce() -> Vec<Done>,
 {
     match tokio::spawn(fut).await {
         Ok(out) => out,
         Err(e) => {
             let mut out =
                 vec![Done::AdapterError { adapter: "driver", op: "task", message: format!("task failed: {e}") }];
-            out.extend(on_panic);
+            out.extend(on_panic());
             out
         }
     }
@@ -1709,6 +1745,9 @@ fn state_word(s: &ServerStatus) -> &'static str {
 
 /// `conductor run`: serve the API, recover, then drive the engine until SIGTERM/SIGINT.
 pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
+    // SIGTERM is honoured from the first moment: before the API is served, and during recovery.
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let token = read_secret("CONDUCTOR_API_TOKEN", cfg.api.token_file.as_deref())?.ok_or_else(|| {
         "no API token: set CONDUCTOR_API_TOKEN (or api.token_file in the config); refusing to serve an open API"
             .to_string()
@@ -1773,11 +1812,11 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
         last_now: now,
         world_tail: BTreeMap::new(),
         unadoptable: BTreeSet::new(),
+        hetzner_reconciled: false,
     };
-    // SIGTERM is honoured from here on, during recovery too (nothing is fed to the engine
-    // before recovery has listed everything, so abandoning it loses nothing).
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    // Recovery can be abandoned at its awaits (listing Hetzner and the nodes): what it wrote by
+    // then (registered nodes, the registry) is consistent, and the engine has not yet seen the
+    // snapshot, so no request is answered by it (see the shutdown below).
     let recovered = tokio::select! {
         _ = d.recover() => true,
         _ = term.recv() => false,
@@ -1815,9 +1854,12 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     log!("shutting down: no new requests; finishing {} call(s) in flight", d.in_flight);
     let _ = stop_tx.send(true);
     call_rx.close();
-    // Answer what the API had already accepted into the channel.
-    if let Ok(call) = call_rx.try_recv() {
-        d.on_calls(call, &mut call_rx);
+    // Answer what the API had already accepted into the channel, once the engine holds the
+    // recovered state; before that, the calls are dropped unanswered (the API says 503).
+    if recovered {
+        if let Ok(call) = call_rx.try_recv() {
+            d.on_calls(call, &mut call_rx);
+        }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while d.in_flight > 0 {
@@ -1897,7 +1939,14 @@ impl Driver {
         // Rented VMs Hetzner reports with our label, matched to the stored registry.
         let vms = match &self.hetzner {
             Some(h) => match tokio::time::timeout(Duration::from_secs(4), h.list_managed()).await {
-                Ok(Ok(vms)) => Some(vms),
+                Ok(Ok(vms)) => {
+                    // Another conductor's VMs (another `hetzner.instance`) are not ours to
+                    // adopt; VMs from before the instance label are.
+                    let ours = |v: &crate::hetzner::ServerState| {
+                        v.labels.get(INSTANCE_LABEL).is_none_or(|i| *i == self.cfg.hetzner.instance)
+                    };
+                    Some(vms.into_iter().filter(ours).collect::<Vec<_>>())
+                }
                 Ok(Err(e)) => {
                     log!("hetzner: cannot list VMs at start: {e}");
                     None
@@ -1909,6 +1958,7 @@ impl Driver {
             },
             None => None,
         };
+        self.hetzner_reconciled = vms.is_some();
         let stored: Vec<StoredNode> = self
             .store
             .nodes()
@@ -2118,7 +2168,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_adapter_call_becomes_an_adapter_error_and_its_failure_input() {
         let failure = Done::Input(Input::ProvisionFailed { node: NodeId(3), reason: "panicked".into() });
-        let out = guarded(async { panic!("adapter exploded") }, vec![failure]).await;
+        let out = guarded(async { panic!("adapter exploded") }, move || vec![failure]).await;
         assert_eq!(out.len(), 2);
         match &out[0] {
             Done::AdapterError { adapter: "driver", op: "task", message } => {
@@ -2127,7 +2177,7 @@ mod tests {
             _ => panic!("expected an adapter error"),
         }
         assert!(matches!(&out[1], Done::Input(Input::ProvisionFailed { node: NodeId(3), .. })), "the engine is told");
-        let ok = guarded(async { vec![Done::ProbeFailed { node: NodeId(1), message: "x".into() }] }, vec![]).await;
+        let ok = guarded(async { vec![Done::ProbeFailed { node: NodeId(1), message: "x".into() }] }, Vec::new).await;
         assert!(matches!(ok.as_slice(), [Done::ProbeFailed { .. }]));
     }
 

@@ -141,7 +141,8 @@ impl Store {
             let src = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             src.busy_timeout(std::time::Duration::from_secs(5))?;
             let backup = rusqlite::backup::Backup::new(&src, &mut db)?;
-            backup.run_to_completion(256, std::time::Duration::ZERO, None)?;
+            // One step, under one read transaction: a busy writer cannot restart the copy.
+            backup.run_to_completion(-1, std::time::Duration::ZERO, None)?;
         }
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;

@@ -327,6 +327,11 @@ impl HetznerClient {
         self.list_servers(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).await
     }
 
+    /// The managed servers one conductor instance bought (label `conductor.instance`).
+    pub async fn list_instance(&self, instance: &str) -> Result<Vec<ServerState>, CloudError> {
+        self.list_servers(&format!("{}={},conductor.instance={instance}", MANAGED_BY.0, MANAGED_BY.1)).await
+    }
+
     /// Every server matching a Hetzner label selector, across all pages, by ascending ID.
     pub async fn list_servers(&self, label_selector: &str) -> Result<Vec<ServerState>, CloudError> {
         let mut out = Vec::new();
