@@ -141,8 +141,25 @@ impl Store {
             let src = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             src.busy_timeout(std::time::Duration::from_secs(5))?;
             let backup = rusqlite::backup::Backup::new(&src, &mut db)?;
-            // One step, under one read transaction: a busy writer cannot restart the copy.
-            backup.run_to_completion(-1, std::time::Duration::ZERO, None)?;
+            // All pages in one step, under one read transaction: a busy writer cannot restart
+            // the copy (a locked file is retried for a few seconds).
+            use rusqlite::backup::StepResult;
+            let mut tries = 0;
+            loop {
+                match backup.step(-1)? {
+                    StepResult::Done => break,
+                    StepResult::More | StepResult::Busy | StepResult::Locked if tries < 500 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    _ => {
+                        return Err(StoreError(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                            Some("the database stayed locked while copying it for a dry run".into()),
+                        )))
+                    }
+                }
+            }
         }
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;
