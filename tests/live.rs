@@ -318,9 +318,19 @@ fn start_queue_stop_api_errors_and_recovery_after_sigkill() {
     // SIGKILL with one running and one queued server; everything is recovered.
     let (code, body) = http("POST", &u("/v1/servers/lv1-s3/start"), Some(TOKEN), Some("{\"ram_mb\": 600}"));
     assert_eq!((code, json(&body)["state"].clone()), (202, "queued".into()), "{body}");
+    // The killed process's SSH master (its node connection) outlives it until the next start.
+    let masters_of = |pid: u32| -> usize {
+        let pattern = format!("conductor-ssh-{pid}-[^ ]*/master -M");
+        let out = Command::new("pgrep").args(["-f", "--", &pattern]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let old_pid = c.child.id();
+    assert!(masters_of(old_pid) >= 1, "the node is reached through an SSH master named after its process");
     c.kill9();
+    assert!(masters_of(old_pid) >= 1, "a SIGKILLed conductor cannot end its SSH master");
     let c2 = Conductor::start(&cfg, &[], &[]);
     let u2 = |p: &str| format!("{}{p}", c2.url);
+    wait_for("the dead conductor's SSH master ended", 10, || masters_of(old_pid) == 0);
     wait_for("lv1-s2 adopted", 30, || server_state(&c2, "lv1-s2") == "running");
     let q = json(&get(&u2("/v1/queue"), Some(TOKEN)).1);
     assert_eq!(q[0]["server"], "lv1-s3", "the queued start survived: {q}");

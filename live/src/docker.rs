@@ -160,6 +160,53 @@ pub enum DockerError {
 /// its usable RAM, and a server that outgrows its booking is killed by the kernel inside its own cgroup instead
 /// of squeezing its neighbours. The JVM heap (the image's `MEMORY`/`-Xmx`) must be set below this limit to leave
 /// room for the JVM's own overhead; that is the caller's choice of env, not this function's.
+/// Names of the private directories holding an SSH master's control socket and the forwarded
+/// Docker socket: `conductor-ssh-<pid>-<random>` in the temporary directory.
+const SSH_DIR_PREFIX: &str = "conductor-ssh-";
+
+/// Ends the SSH masters (and removes the directories) that conductor processes no longer
+/// running left behind: a SIGKILLed conductor cannot end them, and each holds a connection to
+/// its node. Only directories named after a dead process id are touched; returns how many.
+pub fn reap_stale_ssh_masters() -> usize {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else { return 0 };
+    let mut reaped = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SSH_DIR_PREFIX))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        // The control sockets sit one level down (`.ssh-connection*/master`).
+        for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let socket = sub.path().join("master");
+            if socket.exists() {
+                // No shell: the socket path is an argument, and the host name is a placeholder.
+                let _ = std::process::Command::new("ssh")
+                    .arg("-S")
+                    .arg(&socket)
+                    .args(["-O", "exit", "stale-conductor-master"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
 pub fn memory_limit_mb(booked_ram_mb: u32) -> u64 {
     u64::from(booked_ram_mb)
 }
@@ -894,7 +941,9 @@ async fn open_tunnel(node: &str, ep: &Endpoint, timeout: Duration) -> Result<Ssh
     let ssh_err = |source| DockerError::Ssh { node: node.to_string(), source };
     // Short, private path: unix socket paths are limited to ~107 bytes and the forward must not be reachable by
     // other users.
-    let dir = tempfile::Builder::new().prefix("conductor-ssh-").tempdir().map_err(io_err)?;
+    // The process id in the name lets a later conductor end the masters a killed one left.
+    let prefix = format!("{SSH_DIR_PREFIX}{}-", std::process::id());
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir().map_err(io_err)?;
     let mut builder = SessionBuilder::default();
     builder
         .user(user.clone())

@@ -1761,6 +1761,10 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
     };
     // A dry run works on a private copy of the store: it must not leave requests behind
     // that a real run would recover and start.
+    let reaped = crate::docker::reap_stale_ssh_masters();
+    if reaped > 0 {
+        log!("ended the SSH masters of {reaped} connection(s) left by conductor processes that are gone");
+    }
     let store = if opts.dry_run {
         Store::open_copy(&cfg.database.path)
     } else {
