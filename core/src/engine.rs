@@ -1398,16 +1398,20 @@ impl Conductor {
 
     // ---------------------------------------------------------------- nodes
 
-    fn register(&mut self, spec: NodeSpec) -> NodeId {
-        // A VM bought before a restart keeps its name: new ones must not reuse it.
-        if let Some(n) = spec
-            .name
+    /// A name in use (a node's, or a VM's that is no node) is never given to a new VM.
+    fn name_in_use(&mut self, name: &str) {
+        if let Some(n) = name
             .strip_prefix(self.cfg.cloud_name_prefix.as_str())
             .and_then(|r| r.strip_prefix('-'))
             .and_then(|r| r.parse::<u64>().ok())
         {
             self.cloud_seq = self.cloud_seq.max(n);
         }
+    }
+
+    fn register(&mut self, spec: NodeSpec) -> NodeId {
+        // A VM bought before a restart keeps its name: new ones must not reuse it.
+        self.name_in_use(&spec.name);
         let kind = spec.kind;
         let system = spec.system;
         let total = spec.total_ram_mb;
@@ -1895,6 +1899,9 @@ impl Conductor {
     // ---------------------------------------------------------------- recovery
 
     fn on_recover(&mut self, snap: Snapshot) -> Reply {
+        for name in &snap.names_in_use {
+            self.name_in_use(name);
+        }
         self.archived.extend(snap.archived);
         let mut containers = snap.containers;
         containers.sort_by_key(|c| (c.server, !c.running, c.node));

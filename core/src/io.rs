@@ -122,6 +122,10 @@ pub struct Snapshot {
     /// ignored.
     #[serde(default)]
     pub starting: Vec<ContainerRecord>,
+    /// Names of VMs that exist (or may) but are no node: a placeholder whose VM the cloud
+    /// could not confirm, a VM that could not be adopted. A new VM never gets one of them.
+    #[serde(default)]
+    pub names_in_use: Vec<String>,
 }
 
 /// A server's world copy found on a node at recovery (its data volume), with what the

@@ -1311,3 +1311,20 @@ fn a_start_placed_on_a_node_not_listed_at_recovery_is_held_there_until_its_listi
     );
     assert_eq!(h.status(1), Some(ServerStatus::Running { node: b }));
 }
+
+#[test]
+fn a_new_vm_never_takes_a_name_recovery_reports_in_use() {
+    let mut h = H::new(cfg());
+    let names_in_use = vec!["cloud-7".to_string(), "other-3".to_string()];
+    h.input(Input::Recover(Snapshot { names_in_use, ..Default::default() }));
+    assert!(matches!(h.start(1, 1024), StartReply::Queued { .. }));
+    let names: Vec<String> = h
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::ProvisionNode { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, vec!["cloud-8".to_string()], "cloud-7 exists (a VM that is no node)");
+}

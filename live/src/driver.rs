@@ -151,6 +151,8 @@ pub struct Driver {
     unadoptable: BTreeSet<String>,
     /// Hetzner's managed VMs were listed and matched to the registry at start.
     hetzner_reconciled: bool,
+    /// Placeholders kept at start without a node (Hetzner could not say whether their VM exists).
+    kept_names: Vec<String>,
 }
 
 /// Where a node's Docker daemon is and how to reach it, for a task.
@@ -1817,6 +1819,7 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
         world_tail: BTreeMap::new(),
         unadoptable: BTreeSet::new(),
         hetzner_reconciled: false,
+        kept_names: Vec::new(),
     };
     // Recovery can be abandoned at its awaits (listing Hetzner and the nodes): what it wrote by
     // then (registered nodes, the registry) is consistent, and the engine has not yet seen the
@@ -1994,6 +1997,7 @@ impl Driver {
                     // the registry (the next start asks again) but is not a node now.
                     (None, None) if s.provider_id.is_none() => {
                         log!("node {}: placeholder kept until Hetzner can say whether its VM exists", s.name);
+                        self.kept_names.push(s.name.clone());
                         continue;
                     }
                     (None, None) => {}
@@ -2159,7 +2163,10 @@ impl Driver {
         let mut queued = queued;
         queued.sort_by_key(|q| (q.queued_at, q.server));
         let archived = self.archived_servers();
-        self.feed(Input::Recover(Snapshot { containers, queued, archived, worlds, starting }));
+        // Names a new VM must not take: kept placeholders, VMs that could not be adopted.
+        let names_in_use =
+            std::mem::take(&mut self.kept_names).into_iter().chain(self.unadoptable.iter().cloned()).collect();
+        self.feed(Input::Recover(Snapshot { containers, queued, archived, worlds, starting, names_in_use }));
         self.tick();
     }
 }

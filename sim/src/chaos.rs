@@ -1255,7 +1255,7 @@ impl Chaos<'_> {
                 Some(ContainerRecord { server: *s, node, ram_mb: r.ram_mb, plan: r.plan, user: r.user, running: false })
             })
             .collect();
-        let snap = Snapshot { containers, queued, archived, worlds, starting };
+        let snap = Snapshot { containers, queued, archived, worlds, starting, names_in_use: Vec::new() };
         self.dbg(&snap, None);
         self.deliver(Input::Recover(snap));
         // Requests whose container came up while the conductor was away have started.
