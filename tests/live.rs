@@ -77,6 +77,20 @@ impl Conductor {
         c
     }
 
+    /// SIGTERM, then the exit status (within 20 s).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -124,6 +138,14 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A node's `health` as `GET /v1/nodes` reports it (empty if it is not listed).
+fn node_health(c: &Conductor, node: &str) -> String {
+    json(&get(&format!("{}/v1/nodes", c.url), Some(TOKEN)).1)
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["node"] == node).map(|x| x["health"].as_str().unwrap_or("").to_string()))
+        .unwrap_or_default()
 }
 
 fn server_state(c: &Conductor, s: &str) -> String {
@@ -448,16 +470,7 @@ fn the_example_config_serves_the_api() {
     let (code, body) = get(&u("/v1/fleet"), Some(TOKEN));
     assert_eq!(code, 200, "{body}");
     assert!(dir.path().join("conductor.db").exists(), "the database lives beside the config");
-    let pid = c.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = c.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = c.terminate();
     assert!(status.success(), "SIGTERM ends conductor cleanly: {status:?}");
 }
 
@@ -1173,16 +1186,7 @@ api_url = "http://{api}/v1"
     drop(c);
 
     let mut c = Conductor::start(&path, &[], &[("HCLOUD_TOKEN", "hz-secret")]);
-    let pid = c.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = c.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = c.terminate();
     assert!(status.success(), "a SIGTERM during recovery ends conductor cleanly: {status:?}");
     let log = std::fs::read_to_string(&c.log).unwrap();
     assert!(log.contains("stopped; running servers keep running"), "{log}");
@@ -1331,11 +1335,7 @@ fn operator_routes_events_and_metrics_of_a_real_run() {
     };
     let (code, body) = add("lv16-b", "33640-33669");
     assert_eq!(code, 201, "{body}");
-    wait_for("lv16-b healthy", 30, || {
-        json(&get(&u("/v1/nodes"), Some(TOKEN)).1)
-            .as_array()
-            .is_some_and(|a| a.iter().any(|n| n["node"] == "lv16-b" && n["health"] == "healthy"))
-    });
+    wait_for("lv16-b healthy", 30, || node_health(&c, "lv16-b") == "healthy");
     let (code, body) = http("POST", &u("/v1/nodes/lv16-a/drain"), Some(TOKEN), None);
     assert_eq!((code, json(&body)["lifecycle"].clone()), (202, "draining".into()), "{body}");
     let (code, body) = http("POST", &u("/v1/servers/lv16-s2/start"), Some(TOKEN), Some("{\"ram_mb\": 256}"));
@@ -1383,12 +1383,7 @@ fn a_nodes_own_ssh_user_and_key_replace_the_defaults() {
     assert!(text.contains("user = \"root\"\n"));
     std::fs::write(&cfg, text.replacen("user = \"root\"\n", "user = \"nobody-here\"\n", 1)).unwrap();
     let c = Conductor::start(&cfg, &[], &[]);
-    let health = |n: &str| {
-        json(&get(&format!("{}/v1/nodes", c.url), Some(TOKEN)).1)
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["node"] == n).map(|x| x["health"].as_str().unwrap_or("").to_string()))
-            .unwrap_or_default()
-    };
+    let health = |n: &str| node_health(&c, n);
     wait_for("lv17-own healthy", 30, || health("lv17-own") == "healthy");
     // Probed every second: a few rounds later the other node has still not answered.
     std::thread::sleep(Duration::from_secs(3));

@@ -198,19 +198,23 @@ fn a_timed_out_start_that_never_ran_leaves_the_world_where_it_was() {
     assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
 }
 
+/// The VMs the engine asked for since the last take: (name, server type).
+fn provisioned(h: &mut H) -> Vec<(String, String)> {
+    h.take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::ProvisionNode { name, server_type, .. } => Some((name, server_type)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn zero_worker_rule_buys_exactly_one_vm_sized_for_the_largest_server() {
     let mut h = H::new(cfg());
     assert!(matches!(h.start(1, 16384), StartReply::Queued { .. }));
     assert!(matches!(h.start(2, 1024), StartReply::Queued { .. }));
-    let provisions: Vec<String> = h
-        .take()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::ProvisionNode { server_type, .. } => Some(server_type),
-            _ => None,
-        })
-        .collect();
+    let provisions: Vec<String> = provisioned(&mut h).into_iter().map(|(_, server_type)| server_type).collect();
     // 17 GB queued: cpx52 (24 GB, 20890 usable) holds both (82 % of it, below the
     // threshold). Only one VM: the placeholder counts as capacity that is coming.
     assert_eq!(provisions, vec!["cpx52".to_string()]);
@@ -1318,13 +1322,6 @@ fn a_new_vm_never_takes_a_name_recovery_reports_in_use() {
     let names_in_use = vec!["cloud-7".to_string(), "other-3".to_string()];
     h.input(Input::Recover(Snapshot { names_in_use, ..Default::default() }));
     assert!(matches!(h.start(1, 1024), StartReply::Queued { .. }));
-    let names: Vec<String> = h
-        .take()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::ProvisionNode { name, .. } => Some(name),
-            _ => None,
-        })
-        .collect();
+    let names: Vec<String> = provisioned(&mut h).into_iter().map(|(name, _)| name).collect();
     assert_eq!(names, vec!["cloud-8".to_string()], "cloud-7 exists (a VM that is no node)");
 }

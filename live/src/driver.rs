@@ -9,7 +9,7 @@ use crate::control::{
     StartBody, StartOutcome, StopOutcome,
 };
 use crate::docker::{memory_limit_mb, volume_name, ContainerInfo, ContainerSpec, DockerNode, Endpoint, Worlds};
-use crate::hetzner::{cloud_init, CloudInit, CreateServer, HetznerClient, ServerStatus as VmStatus};
+use crate::hetzner::{cloud_init, CloudInit, CreateServer, HetznerClient, ServerStatus as VmStatus, INSTANCE_LABEL};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use conductor_core::engine::{Conductor, ServerStatus};
@@ -117,9 +117,6 @@ enum Done {
         generation: u64,
     },
 }
-
-/// The label naming the conductor instance (`hetzner.instance`) that bought a VM.
-const INSTANCE_LABEL: &str = "conductor.instance";
 
 /// How long a host port that something else holds is avoided on its node.
 const BUSY_PORT_AVOID_MS: u64 = 10 * 60 * 1000;
@@ -383,9 +380,8 @@ impl Driver {
                 | Command::ArchiveWorld { .. }
         );
         if self.opts.dry_run && mutating {
-            let line = format!("dry-run: would {}", self.describe(&cmd));
-            log!("{line}");
-            self.decide("dry_run", line);
+            let what = self.describe(&cmd);
+            self.dry_run_decision(what);
             return;
         }
         match cmd {
@@ -832,9 +828,7 @@ impl Driver {
             }
             let line = format!("VM {name} ({id}) is labelled managed_by=conductor but is no node of ours");
             if self.opts.dry_run {
-                let line = format!("dry-run: would delete {line}");
-                log!("{line}");
-                self.decide("dry_run", line);
+                self.dry_run_decision(format!("delete {line}"));
                 continue;
             }
             log!("hetzner: deleting orphan: {line}");
@@ -1058,6 +1052,13 @@ impl Driver {
             .collect()
     }
 
+    /// A dry run's mutating step, logged and recorded instead of done.
+    fn dry_run_decision(&mut self, what: String) {
+        let line = format!("dry-run: would {what}");
+        log!("{line}");
+        self.decide("dry_run", line);
+    }
+
     fn decide(&mut self, kind: &str, detail: String) {
         if self.decisions.len() == DECISIONS_KEPT {
             self.decisions.pop_front();
@@ -1276,9 +1277,7 @@ impl Driver {
                     match self.feed(Input::DeleteServer { server: id }) {
                         Reply::Ok => {
                             if self.opts.dry_run {
-                                let line = format!("dry-run: would delete the world archive of {server}");
-                                log!("{line}");
-                                self.decide("dry_run", line);
+                                self.dry_run_decision(format!("delete the world archive of {server}"));
                             } else if let Some(root) = &self.cfg.archive.dir {
                                 // `server` passed `known()`'s name check: one plain path component.
                                 let dir = root.join(&server);
@@ -1638,6 +1637,15 @@ where
     }
 }
 
+/// A timer ticking every `secs` (`0`: never), first at once or one period from now.
+fn every(secs: u64, first_after_a_period: bool) -> tokio::time::Interval {
+    let period = Duration::from_secs(if secs == 0 { u64::MAX / 4_000 } else { secs });
+    let first = tokio::time::Instant::now() + if first_after_a_period { period } else { Duration::ZERO };
+    let mut tick = tokio::time::interval_at(first, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Whether a Docker start error says the host port is held by something else.
 fn port_taken(error: &str) -> bool {
     error.contains("port is already allocated") || error.contains("address already in use")
@@ -1830,19 +1838,9 @@ pub async fn run(cfg: LiveConfig, opts: RunOptions) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => false,
     };
 
-    let mut players_every = d.cfg.players.interval_s;
-    if players_every == 0 {
-        players_every = u64::MAX / 4_000;
-    }
-    let mut players_tick = tokio::time::interval(Duration::from_secs(players_every));
-    players_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let sweep_every = match d.cfg.hetzner.orphan_sweep_s {
-        0 => u64::MAX / 4_000,
-        s => s,
-    };
-    let first_sweep = tokio::time::Instant::now() + Duration::from_secs(sweep_every);
-    let mut sweep_tick = tokio::time::interval_at(first_sweep, Duration::from_secs(sweep_every));
-    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Player counts from the start on; the first orphan sweep one period after it.
+    let mut players_tick = every(d.cfg.players.interval_s, false);
+    let mut sweep_tick = every(d.cfg.hetzner.orphan_sweep_s, true);
     while recovered {
         let wait = d
             .engine

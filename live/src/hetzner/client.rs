@@ -16,6 +16,9 @@ use serde_json::Value;
 
 /// The label every server conductor creates carries, and `list_managed` selects on.
 pub const MANAGED_BY: (&str, &str) = ("managed_by", "conductor");
+
+/// The label naming the conductor instance (`hetzner.instance`) that bought a VM.
+pub const INSTANCE_LABEL: &str = "conductor.instance";
 /// The real API; the adapter maps it to the base URL it was given.
 const HETZNER_API: &str = "https://api.hetzner.cloud/v1";
 /// Page size for every list call (the API's maximum).
@@ -329,7 +332,7 @@ impl HetznerClient {
 
     /// The managed servers one conductor instance bought (label `conductor.instance`).
     pub async fn list_instance(&self, instance: &str) -> Result<Vec<ServerState>, CloudError> {
-        self.list_servers(&format!("{}={},conductor.instance={instance}", MANAGED_BY.0, MANAGED_BY.1)).await
+        self.list_servers(&format!("{}={},{INSTANCE_LABEL}={instance}", MANAGED_BY.0, MANAGED_BY.1)).await
     }
 
     /// Every server matching a Hetzner label selector, across all pages, by ascending ID.

@@ -4,5 +4,5 @@ pub mod client;
 pub mod emulator;
 
 pub use client::{cloud_init, CloudError, CloudInit, CloudType, CreateServer, CreatedServer, HetznerClient};
-pub use client::{ServerState, ServerStatus};
+pub use client::{ServerState, ServerStatus, INSTANCE_LABEL};
 pub use emulator::{router, serve, Emulator, EmulatorConfig, Fault};
