@@ -243,7 +243,7 @@ impl Bound {
 pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError> {
     let sc = &loaded.scenario;
     let seed = opts.seed.unwrap_or(sc.seed);
-    let mut reader = open_trace(loaded, seed)?;
+    let reader = open_trace(loaded, seed)?;
     let cfg = sc.conductor.clone();
     let warmup_ms = cfg.startup_delay_s * 1000;
     let duration_ms = loaded.duration_ms().map_err(SimError::Input)?.unwrap_or(0);
@@ -337,54 +337,57 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         sim.drain(0);
     }
 
-    let mut interner = Interner::default();
-    let mut pending = next_row(&mut reader, &mut interner)?;
     // Plot samples: every `report.sample_s`, or about 2,000 over the run.
     let expected_end = duration_ms.max(1);
     let sample_ms = if sc.report.sample_s > 0 { sc.report.sample_s * 1000 } else { (expected_end / 2000).max(60_000) };
     let mut samples: Vec<Sample> = Vec::new();
     let mut next_sample = 0u64;
-    let mut last_row_ms = 0u64;
     let mut progress_at = 0u64;
 
-    loop {
-        let t_engine = sim.engine.poll_timeout().map(|m| m.0);
-        let t_heap = sim.next_world_t();
-        let t_row = pending.as_ref().map(|r| r.at_ms + warmup_ms);
-        let end = warmup_ms + duration_ms.max(last_row_ms);
-        let t = [t_engine, t_heap, t_row].into_iter().flatten().min();
-        let Some(t) = t else { break };
-        if pending.is_none() && t > end {
-            break;
-        }
-        sim.clock = t;
-        while next_sample + warmup_ms <= t && next_sample <= end.saturating_sub(warmup_ms) {
-            samples.push(sim.sample(next_sample + warmup_ms, next_sample));
-            next_sample += sample_ms;
-        }
-        if t_engine == Some(t) {
-            sim.engine.handle_timeout(Millis(t));
-            sim.drain(t);
-        } else if t_heap == Some(t) {
-            let item = sim.pop_world().expect("peeked");
-            sim.world_event(item.t, item.ev);
-        } else {
-            let row = pending.take().expect("row is next");
-            last_row_ms = row.at_ms;
-            sim.row(t, row);
-            pending = next_row(&mut reader, &mut interner)?;
-        }
-        sim.events += 1;
-        if opts.check_full || sim.events % FULL_CHECK_EVERY == 0 {
-            sim.check(t);
-        }
-        if let Some(cb) = opts.progress.as_mut() {
-            if t >= progress_at {
-                cb(t.saturating_sub(warmup_ms), end.saturating_sub(warmup_ms).max(1));
-                progress_at = t + 3_600_000;
+    let last_row_ms = std::thread::scope(|scope| -> Result<u64, SimError> {
+        let mut rows = Rows::spawn(scope, reader)?;
+        let mut pending = rows.next()?;
+        let mut last_row_ms = 0u64;
+        loop {
+            let t_engine = sim.engine.poll_timeout().map(|m| m.0);
+            let t_heap = sim.next_world_t();
+            let t_row = pending.as_ref().map(|r| r.at_ms + warmup_ms);
+            let end = warmup_ms + duration_ms.max(last_row_ms);
+            let t = [t_engine, t_heap, t_row].into_iter().flatten().min();
+            let Some(t) = t else { break };
+            if pending.is_none() && t > end {
+                break;
+            }
+            sim.clock = t;
+            while next_sample + warmup_ms <= t && next_sample <= end.saturating_sub(warmup_ms) {
+                samples.push(sim.sample(next_sample + warmup_ms, next_sample));
+                next_sample += sample_ms;
+            }
+            if t_engine == Some(t) {
+                sim.engine.handle_timeout(Millis(t));
+                sim.drain(t);
+            } else if t_heap == Some(t) {
+                let item = sim.pop_world().expect("peeked");
+                sim.world_event(item.t, item.ev);
+            } else {
+                let row = pending.take().expect("row is next");
+                last_row_ms = row.at_ms;
+                sim.row(t, row);
+                pending = rows.next()?;
+            }
+            sim.events += 1;
+            if opts.check_full || sim.events % FULL_CHECK_EVERY == 0 {
+                sim.check(t);
+            }
+            if let Some(cb) = opts.progress.as_mut() {
+                if t >= progress_at {
+                    cb(t.saturating_sub(warmup_ms), end.saturating_sub(warmup_ms).max(1));
+                    progress_at = t + 3_600_000;
+                }
             }
         }
-    }
+        Ok(last_row_ms)
+    })?;
     let end = warmup_ms + duration_ms.max(last_row_ms);
     sim.check(end);
     while next_sample <= end - warmup_ms {
@@ -398,19 +401,19 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     Ok(result)
 }
 
-fn open_trace(loaded: &Loaded, seed: u64) -> Result<TraceReader<Box<dyn BufRead>>, SimError> {
+fn open_trace(loaded: &Loaded, seed: u64) -> Result<TraceReader<Box<dyn BufRead + Send>>, SimError> {
     match &loaded.scenario.trace {
         TraceSource::Path(_) => {
             let path = loaded.trace_path().expect("path source");
             let f = std::fs::File::open(&path).map_err(|e| SimError::Input(format!("{}: {e}", path.display())))?;
-            let r: Box<dyn BufRead> = Box::new(std::io::BufReader::with_capacity(1 << 16, f));
+            let r: Box<dyn BufRead + Send> = Box::new(std::io::BufReader::with_capacity(1 << 16, f));
             TraceReader::new(path.display().to_string(), r).map_err(|e| SimError::Input(e.to_string()))
         }
         TraceSource::Generate { generate: g } => {
             let mut buf = Vec::new();
             generate::generate(&gen_params(g, loaded), seed, &mut buf)
                 .map_err(|e| SimError::Run(format!("trace generator: {e}")))?;
-            let r: Box<dyn BufRead> = Box::new(std::io::Cursor::new(buf));
+            let r: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(buf));
             TraceReader::new(format!("{}#generated", loaded.path.display()), r)
                 .map_err(|e| SimError::Input(e.to_string()))
         }
@@ -462,7 +465,7 @@ impl Interner {
     }
 }
 
-fn next_row(reader: &mut TraceReader<Box<dyn BufRead>>, interner: &mut Interner) -> Result<Option<Row>, SimError> {
+fn next_row(reader: &mut TraceReader<Box<dyn BufRead + Send>>, interner: &mut Interner) -> Result<Option<Row>, SimError> {
     let Some(r) = reader.next_row() else { return Ok(None) };
     let r = r.map_err(|e| SimError::Input(e.to_string()))?;
     let id = interner.id(r.server);
@@ -474,6 +477,83 @@ fn next_row(reader: &mut TraceReader<Box<dyn BufRead>>, interner: &mut Interner)
         plan: r.plan.into(),
         players: r.players,
     }))
+}
+
+/// Rows per batch handed from the parsing thread to the event loop.
+const ROW_BATCH: usize = 4096;
+/// Batches in flight: bounds the memory the parser may run ahead by.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The trace's rows, parsed and interned on a thread of their own so that parsing
+/// overlaps the event loop. Rows arrive in file order; the first error ends the stream
+/// after the rows before it, exactly as a sequential reader would. Interning happens on
+/// that one thread in file order, so ids do not depend on timing.
+struct Rows {
+    rx: std::sync::mpsc::Receiver<Result<Vec<Row>, SimError>>,
+    batch: std::vec::IntoIter<Row>,
+    /// The stream ended or failed.
+    done: bool,
+}
+
+impl Rows {
+    fn spawn<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        mut reader: TraceReader<Box<dyn BufRead + Send>>,
+    ) -> Result<Rows, SimError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        std::thread::Builder::new()
+            .name("trace-parser".into())
+            .spawn_scoped(scope, move || {
+                let mut interner = Interner::default();
+                loop {
+                    let mut batch = Vec::with_capacity(ROW_BATCH);
+                    let mut failed = None;
+                    while batch.len() < ROW_BATCH {
+                        match next_row(&mut reader, &mut interner) {
+                            Ok(Some(r)) => batch.push(r),
+                            Ok(None) => break,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let last = batch.len() < ROW_BATCH;
+                    // A closed channel means the event loop stopped: so does parsing.
+                    if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                        return;
+                    }
+                    if let Some(e) = failed {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| SimError::Run(format!("cannot start the trace parser: {e}")))?;
+        Ok(Rows { rx, batch: Vec::new().into_iter(), done: false })
+    }
+
+    fn next(&mut self) -> Result<Option<Row>, SimError> {
+        loop {
+            if let Some(r) = self.batch.next() {
+                return Ok(Some(r));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.rx.recv() {
+                Ok(Ok(batch)) => self.batch = batch.into_iter(),
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+    }
 }
 
 impl Sim<'_> {
