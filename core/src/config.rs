@@ -209,8 +209,9 @@ pub struct ScalingConfig {
     pub type_backoff_s: u64,
     pub type_backoff_max_s: u64,
     /// Type choice under `max_cloud_nodes`: the fleet the remaining node slots allow,
-    /// filled with the chosen type, must reach this multiple of today's demand, else a
-    /// larger type is bought (small types would leave a peak unservable at the cap).
+    /// filled with the chosen type, must reach this multiple of today's demand (growing to
+    /// twice it as the slots run out), else a larger type is bought (small types would
+    /// leave a peak unservable at the cap).
     pub cap_headroom: f64,
 }
 

@@ -470,7 +470,11 @@ pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) 
     let need = demand_mb.max(u64::from(largest_mb)).max(1);
     let slots = u64::from(ctx.max_cloud_nodes.saturating_sub(ctx.cloud_nodes).max(1));
     let today = ctx.demand_mb().max(ctx.recent_peak_demand_mb);
-    let must_hold = ((today as f64 * ctx.scaling.cap_headroom) as u64).max(ctx.worker_usable_mb() + need);
+    // The fewer slots are left, the more each one must hold: the headroom grows from
+    // `cap_headroom` with no cloud node to twice that at the maximum.
+    let used = f64::from(ctx.cloud_nodes) / f64::from(ctx.max_cloud_nodes.max(1));
+    let headroom = ctx.scaling.cap_headroom * (1.0 + used.min(1.0));
+    let must_hold = ((today as f64 * headroom) as u64).max(ctx.worker_usable_mb() + need);
     let reachable = |t: &ServerType| ctx.worker_usable_mb() + slots * type_usable_mb(t, ctx.reserve);
     let score = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, ctx.reserve).min(need) as f64 / 1024.0);
     let best = |ok: &dyn Fn(usize) -> bool, within_slots: bool| {

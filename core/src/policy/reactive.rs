@@ -11,6 +11,7 @@ use super::{
     ScalingContext,
 };
 use crate::config::ReactiveConfig;
+use crate::node::Node;
 use crate::time::Millis;
 
 pub struct Reactive {
@@ -108,6 +109,17 @@ impl Policy for Reactive {
         None
     }
 
+    /// Another policy's sale that would push the rest over this policy's scale-up
+    /// threshold is vetoed: it would be bought back at the next evaluation (in a stack,
+    /// a spare pool satisfied with less headroom than the threshold keeps would flap).
+    fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
+        let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
+        let pct = (ctx.allocated_mb + ctx.queued_ram_mb) as f64 * 100.0 / rest.max(1) as f64;
+        (rest > 0 && pct > self.cfg.scale_up_threshold_percent).then(|| {
+            format!("{}: {pct:.1}% of the rest without it > {:.1}%", self.name, self.cfg.scale_up_threshold_percent)
+        })
+    }
+
     fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown> {
         let since = self.low_since?;
         if ctx.queued_count > 0 || ctx.now.since(since) < self.cfg.scale_down_sustain_s * 1000 {
@@ -124,8 +136,7 @@ impl Policy for Reactive {
             .filter(|n| ctx.now.since(n.empty_since) >= idle_ms)
             .min_by_key(|n| (n.empty_since, n.id))?;
         // Removing it must not push the rest over the scale-up threshold (no flapping).
-        let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
-        if rest > 0 && ctx.allocated_mb as f64 * 100.0 / rest as f64 > self.cfg.scale_up_threshold_percent {
+        if self.keep(ctx, node).is_some() {
             return None;
         }
         Some(ScaleDown {
@@ -218,4 +229,50 @@ mod tests {
         let up = Reactive::new(k.cfg.reactive.clone()).scale_up(&k.ctx(Millis(MIN))).expect("buys");
         assert_eq!(k.cfg.catalogue[up.server_type].name, "cpx42", "room under the maximum: best per GB: {up:?}");
     }
+
+    #[test]
+    fn the_fewer_node_slots_are_left_the_larger_the_type() {
+        // The same demand (17 GB allocated, 32 GB queued); half of the 12 slots taken by
+        // small empty VMs the queued 4 GB servers do not fit.
+        let choose = |used: u32| {
+            let mut cfg = Config::default();
+            cfg.scaling.max_cloud_nodes = 12;
+            let mut k = Kit::new(cfg);
+            k.node(NodeKind::Dedicated, 20000, 17000, Millis::ZERO);
+            for _ in 0..used {
+                k.node(NodeKind::Cloud, 2048, 0, Millis::ZERO);
+            }
+            for _ in 0..8 {
+                k.queue(4096);
+            }
+            let ctx = k.ctx(Millis(MIN));
+            let i = super::super::choose_for_demand(&ctx, ctx.queued_ram_mb, ctx.largest_queued_mb).expect("a type");
+            let usable = |i: usize| super::super::type_usable_mb(&k.cfg.catalogue[i], &k.cfg.reserve);
+            let cpx42 = k.cfg.catalogue.iter().position(|t| t.name == "cpx42").expect("in the catalogue");
+            let cpx42_reachable = ctx.worker_usable_mb() + u64::from(12 - used) * usable(cpx42);
+            (k.cfg.catalogue[i].name.clone(), usable(i), cpx42_reachable, ctx.demand_mb())
+        };
+        let (free_choice, free_usable, _, _) = choose(0);
+        assert_eq!(free_choice, "cpx42", "twelve slots left: the best price per GB");
+        let (tight_choice, tight_usable, cpx42_reachable, demand) = choose(6);
+        // A fixed headroom of 2 would still take cpx42 here; half the slots used asks 3x.
+        assert!(cpx42_reachable >= 2 * demand && cpx42_reachable < 3 * demand, "{cpx42_reachable} vs {demand}");
+        assert!(tight_usable > free_usable, "six slots left: a larger type ({tight_choice}) than {free_choice}");
+    }
+
+    #[test]
+    fn vetoes_another_policys_sale_that_would_push_the_rest_over_its_threshold() {
+        let verdict = |allocated: u32| {
+            let mut k = Kit::new(Config::default());
+            k.node(NodeKind::Dedicated, 20000, allocated, Millis::ZERO); // usable 17000
+            let cloud = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+            let ctx = k.ctx(Millis(56 * MIN));
+            let node = ctx.fleet.get(cloud).expect("registered").clone();
+            Reactive::new(k.cfg.reactive.clone()).keep(&ctx, &node)
+        };
+        assert_eq!(verdict(14000), None, "82 % of the rest: a spare pool may sell it");
+        let kept = verdict(15000).expect("88 % of the rest would be bought back");
+        assert!(kept.contains("reactive"), "{kept}");
+    }
 }
+
