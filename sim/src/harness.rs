@@ -465,7 +465,10 @@ impl Interner {
     }
 }
 
-fn next_row(reader: &mut TraceReader<Box<dyn BufRead + Send>>, interner: &mut Interner) -> Result<Option<Row>, SimError> {
+fn next_row(
+    reader: &mut TraceReader<Box<dyn BufRead + Send>>,
+    interner: &mut Interner,
+) -> Result<Option<Row>, SimError> {
     let Some(r) = reader.next_row() else { return Ok(None) };
     let r = r.map_err(|e| SimError::Input(e.to_string()))?;
     let id = interner.id(r.server);

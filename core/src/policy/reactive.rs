@@ -275,4 +275,3 @@ mod tests {
         assert!(kept.contains("reactive"), "{kept}");
     }
 }
-
