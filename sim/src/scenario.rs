@@ -280,7 +280,11 @@ fn apply_policy(s: &mut Scenario) -> Result<(), String> {
             }
             DEFAULT_STACK
         }
-        "seed" => &["seed"],
+        "seed" => {
+            // The design's placement rule too.
+            s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+            &["seed"]
+        }
         "reactive" => &["reactive"],
         // A spare pool alone never reacts to a queue it did not foresee: reactive backs it.
         "spare_pool" => &["spare_pool", "reactive"],

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn cold_start_falls_back_to_reactive_and_forecast_deficit_buys() {
         let mut k = Kit::new(Config::default());
-        k.node(NodeKind::Dedicated, 20000, 15000, Millis::ZERO); // 88 % of 17000
+        k.node(NodeKind::Dedicated, 20000, 16000, Millis::ZERO); // 94 % of 17000
         let mut p = Predictive::new(k.cfg.predictive.clone(), k.cfg.reactive.clone());
         let ctx = k.ctx(Millis(MIN));
         p.observe(&ctx);

@@ -271,7 +271,7 @@ mod tests {
             Reactive::new(k.cfg.reactive.clone()).keep(&ctx, &node)
         };
         assert_eq!(verdict(14000), None, "82 % of the rest: a spare pool may sell it");
-        let kept = verdict(15000).expect("88 % of the rest would be bought back");
+        let kept = verdict(16000).expect("94 % of the rest (over 91 %) would be bought back");
         assert!(kept.contains("reactive"), "{kept}");
     }
 }
