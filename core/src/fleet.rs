@@ -17,6 +17,7 @@ use crate::config::{PlacementStrategy, ReserveConfig};
 use crate::model::{NodeId, NodeKind};
 use crate::node::{Node, NodeSpec};
 use crate::time::Millis;
+use std::collections::BTreeSet;
 
 pub struct Fleet {
     nodes: Vec<Option<Node>>,
@@ -28,42 +29,8 @@ pub struct Fleet {
 
 #[derive(Default)]
 struct KindIndex {
-    by_util: SortedVec,
-    by_avail: SortedVec,
-}
-
-/// An ordered set of (key, node) kept as a sorted vector: a fleet holds hundreds of
-/// nodes, not millions, and a binary search plus a short move of contiguous memory beats
-/// a B-tree's pointer chasing at that size (placement re-indexes on every bind/unbind).
-#[derive(Default)]
-struct SortedVec(Vec<(u64, NodeId)>);
-
-impl SortedVec {
-    fn insert(&mut self, e: (u64, NodeId)) {
-        if let Err(i) = self.0.binary_search(&e) {
-            self.0.insert(i, e);
-        }
-    }
-
-    fn remove(&mut self, e: &(u64, NodeId)) {
-        if let Ok(i) = self.0.binary_search(e) {
-            self.0.remove(i);
-        }
-    }
-
-    fn last(&self) -> Option<&(u64, NodeId)> {
-        self.0.last()
-    }
-
-    fn iter(&self) -> std::slice::Iter<'_, (u64, NodeId)> {
-        self.0.iter()
-    }
-
-    /// The entries from `from` on.
-    fn from(&self, from: (u64, NodeId)) -> std::slice::Iter<'_, (u64, NodeId)> {
-        let i = self.0.partition_point(|e| *e < from);
-        self.0[i..].iter()
-    }
+    by_util: BTreeSet<(u64, NodeId)>,
+    by_avail: BTreeSet<(u64, NodeId)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -195,7 +162,7 @@ impl Fleet {
                 }
                 PlacementStrategy::BestFit => idx
                     .by_avail
-                    .from((u64::from(ram_mb), NodeId(0)))
+                    .range((u64::from(ram_mb), NodeId(0))..)
                     .map(|&(_, id)| id)
                     .find(|&id| self.node(id).fits(ram_mb, &self.reserve)),
             };
