@@ -297,8 +297,11 @@ fn apply_policy(s: &mut Scenario) -> Result<(), String> {
             &["agones_buffer"]
         }
         "cluster_autoscaler" | "karpenter" => {
-            // Both scan every 10 s.
+            // Both scan every 10 s, and both run beside the Kubernetes scheduler, whose
+            // default scoring (LeastAllocated) spreads. (Agones' default, Packed, is
+            // our default best fit.)
             scaling.interval_s = scaling.interval_s.min(10);
+            s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
             if s.policy == "karpenter" {
                 &["karpenter"]
             } else {
