@@ -32,6 +32,9 @@ pub struct Config {
     pub health: HealthConfig,
     pub scaling: ScalingConfig,
     /// The design's numbers, frozen: the baseline every other policy is measured against.
+    /// A partial `[seed]` table fills the keys it omits from the design's numbers, not
+    /// from `reactive`'s defaults.
+    #[serde(default = "ReactiveConfig::design", deserialize_with = "design_with_overrides")]
     pub seed: ReactiveConfig,
     pub reactive: ReactiveConfig,
     pub spare_pool: SparePoolConfig,
@@ -260,6 +263,33 @@ pub struct ReactiveConfig {
     pub node_idle_s: u64,
     /// Policies with a higher priority are asked first.
     pub priority: i32,
+}
+
+/// The keys of a `[seed]` table, each optional, laid over [`ReactiveConfig::design`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReactiveOverrides {
+    scale_up_threshold_percent: Option<f64>,
+    scale_down_threshold_percent: Option<f64>,
+    scale_down_sustain_s: Option<u64>,
+    scale_down_cooldown_s: Option<u64>,
+    scale_up_cooldown_s: Option<u64>,
+    node_idle_s: Option<u64>,
+    priority: Option<i32>,
+}
+
+fn design_with_overrides<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ReactiveConfig, D::Error> {
+    let o = ReactiveOverrides::deserialize(d)?;
+    let b = ReactiveConfig::design();
+    Ok(ReactiveConfig {
+        scale_up_threshold_percent: o.scale_up_threshold_percent.unwrap_or(b.scale_up_threshold_percent),
+        scale_down_threshold_percent: o.scale_down_threshold_percent.unwrap_or(b.scale_down_threshold_percent),
+        scale_down_sustain_s: o.scale_down_sustain_s.unwrap_or(b.scale_down_sustain_s),
+        scale_down_cooldown_s: o.scale_down_cooldown_s.unwrap_or(b.scale_down_cooldown_s),
+        scale_up_cooldown_s: o.scale_up_cooldown_s.unwrap_or(b.scale_up_cooldown_s),
+        node_idle_s: o.node_idle_s.unwrap_or(b.node_idle_s),
+        priority: o.priority.unwrap_or(b.priority),
+    })
 }
 
 impl ReactiveConfig {
@@ -821,6 +851,18 @@ mod tests {
         assert_eq!(c.placement.strategy, PlacementStrategy::BestFit);
         assert_eq!(c.scaling.max_cloud_nodes, 10);
         assert_eq!(c.reserve.base_mb, 1000);
+    }
+
+    #[test]
+    fn a_partial_seed_table_keeps_the_designs_numbers() {
+        let c: Config = toml::from_str("[seed]\nnode_idle_s = 600\n[reactive]\nnode_idle_s = 300\n").unwrap();
+        assert_eq!(c.seed, ReactiveConfig { node_idle_s: 600, ..ReactiveConfig::design() });
+        assert_eq!(c.seed.scale_up_threshold_percent, 85.0, "not reactive's 91");
+        assert_eq!(c.reactive, ReactiveConfig { node_idle_s: 300, ..ReactiveConfig::default() });
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.seed, ReactiveConfig::design());
+        let e = toml::from_str::<Config>("[seed]\nthreshold = 1\n").unwrap_err();
+        assert!(e.to_string().contains("threshold"), "{e}");
     }
 
     #[test]

@@ -485,6 +485,29 @@ fn next_row(
     }))
 }
 
+/// Writes the decisions.csv line of a placement into `l` (cleared first): the bytes of
+/// `"{}.{:03},place,{server},{name},waited_ms={waited_ms};world={world:?}\n"`.
+fn place_line(l: &mut Vec<u8>, at: u64, server: u64, name: &str, waited_ms: u64, world: &WorldAction) {
+    l.clear();
+    push_u64(l, at / 1000);
+    l.push(b'.');
+    let ms = at % 1000;
+    l.extend_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8]);
+    l.extend_from_slice(b",place,");
+    push_u64(l, server);
+    l.push(b',');
+    l.extend_from_slice(name.as_bytes());
+    l.extend_from_slice(b",waited_ms=");
+    push_u64(l, waited_ms);
+    l.extend_from_slice(b";world=");
+    match world {
+        WorldAction::InPlace => l.extend_from_slice(b"InPlace"),
+        WorldAction::RestoreFromArchive => l.extend_from_slice(b"RestoreFromArchive"),
+        other => l.extend_from_slice(format!("{other:?}").as_bytes()),
+    }
+    l.push(b'\n');
+}
+
 /// Appends `n` in decimal.
 fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -510,7 +533,9 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// after the rows before it, exactly as a sequential reader would. Interning happens on
 /// that one thread in file order, so ids do not depend on timing.
 struct Rows {
-    rx: std::sync::mpsc::Receiver<Result<Vec<Row>, SimError>>,
+    /// Batches in file order; `Ok(None)` marks the end of the trace, so a parser that
+    /// died (a panic) is told apart from one that finished.
+    rx: std::sync::mpsc::Receiver<Result<Option<Vec<Row>>, SimError>>,
     batch: std::vec::IntoIter<Row>,
     /// The stream ended or failed.
     done: bool,
@@ -541,7 +566,7 @@ impl Rows {
                     }
                     let last = batch.len() < ROW_BATCH;
                     // A closed channel means the event loop stopped: so does parsing.
-                    if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                    if !batch.is_empty() && tx.send(Ok(Some(batch))).is_err() {
                         return;
                     }
                     if let Some(e) = failed {
@@ -549,6 +574,7 @@ impl Rows {
                         return;
                     }
                     if last {
+                        let _ = tx.send(Ok(None));
                         return;
                     }
                 }
@@ -566,12 +592,16 @@ impl Rows {
                 return Ok(None);
             }
             match self.rx.recv() {
-                Ok(Ok(batch)) => self.batch = batch.into_iter(),
+                Ok(Ok(Some(batch))) => self.batch = batch.into_iter(),
+                Ok(Ok(None)) => self.done = true,
                 Ok(Err(e)) => {
                     self.done = true;
                     return Err(e);
                 }
-                Err(_) => self.done = true,
+                Err(_) => {
+                    self.done = true;
+                    return Err(SimError::Run("the trace parser stopped before the end of the trace".into()));
+                }
             }
         }
     }
@@ -826,26 +856,8 @@ impl Sim<'_> {
                 let at = t.saturating_sub(self.warmup_ms);
                 // Formatted by hand: `fmt` costs more than the rest of the placement.
                 let name = self.names.get(node).map_or("", String::as_str);
-                let l = &mut self.line;
-                l.clear();
-                push_u64(l, at / 1000);
-                l.push(b'.');
-                let ms = at % 1000;
-                l.extend_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8]);
-                l.extend_from_slice(b",place,");
-                push_u64(l, server.0);
-                l.push(b',');
-                l.extend_from_slice(name.as_bytes());
-                l.extend_from_slice(b",waited_ms=");
-                push_u64(l, *waited_ms);
-                l.extend_from_slice(b";world=");
-                match world {
-                    WorldAction::InPlace => l.extend_from_slice(b"InPlace"),
-                    WorldAction::RestoreFromArchive => l.extend_from_slice(b"RestoreFromArchive"),
-                    other => l.extend_from_slice(format!("{other:?}").as_bytes()),
-                }
-                l.push(b'\n');
-                let _ = self.decisions.write_all(l);
+                place_line(&mut self.line, at, server.0, name, *waited_ms, world);
+                let _ = self.decisions.write_all(&self.line);
             }
             Event::Started { server, .. } => {
                 if let Some(tr) = self.tracked.get_mut(server) {
@@ -1191,4 +1203,72 @@ fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: 
         &ReportInput { title: scenario, policy, seed, samples: &r.samples, summary_rows: &rows, notes: &notes },
     )
     .map_err(|e| SimError::Run(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_line_has_the_bytes_fmt_would_write() {
+        let worlds = [WorldAction::InPlace, WorldAction::RestoreFromArchive, WorldAction::MoveFrom(NodeId(7))];
+        let mut l = Vec::new();
+        for at in [0u64, 5, 50, 999, 1_000, 1_001, 86_399_999, u64::MAX] {
+            for (server, waited_ms) in [(0u64, 0u64), (9, 10), (421_801, 599_999), (u64::MAX, u64::MAX)] {
+                for world in &worlds {
+                    place_line(&mut l, at, server, "cloud-12", waited_ms, world);
+                    let want = format!(
+                        "{}.{:03},place,{server},cloud-12,waited_ms={waited_ms};world={world:?}\n",
+                        at / 1000,
+                        at % 1000
+                    );
+                    assert_eq!(String::from_utf8_lossy(&l), want);
+                }
+            }
+        }
+    }
+
+    fn trace(rows: usize, bad_after: Option<usize>) -> TraceReader<Box<dyn BufRead + Send>> {
+        let mut text = String::from("at_s,server,action,ram_mb\n");
+        for i in 0..rows {
+            text.push_str(&format!("{i},s{},start,1024\n", i % 5_000));
+            if bad_after == Some(i + 1) {
+                text.push_str("oops\n");
+            }
+        }
+        let r: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(text.into_bytes()));
+        TraceReader::new("t.csv", r).unwrap()
+    }
+
+    #[test]
+    fn the_parser_thread_yields_every_row_in_order_across_batches_and_then_its_first_error() {
+        for rows in [0, 1, ROW_BATCH - 1, ROW_BATCH, ROW_BATCH + 1, 3 * ROW_BATCH + 17] {
+            let got = std::thread::scope(|scope| {
+                let mut r = Rows::spawn(scope, trace(rows, None)).unwrap();
+                let mut got = Vec::new();
+                while let Some(row) = r.next().unwrap() {
+                    got.push((row.at_ms, row.server.0));
+                }
+                got
+            });
+            let want: Vec<(u64, u64)> = (0..rows).map(|i| (i as u64 * 1000, (i % 5_000) as u64)).collect();
+            assert_eq!(got, want, "{rows} rows: ids in order of first appearance");
+        }
+        // An error at a batch boundary and inside a batch: the rows before it, then it.
+        for bad_after in [ROW_BATCH, ROW_BATCH + 3] {
+            let (n, err) = std::thread::scope(|scope| {
+                let mut r = Rows::spawn(scope, trace(2 * ROW_BATCH, Some(bad_after))).unwrap();
+                let mut n = 0;
+                loop {
+                    match r.next() {
+                        Ok(Some(_)) => n += 1,
+                        Ok(None) => panic!("no error after {n} rows"),
+                        Err(e) => break (n, e.to_string()),
+                    }
+                }
+            });
+            assert_eq!(n, bad_after);
+            assert!(err.contains(&format!("t.csv:{}:", bad_after + 2)), "{err}");
+        }
+    }
 }

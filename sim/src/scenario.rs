@@ -231,13 +231,16 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     if let Some(p) = policy {
         value.insert("policy".into(), toml::Value::String(p.into()));
     }
+    // A placement the scenario or `--set` names is kept, whatever the policy.
+    let placement_named =
+        value.get("conductor").and_then(|c| c.get("placement")).and_then(|p| p.get("strategy")).is_some();
     let mut scenario: Scenario = toml::Value::Table(value)
         .try_into()
         .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim()))?;
     if scenario.name == "unnamed" {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
-    apply_policy(&mut scenario).map_err(|e| format!("{}: policy: {e}", path.display()))?;
+    apply_policy(&mut scenario, placement_named).map_err(|e| format!("{}: policy: {e}", path.display()))?;
     let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
     if let Some(max) = scenario.cloud.max_nodes {
@@ -271,7 +274,7 @@ pub const POLICIES: &[&str] = &[
 /// The stack `default` selects.
 pub const DEFAULT_STACK: &[&str] = &["spare_pool", "reactive"];
 
-fn apply_policy(s: &mut Scenario) -> Result<(), String> {
+fn apply_policy(s: &mut Scenario, placement_named: bool) -> Result<(), String> {
     let scaling = &mut s.conductor.scaling;
     let stack: &[&str] = match s.policy.as_str() {
         "default" => {
@@ -281,8 +284,10 @@ fn apply_policy(s: &mut Scenario) -> Result<(), String> {
             DEFAULT_STACK
         }
         "seed" => {
-            // The design's placement rule too.
-            s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+            // The design's placement rule too, unless the scenario names one.
+            if !placement_named {
+                s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+            }
             &["seed"]
         }
         "reactive" => &["reactive"],
@@ -301,7 +306,9 @@ fn apply_policy(s: &mut Scenario) -> Result<(), String> {
             // default scoring (LeastAllocated) spreads. (Agones' default, Packed, is
             // our default best fit.)
             scaling.interval_s = scaling.interval_s.min(10);
-            s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+            if !placement_named {
+                s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+            }
             if s.policy == "karpenter" {
                 &["karpenter"]
             } else {

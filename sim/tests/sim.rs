@@ -242,3 +242,26 @@ fn owned_cloud_nodes_count_as_owned_capacity_in_the_bound() {
     let err = scenario::load(&sc, &["timing.api_s=18446744073709551615".into()], None).err().unwrap();
     assert!(err.contains("timing.api_s"), "{err}");
 }
+
+#[test]
+fn a_policy_forces_its_placement_only_when_the_scenario_names_none() {
+    use conductor_core::config::PlacementStrategy::{BestFit, Spread};
+    let dir = tmp("placement");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n");
+    let plain = write(&dir, "plain.toml", "trace = \"trace.csv\"\n");
+    let named = write(&dir, "named.toml", "trace = \"trace.csv\"\n[conductor.placement]\nstrategy = \"best_fit\"\n");
+    let strategy = |p: &Path, policy: &str, sets: &[String]| {
+        scenario::load(p, sets, Some(policy)).unwrap().scenario.conductor.placement.strategy
+    };
+    assert_eq!(strategy(&plain, "default", &[]), BestFit, "our default");
+    assert_eq!(strategy(&plain, "seed", &[]), Spread, "the design's rule");
+    assert_eq!(strategy(&plain, "cluster_autoscaler", &[]), Spread, "the Kubernetes scheduler's default");
+    assert_eq!(strategy(&plain, "agones_buffer", &[]), BestFit, "Agones' Packed");
+    assert_eq!(strategy(&named, "seed", &[]), BestFit, "named in the scenario");
+    let set = ["conductor.placement.strategy=\"best_fit\"".to_string()];
+    assert_eq!(strategy(&plain, "karpenter", &set), BestFit, "named by --set");
+    // A partial seed table keeps the design's threshold.
+    let set = ["conductor.seed.node_idle_s=600".to_string()];
+    let c = scenario::load(&plain, &set, Some("seed")).unwrap().scenario.conductor;
+    assert_eq!((c.seed.scale_up_threshold_percent, c.seed.node_idle_s), (85.0, 600));
+}

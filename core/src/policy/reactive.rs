@@ -262,16 +262,20 @@ mod tests {
 
     #[test]
     fn vetoes_another_policys_sale_that_would_push_the_rest_over_its_threshold() {
-        let verdict = |allocated: u32| {
+        let verdict = |allocated: u32, queued: u32| {
             let mut k = Kit::new(Config::default());
             k.node(NodeKind::Dedicated, 20000, allocated, Millis::ZERO); // usable 17000
             let cloud = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+            if queued > 0 {
+                k.queue(queued);
+            }
             let ctx = k.ctx(Millis(56 * MIN));
             let node = ctx.fleet.get(cloud).expect("registered").clone();
             Reactive::new(k.cfg.reactive.clone()).keep(&ctx, &node)
         };
-        assert_eq!(verdict(14000), None, "82 % of the rest: a spare pool may sell it");
-        let kept = verdict(16000).expect("94 % of the rest (over 91 %) would be bought back");
+        assert_eq!(verdict(14000, 0), None, "82 % of the rest: a spare pool may sell it");
+        let kept = verdict(16000, 0).expect("94 % of the rest (over 91 %) would be bought back");
+        assert!(verdict(14000, 2000).is_some(), "queued RAM counts: (14000 + 2000) / 17000 = 94 %");
         assert!(kept.contains("reactive"), "{kept}");
     }
 }
