@@ -809,7 +809,7 @@ fn emit_session(p: &GenParams, seed: u64, c: &Customer, s: &Session, end: u64, r
 }
 
 /// Appends `v` in decimal.
-fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -823,15 +823,21 @@ fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
     buf.extend_from_slice(&digits[i..]);
 }
 
+/// Appends milliseconds as seconds with three decimals (`{}.{:03}`), the time format of
+/// traces and decisions.csv.
+pub(crate) fn push_seconds(buf: &mut Vec<u8>, ms: u64) {
+    push_u64(buf, ms / 1000);
+    let ms = ms % 1000;
+    buf.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8]);
+}
+
 fn write_rows<W: Write>(rows: &[GenRow], mut out: W) -> io::Result<GenStats> {
     const PLANS: [&[u8]; 3] = [b"payperplay", b"balanced", b"reserved"];
     let mut stats = GenStats::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     buf.extend_from_slice(b"at_s,server,action,ram_mb,plan,players\n");
     for r in rows {
-        push_u64(&mut buf, r.at_ms / 1000);
-        let ms = (r.at_ms % 1000) as u32;
-        buf.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8]);
+        push_seconds(&mut buf, r.at_ms);
         buf.extend_from_slice(b",s");
         push_u64(&mut buf, r.server as u64);
         let payload = r.data & ((1 << KIND_SHIFT) - 1);

@@ -7,6 +7,7 @@
 //! then the trace row.
 
 use crate::generate;
+use crate::generate::{push_seconds, push_u64};
 use crate::metrics::{round, CostStats, Summary, WaitHistogram, WaitStats};
 use crate::report::{self, ReportInput, Sample};
 use crate::scenario::{GenDef, Loaded, TraceSource};
@@ -489,10 +490,7 @@ fn next_row(
 /// `"{}.{:03},place,{server},{name},waited_ms={waited_ms};world={world:?}\n"`.
 fn place_line(l: &mut Vec<u8>, at: u64, server: u64, name: &str, waited_ms: u64, world: &WorldAction) {
     l.clear();
-    push_u64(l, at / 1000);
-    l.push(b'.');
-    let ms = at % 1000;
-    l.extend_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8]);
+    push_seconds(l, at);
     l.extend_from_slice(b",place,");
     push_u64(l, server);
     l.push(b',');
@@ -506,21 +504,6 @@ fn place_line(l: &mut Vec<u8>, at: u64, server: u64, name: &str, waited_ms: u64,
         other => l.extend_from_slice(format!("{other:?}").as_bytes()),
     }
     l.push(b'\n');
-}
-
-/// Appends `n` in decimal.
-fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[i..]);
 }
 
 /// Rows per batch handed from the parsing thread to the event loop.

@@ -283,13 +283,7 @@ fn apply_policy(s: &mut Scenario, placement_named: bool) -> Result<(), String> {
             }
             DEFAULT_STACK
         }
-        "seed" => {
-            // The design's placement rule too, unless the scenario names one.
-            if !placement_named {
-                s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
-            }
-            &["seed"]
-        }
+        "seed" => &["seed"],
         "reactive" => &["reactive"],
         // A spare pool alone never reacts to a queue it did not foresee: reactive backs it.
         "spare_pool" => &["spare_pool", "reactive"],
@@ -302,13 +296,8 @@ fn apply_policy(s: &mut Scenario, placement_named: bool) -> Result<(), String> {
             &["agones_buffer"]
         }
         "cluster_autoscaler" | "karpenter" => {
-            // Both scan every 10 s, and both run beside the Kubernetes scheduler, whose
-            // default scoring (LeastAllocated) spreads. (Agones' default, Packed, is
-            // our default best fit.)
+            // Both scan every 10 s.
             scaling.interval_s = scaling.interval_s.min(10);
-            if !placement_named {
-                s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
-            }
             if s.policy == "karpenter" {
                 &["karpenter"]
             } else {
@@ -317,6 +306,13 @@ fn apply_policy(s: &mut Scenario, placement_named: bool) -> Result<(), String> {
         }
         other => return Err(format!("unknown policy {other:?} (known: {})", POLICIES.join(", "))),
     };
+    // Placement as each baseline has it, unless the scenario names one: `seed` the
+    // design's spread; the Cluster Autoscaler and Karpenter run beside the Kubernetes
+    // scheduler, whose default scoring (LeastAllocated) spreads. (Agones' default,
+    // Packed, is our default best fit.)
+    if !placement_named && matches!(s.policy.as_str(), "seed" | "cluster_autoscaler" | "karpenter") {
+        s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+    }
     s.conductor.scaling.policies = stack.iter().map(|p| p.to_string()).collect();
     Ok(())
 }
