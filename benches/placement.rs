@@ -8,8 +8,9 @@ use conductor_core::config::{Config, PlacementStrategy};
 use conductor_core::*;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 
-fn fleet(nodes: u32) -> (Conductor, Vec<NodeId>) {
+fn fleet(nodes: u32, strategy: PlacementStrategy) -> (Conductor, Vec<NodeId>) {
     let mut cfg = Config::default();
+    cfg.placement.strategy = strategy;
     cfg.startup_delay_s = 0;
     cfg.scaling.enabled = false;
     let mut c = Conductor::new(cfg, Millis(0)).unwrap();
@@ -60,14 +61,14 @@ fn fleet(nodes: u32) -> (Conductor, Vec<NodeId>) {
 fn bench(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("place");
     for n in [10u32, 1_000, 10_000] {
-        let (c, _) = fleet(n);
         for (name, strategy) in [("spread", PlacementStrategy::Spread), ("best_fit", PlacementStrategy::BestFit)] {
+            let (c, _) = fleet(n, strategy);
             let mut i = 0u32;
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter(|| {
                     i = i.wrapping_add(1);
                     let ram = [1024u32, 2048, 4096, 8192][(i % 4) as usize];
-                    black_box(c.fleet().place(black_box(ram), strategy))
+                    black_box(c.fleet().place(black_box(ram)))
                 })
             });
         }
@@ -76,7 +77,7 @@ fn bench(cr: &mut Criterion) {
 
     let mut g = cr.benchmark_group("start_stop");
     for n in [10u32, 1_000, 10_000] {
-        let (mut c, _) = fleet(n);
+        let (mut c, _) = fleet(n, PlacementStrategy::default());
         let mut t = 1u64;
         let id = ServerId(u64::MAX / 2);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {

@@ -263,7 +263,7 @@ impl Conductor {
         let policies = policy::build(&cfg);
         let largest = Self::catalogue_largest(&cfg);
         Ok(Conductor {
-            fleet: Fleet::new(cfg.reserve.clone()),
+            fleet: Fleet::new(cfg.reserve.clone(), cfg.placement.strategy),
             queue: StartQueue::new(),
             servers: IdMap::new(),
             policies,
@@ -478,7 +478,7 @@ impl Conductor {
 
     /// RAM of placed servers (starting, running, stopping, booked), over all nodes.
     pub fn allocated_mb(&self) -> u64 {
-        self.fleet.iter().map(|n| n.allocated_mb()).sum()
+        self.fleet.allocated_mb()
     }
 
     // ---------------------------------------------------------------- start / stop
@@ -1137,7 +1137,6 @@ impl Conductor {
     /// on a node that cannot be reached.
     fn choose_node(&self, id: ServerId, ram_mb: u32) -> Option<(NodeId, WorldAction)> {
         let s = &self.servers[&id];
-        let strategy = self.cfg.placement.strategy;
         if let Some(b) = s.bound {
             // A reserved server retrying a failed start: its RAM is booked on `b`.
             if !self.fleet.get(b).is_some_and(|n| n.placeable()) {
@@ -1154,14 +1153,14 @@ impl Conductor {
                 if wn.health != Health::Healthy {
                     return None;
                 }
-                let node = self.fleet.place(ram_mb, strategy)?;
+                let node = self.fleet.place(ram_mb)?;
                 Some((node, WorldAction::MoveFrom(w)))
             }
             None => {
                 if self.awaiting_archive(s) && !self.archived.contains(&id) {
                     return None;
                 }
-                let node = self.fleet.place(ram_mb, strategy)?;
+                let node = self.fleet.place(ram_mb)?;
                 let world = if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal {
                     WorldAction::RestoreFromArchive
                 } else {

@@ -1,9 +1,12 @@
 //! The node registry and its placement index.
 //!
 //! Placement must not scan and sort every node per request, so the fleet keeps, per
-//! node kind (dedicated, cloud), two ordered sets over the *placeable* nodes (healthy,
-//! active, non-system): by utilization and by available RAM. Every change to a node
-//! that could move it in those sets goes through a method here that re-indexes it.
+//! node kind (dedicated, cloud), ordered sets over the *placeable* nodes (healthy,
+//! active, non-system): by available RAM always (best fit's range query, and the
+//! largest free block), and by utilization only when the configured strategy is
+//! `Spread` (an index nobody reads would cost two B-tree updates per start and stop).
+//! Every change to a node that could move it in those sets goes through a method here
+//! that re-indexes it.
 //!
 //! - `Spread` (the design's default): dedicated before cloud; within a kind, walk the
 //!   nodes by ascending utilization (ties by node id) and take the first that fits. A
@@ -20,15 +23,21 @@ use crate::time::Millis;
 use std::collections::BTreeSet;
 
 pub struct Fleet {
+    /// By id; ids are never reused, so over a month of rented VMs most slots are empty.
     nodes: Vec<Option<Node>>,
+    /// The registered ids, ascending: iteration skips the empty slots.
+    live: Vec<NodeId>,
+    /// The sum of every node's allocation.
+    allocated_mb: u64,
     keys: Vec<Option<IndexKey>>,
     index: [KindIndex; 2],
     reserve: ReserveConfig,
-    len: usize,
+    strategy: PlacementStrategy,
 }
 
 #[derive(Default)]
 struct KindIndex {
+    /// Empty unless the strategy is `Spread`.
     by_util: BTreeSet<(u64, NodeId)>,
     by_avail: BTreeSet<(u64, NodeId)>,
 }
@@ -48,8 +57,21 @@ fn slot(kind: NodeKind) -> usize {
 }
 
 impl Fleet {
-    pub fn new(reserve: ReserveConfig) -> Fleet {
-        Fleet { nodes: Vec::new(), keys: Vec::new(), index: Default::default(), reserve, len: 0 }
+    pub fn new(reserve: ReserveConfig, strategy: PlacementStrategy) -> Fleet {
+        Fleet {
+            nodes: Vec::new(),
+            live: Vec::new(),
+            allocated_mb: 0,
+            keys: Vec::new(),
+            index: Default::default(),
+            reserve,
+            strategy,
+        }
+    }
+
+    /// The strategy [`Fleet::place`] uses (the configuration's `placement.strategy`).
+    pub fn strategy(&self) -> PlacementStrategy {
+        self.strategy
     }
 
     pub fn reserve(&self) -> &ReserveConfig {
@@ -59,8 +81,8 @@ impl Fleet {
     pub fn register(&mut self, spec: NodeSpec, now: Millis) -> NodeId {
         let id = NodeId(u32::try_from(self.nodes.len()).expect("fewer than 2^32 node registrations"));
         self.nodes.push(Some(Node::new(id, spec, now)));
+        self.live.push(id);
         self.keys.push(None);
-        self.len += 1;
         self.reindex(id);
         id
     }
@@ -71,15 +93,20 @@ impl Fleet {
 
     /// Nodes in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().filter_map(Option::as_ref)
+        self.live.iter().map(|&id| self.node(id))
+    }
+
+    /// RAM booked over all nodes (the sum of their allocations), O(1).
+    pub fn allocated_mb(&self) -> u64 {
+        self.allocated_mb
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.live.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.live.is_empty()
     }
 
     /// Change a node's health, lifecycle or metadata, then re-index it. The closure must
@@ -110,6 +137,7 @@ impl Fleet {
         let node = self.node_mut(id);
         node.allocated_mb += u64::from(ram_mb);
         node.containers += 1;
+        self.allocated_mb += u64::from(ram_mb);
         self.reindex(id);
     }
 
@@ -121,6 +149,7 @@ impl Fleet {
         if node.is_empty() {
             node.empty_since = now;
         }
+        self.allocated_mb -= u64::from(ram_mb);
         self.reindex(id);
     }
 
@@ -142,12 +171,14 @@ impl Fleet {
         self.unindex(id);
         let node = self.nodes[id.0 as usize].take().expect("removing a registered node");
         assert!(node.is_empty(), "removing {id} that still holds servers or worlds");
-        self.len -= 1;
+        if let Ok(i) = self.live.binary_search(&id) {
+            self.live.remove(i);
+        }
         node
     }
 
-    /// Choose a node for `ram_mb` by `strategy`. Does not book anything.
-    pub fn place(&self, ram_mb: u32, strategy: PlacementStrategy) -> Option<NodeId> {
+    /// Choose a node for `ram_mb` by the fleet's strategy. Does not book anything.
+    pub fn place(&self, ram_mb: u32) -> Option<NodeId> {
         for kind in [NodeKind::Dedicated, NodeKind::Cloud] {
             let idx = &self.index[slot(kind)];
             // The largest available RAM of this kind; the count-after rule can only
@@ -156,7 +187,7 @@ impl Fleet {
                 Some(&(avail, _)) if avail >= u64::from(ram_mb) => {}
                 _ => continue,
             }
-            let found = match strategy {
+            let found = match self.strategy {
                 PlacementStrategy::Spread => {
                     idx.by_util.iter().map(|&(_, id)| id).find(|&id| self.node(id).fits(ram_mb, &self.reserve))
                 }
@@ -194,7 +225,9 @@ impl Fleet {
     fn unindex(&mut self, id: NodeId) {
         if let Some(k) = self.keys[id.0 as usize].take() {
             let idx = &mut self.index[k.slot];
-            idx.by_util.remove(&(k.util_ppm, id));
+            if self.strategy == PlacementStrategy::Spread {
+                idx.by_util.remove(&(k.util_ppm, id));
+            }
             idx.by_avail.remove(&(k.avail_mb, id));
         }
     }
@@ -202,7 +235,11 @@ impl Fleet {
     fn reindex(&mut self, id: NodeId) {
         let key = self.get(id).filter(|n| n.placeable()).map(|n| {
             let usable = n.usable_mb(&self.reserve);
-            let util_ppm = if usable == 0 { u64::MAX } else { n.allocated_mb.saturating_mul(1_000_000) / usable };
+            let util_ppm = match self.strategy {
+                PlacementStrategy::BestFit => 0,
+                PlacementStrategy::Spread if usable == 0 => u64::MAX,
+                PlacementStrategy::Spread => n.allocated_mb.saturating_mul(1_000_000) / usable,
+            };
             IndexKey { slot: slot(n.kind), util_ppm, avail_mb: n.available_mb(&self.reserve) }
         });
         if self.keys[id.0 as usize] == key {
@@ -211,7 +248,9 @@ impl Fleet {
         self.unindex(id);
         if let Some(k) = key {
             let idx = &mut self.index[k.slot];
-            idx.by_util.insert((k.util_ppm, id));
+            if self.strategy == PlacementStrategy::Spread {
+                idx.by_util.insert((k.util_ppm, id));
+            }
             idx.by_avail.insert((k.avail_mb, id));
             self.keys[id.0 as usize] = Some(k);
         }
@@ -247,68 +286,75 @@ mod tests {
 
     #[test]
     fn spread_prefers_dedicated_then_lowest_utilization_then_id() {
-        let mut f = Fleet::new(ReserveConfig::default());
+        let mut f = Fleet::new(ReserveConfig::default(), PlacementStrategy::Spread);
         let c = healthy(&mut f, spec("c", NodeKind::Cloud, 16384));
         let d1 = healthy(&mut f, spec("d1", NodeKind::Dedicated, 16384));
         let d2 = healthy(&mut f, spec("d2", NodeKind::Dedicated, 16384));
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), Some(d1), "ties by id");
+        assert_eq!(f.place(1024), Some(d1), "ties by id");
         f.bind(d1, 1024);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), Some(d2));
+        assert_eq!(f.place(1024), Some(d2));
         f.bind(d2, 4096);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), Some(d1));
+        assert_eq!(f.place(1024), Some(d1));
         // Dedicated full -> cloud.
         f.bind(d1, 12000);
         f.bind(d2, 9000);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), Some(c));
+        assert_eq!(f.place(1024), Some(c));
     }
 
     #[test]
     fn spread_skips_low_utilization_nodes_that_are_too_small() {
-        let mut f = Fleet::new(ReserveConfig::default());
+        let mut f = Fleet::new(ReserveConfig::default(), PlacementStrategy::Spread);
         let small = healthy(&mut f, spec("small", NodeKind::Dedicated, 4096));
         let big = healthy(&mut f, spec("big", NodeKind::Dedicated, 65536));
         f.bind(big, 40000);
-        assert_eq!(f.place(2048, PlacementStrategy::Spread), Some(small));
-        assert_eq!(f.place(8192, PlacementStrategy::Spread), Some(big));
+        assert_eq!(f.place(2048), Some(small));
+        assert_eq!(f.place(8192), Some(big));
     }
 
     #[test]
     fn best_fit_takes_least_available_that_fits() {
-        let mut f = Fleet::new(ReserveConfig::default());
+        let mut f = Fleet::new(ReserveConfig::default(), PlacementStrategy::BestFit);
+        let c = healthy(&mut f, spec("c", NodeKind::Cloud, 16384));
         let a = healthy(&mut f, spec("a", NodeKind::Dedicated, 16384));
         let b = healthy(&mut f, spec("b", NodeKind::Dedicated, 16384));
         f.bind(a, 8192);
-        assert_eq!(f.place(4096, PlacementStrategy::BestFit), Some(a));
-        assert_eq!(f.place(8192, PlacementStrategy::BestFit), Some(b));
+        assert_eq!(f.place(4096), Some(a));
+        assert_eq!(f.place(8192), Some(b));
+        // The utilization index is not kept for best fit; the largest free block is.
+        assert!(f.index.iter().all(|i| i.by_util.is_empty()));
+        assert_eq!(f.max_available_mb(), 16384 - 2457, "15 % reserve above 8 GB");
+        f.bind(b, 13000);
+        assert_eq!(f.place(8192), Some(c), "dedicated full -> cloud");
     }
 
     #[test]
     fn only_healthy_active_non_system_nodes_are_placeable() {
-        let mut f = Fleet::new(ReserveConfig::default());
+        let mut f = Fleet::new(ReserveConfig::default(), PlacementStrategy::Spread);
         let mut s = spec("proxyman-1", NodeKind::Dedicated, 16384);
         let worker = f.register(s.clone(), Millis::ZERO);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), None, "unknown health");
+        assert_eq!(f.place(1024), None, "unknown health");
         f.update(worker, |n| n.health = Health::Healthy);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), Some(worker), "the name means nothing");
+        assert_eq!(f.place(1024), Some(worker), "the name means nothing");
         f.update(worker, |n| n.lifecycle = crate::node::Lifecycle::Draining);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), None, "draining");
+        assert_eq!(f.place(1024), None, "draining");
         s.name = "worker".into();
         s.system = true;
         let sys = healthy(&mut f, s);
-        assert_eq!(f.place(1024, PlacementStrategy::Spread), None, "system node {sys}");
+        assert_eq!(f.place(1024), None, "system node {sys}");
     }
 
     #[test]
     fn exact_fit_counts_the_reserve_after_placement() {
-        let mut f = Fleet::new(ReserveConfig::default());
-        let n = healthy(&mut f, spec("n", NodeKind::Dedicated, 4096));
-        // 4096 - 1000 = 3096 usable with up to 9 containers.
-        for _ in 0..9 {
-            f.bind(n, 300);
+        for strategy in [PlacementStrategy::Spread, PlacementStrategy::BestFit] {
+            let mut f = Fleet::new(ReserveConfig::default(), strategy);
+            let n = healthy(&mut f, spec("n", NodeKind::Dedicated, 4096));
+            // 4096 - 1000 = 3096 usable with up to 9 containers.
+            for _ in 0..9 {
+                f.bind(n, 300);
+            }
+            // 2700 allocated, 396 available; a 10th container raises the reserve by 50.
+            assert_eq!(f.place(396), None, "{strategy:?}");
+            assert_eq!(f.place(346), Some(n), "{strategy:?}");
         }
-        // 2700 allocated, 396 available; a 10th container raises the reserve by 50.
-        assert_eq!(f.place(396, PlacementStrategy::Spread), None);
-        assert_eq!(f.place(346, PlacementStrategy::Spread), Some(n));
-        assert_eq!(f.place(346, PlacementStrategy::BestFit), Some(n));
     }
 }

@@ -144,6 +144,10 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
             cloud += 1;
         }
     }
+    let node_sum: u64 = v.fleet.iter().map(|n| n.allocated_mb()).sum();
+    if node_sum != v.fleet.allocated_mb() {
+        bad.push(format!("fleet total {} MB != sum over its nodes {} MB", v.fleet.allocated_mb(), node_sum));
+    }
     if cloud != v.cloud_nodes {
         bad.push(format!("cloud node count {} != {} cloud nodes", v.cloud_nodes, cloud));
     }

@@ -98,7 +98,9 @@ pub fn system_reserve_mb(total_mb: u32, containers: u32, cfg: &ReserveConfig) ->
     let reserve = if total_mb < cfg.small_node_mb {
         u64::from(cfg.base_mb) + u64::from(containers / 10) * u64::from(cfg.per_ten_containers_mb)
     } else {
-        let pct = (total as f64 * cfg.percent / 100.0).floor() as u64;
+        // `as` truncates toward zero (and saturates), which is the floor for the
+        // non-negative product; `f64::floor` would be a libm call on every placement.
+        let pct = (total as f64 * cfg.percent / 100.0) as u64;
         pct.max(u64::from(cfg.base_mb))
     };
     reserve.min(total / 2)

@@ -647,7 +647,7 @@ pub(crate) mod testkit {
         pub fn new(cfg: Config) -> Kit {
             let backoff = vec![Millis::ZERO; cfg.catalogue.len()];
             Kit {
-                fleet: Fleet::new(cfg.reserve.clone()),
+                fleet: Fleet::new(cfg.reserve.clone(), cfg.placement.strategy),
                 queue: StartQueue::new(),
                 cfg,
                 backoff,
