@@ -6,6 +6,7 @@
 //! row at a time. At equal times the engine's timers fire first, then world events,
 //! then the trace row.
 
+use crate::dense::Dense;
 use crate::generate;
 use crate::generate::{push_seconds, push_u64};
 use crate::metrics::{round, CostStats, Summary, WaitHistogram, WaitStats};
@@ -175,7 +176,8 @@ struct Row {
     players: u32,
 }
 
-/// Per-server bookkeeping of the measurements (only servers alive in the run).
+/// Per-server bookkeeping of the measurements (only servers alive in the run; the
+/// vector behind it grows to the largest interned id).
 #[derive(Default)]
 struct Tracked {
     ram_mb: u32,
@@ -200,7 +202,7 @@ struct Sim<'a> {
     /// Engine time = trace time + warmup (the engine runs its startup delay first).
     warmup_ms: u64,
     names: FastMap<NodeId, String>,
-    tracked: FastMap<ServerId, Tracked>,
+    tracked: Dense<ServerId, Tracked>,
     waits: WaitHistogram,
     interval_waits: Vec<u64>,
     requests: u64,
@@ -291,7 +293,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         seq: 0,
         warmup_ms,
         names: FastMap::default(),
-        tracked: FastMap::default(),
+        tracked: Dense::default(),
         waits: WaitHistogram::default(),
         interval_waits: Vec::new(),
         requests: 0,
@@ -640,7 +642,7 @@ impl Sim<'_> {
                 let fresh =
                     !self.engine.server_status(row.server).is_some_and(|s| !matches!(s, ServerStatus::Stopped { .. }));
                 if fresh {
-                    let tr = self.tracked.entry(row.server).or_default();
+                    let tr = self.tracked.entry_or_default(row.server);
                     tr.ram_mb = row.ram_mb;
                     tr.requested_at = Some(t);
                     tr.waited = false;
@@ -828,7 +830,7 @@ impl Sim<'_> {
         match &e {
             Event::Placed { server, node, waited_ms, world } => {
                 let ram = self.tracked.get(server).map_or(0, |tr| tr.ram_mb);
-                let tr = self.tracked.entry(*server).or_default();
+                let tr = self.tracked.entry_or_default(*server);
                 if tr.requested_at.is_some() && !tr.waited {
                     tr.waited = true;
                     let w = t - tr.requested_at.expect("checked");
@@ -1066,17 +1068,16 @@ impl Sim<'_> {
 
     fn finish(mut self, end: u64, scenario: &str, policy: &str, seed: u64, samples: Vec<Sample>) -> RunResult {
         // Requests still open wait until the end; servers still served are served to the end.
-        let mut open: Vec<(ServerId, u64, bool)> =
-            self.tracked.iter().filter_map(|(&s, tr)| tr.requested_at.map(|at| (s, at, tr.waited))).collect();
-        open.sort();
+        // In server id order (the map iterates that way).
+        let open: Vec<(ServerId, u64, bool)> =
+            self.tracked.iter().filter_map(|(s, tr)| tr.requested_at.map(|at| (s, at, tr.waited))).collect();
         for (_, at, waited) in &open {
             if !waited {
                 self.record_wait(end - at);
             }
         }
         let queued_at_end = open.len() as u64;
-        let mut still: Vec<ServerId> = self.tracked.keys().copied().collect();
-        still.sort();
+        let still: Vec<ServerId> = self.tracked.iter().map(|(s, _)| s).collect();
         for s in still {
             self.serve(end, s, 0, false);
             self.end_demand(end, s);

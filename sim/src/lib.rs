@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod compare;
+pub mod dense;
 pub mod generate;
 pub mod harness;
 pub mod metrics;

@@ -3,11 +3,12 @@
 //! capped at the monthly price), and seeded faults. Each concern draws from its own
 //! random stream, so changing one knob does not reshuffle the others.
 
+use crate::dense::Dense;
 use crate::scenario::{Faults, Timing};
 use conductor_core::model::{NodeId, NodeKind, ServerId, ServerType, WorldAction};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 pub const HOUR_MS: u64 = 3_600_000;
 /// Hours in a billing month (Hetzner and the design document use 730).
@@ -63,7 +64,7 @@ pub struct Host {
 }
 
 pub struct World {
-    pub hosts: BTreeMap<NodeId, Host>,
+    pub hosts: Dense<NodeId, Host>,
     pub timing: Timing,
     pub faults: Faults,
     pub boot_ms: (u64, u64),
@@ -81,7 +82,7 @@ pub struct World {
 impl World {
     pub fn new(seed: u64, timing: Timing, faults: Faults, boot_s: (u64, u64), catalogue: Vec<ServerType>) -> World {
         World {
-            hosts: BTreeMap::new(),
+            hosts: Dense::default(),
             timing,
             faults,
             boot_ms: (boot_s.0 * 1000, boot_s.1 * 1000),
