@@ -204,7 +204,7 @@ pub struct Conductor {
     overcommitted: BTreeSet<NodeId>,
     /// Servers whose world has an archive copy. Kept after their record is dropped (it
     /// grows with customers, not with the trace), so a restart restores it.
-    archived: BTreeSet<ServerId>,
+    archived: IdMap<()>,
     world_gen_next: u64,
     // Timers.
     startup_pending: bool,
@@ -280,7 +280,7 @@ impl Conductor {
             type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
             overcommitted: BTreeSet::new(),
-            archived: BTreeSet::new(),
+            archived: IdMap::new(),
             world_gen_next: 1,
             startup_pending: true,
             next_queue_tick: now.plus(s_to_ms(cfg.queue_tick_s)),
@@ -473,7 +473,7 @@ impl Conductor {
 
     /// Its world is in the archive (a start restores it from there unless a node holds a newer copy).
     pub fn is_archived(&self, id: ServerId) -> bool {
-        self.archived.contains(&id)
+        self.archived.contains_key(&id)
     }
 
     /// RAM of placed servers (starting, running, stopping, booked), over all nodes.
@@ -876,7 +876,7 @@ impl Conductor {
             let world = match s.world {
                 Some(w) if w != m.to => WorldAction::MoveFrom(w),
                 Some(_) => WorldAction::InPlace,
-                None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
+                None if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal => {
                     WorldAction::RestoreFromArchive
                 }
                 None => WorldAction::InPlace,
@@ -1011,7 +1011,7 @@ impl Conductor {
             // A stopped server whose world is only in the archive is no longer tracked,
             // but it is remembered as archived: deleting it forgets that (the driver
             // deletes the archive).
-            if self.archived.remove(&id) {
+            if self.archived.remove(&id).is_some() {
                 self.publish(Event::ServerDeleted { server: id });
                 return Reply::Ok;
             }
@@ -1157,11 +1157,11 @@ impl Conductor {
                 Some((node, WorldAction::MoveFrom(w)))
             }
             None => {
-                if self.awaiting_archive(s) && !self.archived.contains(&id) {
+                if self.awaiting_archive(s) && !self.archived.contains_key(&id) {
                     return None;
                 }
                 let node = self.fleet.place(ram_mb)?;
-                let world = if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal {
+                let world = if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal {
                     WorldAction::RestoreFromArchive
                 } else {
                     WorldAction::InPlace
@@ -1179,7 +1179,7 @@ impl Conductor {
             Some(w) if w == node => WorldAction::InPlace,
             Some(w) if self.fleet.get(w).is_some_and(|n| n.health == Health::Healthy) => WorldAction::MoveFrom(w),
             Some(_) => return None,
-            None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
+            None if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal => {
                 WorldAction::RestoreFromArchive
             }
             None if self.awaiting_archive(&self.servers[&id]) => return None,
@@ -1366,13 +1366,13 @@ impl Conductor {
         let Some(s) = self.servers.get(&id) else {
             // Forgotten while the report was on its way (the copy it was made from went
             // with its node): the archive is the newest copy there is.
-            self.archived.insert(id);
+            self.archived.insert(id, ());
             return Reply::Ok;
         };
         if s.world_gen != generation {
             return Reply::Ignored("archive report for an older copy of the world");
         }
-        self.archived.insert(id);
+        self.archived.insert(id, ());
         self.servers.get_mut(&id).expect("known").archive_sent = None;
         let s = &self.servers[&id];
         if s.world.is_none() {
@@ -1901,7 +1901,9 @@ impl Conductor {
         for name in &snap.names_in_use {
             self.name_in_use(name);
         }
-        self.archived.extend(snap.archived);
+        for id in snap.archived {
+            self.archived.insert(id, ());
+        }
         let mut containers = snap.containers;
         containers.sort_by_key(|c| (c.server, !c.running, c.node));
         for c in containers {
@@ -2057,7 +2059,7 @@ impl Conductor {
                 continue;
             }
             last = Some(w.server);
-            if !w.current && self.archived.contains(&w.server) {
+            if !w.current && self.archived.contains_key(&w.server) {
                 // Possibly an interrupted restore: the archive is the authority.
                 self.log.add(
                     self.now,
