@@ -10,7 +10,7 @@ use crate::node::{Health, Lifecycle, NodeSpec};
 use crate::policy::{self, Consolidate, Policy, ScalingContext, ServerInfo};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::time::Millis;
-use crate::timers::{LazyTimers, Rounds, TimerSet};
+use crate::timers::{Rounds, TimerSet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Stop commands are repeated this often until the container reports its exit.
@@ -231,8 +231,7 @@ pub struct Conductor {
     reservations: TimerSet<ServerId>,
     stop_retries: TimerSet<ServerId>,
     idle: TimerSet<ServerId>,
-    /// Lazy: a server's live archive deadline is its `archive_due`.
-    archives: LazyTimers<ServerId>,
+    archives: TimerSet<ServerId>,
     provisions: TimerSet<NodeId>,
     deletes: TimerSet<NodeId>,
     queue_pass_wanted: bool,
@@ -297,7 +296,7 @@ impl Conductor {
             reservations: TimerSet::new(),
             stop_retries: TimerSet::new(),
             idle: TimerSet::new(),
-            archives: LazyTimers::new(),
+            archives: TimerSet::new(),
             provisions: TimerSet::new(),
             deletes: TimerSet::new(),
             queue_pass_wanted: false,
@@ -1345,16 +1344,10 @@ impl Conductor {
         }
     }
 
-    /// The heap entry goes stale; `settle` drops it if it is on top.
     fn unschedule_archive(&mut self, id: ServerId) {
-        if let Some(s) = self.servers.get_mut(&id) {
-            s.archive_due = None;
+        if let Some(due) = self.servers.get_mut(&id).and_then(|s| s.archive_due.take()) {
+            self.archives.remove(due, id);
         }
-    }
-
-    /// Whether `(at, id)` is a server's live archive deadline.
-    fn archive_live(servers: &IdMap<Server>, at: Millis, id: ServerId) -> bool {
-        servers.get(&id).is_some_and(|s| s.archive_due == Some(at))
     }
 
     /// A container started: with node-local storage its world now lives on that node,
@@ -2405,7 +2398,7 @@ impl Conductor {
                 self.request_exit(id, node, ExitKind::Idle);
             }
         }
-        while let Some((_, id)) = self.archives.pop_due(now, |at, id| Self::archive_live(&self.servers, at, id)) {
+        while let Some((_, id)) = self.archives.pop_due(now) {
             let Some(s) = self.servers.get_mut(&id) else { continue };
             s.archive_due = None;
             if let (Some(node), State::Stopped, None) = (s.world, &s.state, s.bound) {
@@ -2461,10 +2454,6 @@ impl Conductor {
         if self.queue_pass_wanted {
             self.process_queue();
         }
-        // Keep the archive heap's top live, so `poll_timeout` never names a cancelled
-        // deadline (and the run's events are those of an exact timer set).
-        let servers = &self.servers;
-        self.archives.prune(|at, id| Self::archive_live(servers, at, id));
     }
 
     fn publish(&mut self, e: Event) {

@@ -4,18 +4,12 @@
 //!
 //! - [`TimerSet`]: `(deadline, key)` pairs in order, for timers with one entry per key
 //!   (servers, nodes) and spread-out deadlines.
-//! - [`LazyTimers`]: `(deadline, key)` entries whose owner keeps each key's deadline in
-//!   its own record; cancelling is clearing that record, and stale entries are dropped
-//!   when they reach the top. For archives: one per stopped server, 48 h out by default,
-//!   mostly cancelled by a restart; a heap makes both ends O(1) to O(log n) without a
-//!   tree walk per cancel.
 //! - [`Rounds`]: keys grouped by deadline, for timers where many keys share the same
 //!   moment (health probes: a fleet registered together is probed in lockstep, so one
 //!   round per interval holds every node and costs one map entry, not one per node).
 
 use crate::time::Millis;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `(deadline, key)` pairs, ordered; the earliest deadline is cached.
 #[derive(Clone, Debug)]
@@ -84,78 +78,6 @@ impl<K: Ord + Copy> TimerSet<K> {
 
     fn refresh(&mut self) {
         self.first = self.set.first().map(|&(t, _)| t);
-    }
-}
-
-/// `(deadline, key)` entries popped in `(deadline, key)` order, like a [`TimerSet`], whose
-/// removal is lazy: the owner records each key's live deadline and passes a check
-/// (`is_live(at, key)`) to [`LazyTimers::pop_due`] and [`LazyTimers::prune`]. The owner
-/// calls `prune` after every change, so the top (and [`LazyTimers::first`]) is a live
-/// entry whenever it is read. Several copies of a live entry are harmless: the first pop
-/// consumes it, and the owner's record no longer matches the others.
-#[derive(Clone, Debug)]
-pub(crate) struct LazyTimers<K: Ord + Copy> {
-    heap: BinaryHeap<Reverse<(Millis, K)>>,
-    /// The heap's length after the last full sweep: the next one waits until it doubles.
-    swept_len: usize,
-}
-
-/// No full sweep below this many entries.
-const SWEEP_MIN: usize = 4096;
-
-impl<K: Ord + Copy> Default for LazyTimers<K> {
-    fn default() -> Self {
-        LazyTimers { heap: BinaryHeap::new(), swept_len: 0 }
-    }
-}
-
-impl<K: Ord + Copy> LazyTimers<K> {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
-    pub(crate) fn insert(&mut self, at: Millis, key: K) {
-        self.heap.push(Reverse((at, key)));
-    }
-
-    /// The earliest deadline (live after a `prune`).
-    pub(crate) fn first(&self) -> Option<Millis> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Remove and return the earliest live entry if it is due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Millis, is_live: impl Fn(Millis, K) -> bool) -> Option<(Millis, K)> {
-        while let Some(&Reverse((at, key))) = self.heap.peek() {
-            if at > now {
-                return None;
-            }
-            self.heap.pop();
-            if is_live(at, key) {
-                return Some((at, key));
-            }
-        }
-        None
-    }
-
-    /// Drop stale entries from the top. When the heap has doubled since the last full
-    /// sweep, sweep it (O(n), so amortized O(1) per insert): cancelled entries in the
-    /// middle cannot pile up beyond twice the live ones plus [`SWEEP_MIN`].
-    pub(crate) fn prune(&mut self, is_live: impl Fn(Millis, K) -> bool) {
-        if self.heap.len() > SWEEP_MIN.max(2 * self.swept_len) {
-            self.heap.retain(|&Reverse((at, key))| is_live(at, key));
-            self.swept_len = self.heap.len();
-        }
-        while let Some(&Reverse((at, key))) = self.heap.peek() {
-            if is_live(at, key) {
-                break;
-            }
-            self.heap.pop();
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.heap.len()
     }
 }
 
@@ -282,45 +204,6 @@ mod tests {
         assert_eq!(s.pop_due(Millis(20)), Some((Millis(20), 1)));
         s.retain(|&(_, k)| k != 3);
         assert_eq!(s.first(), None);
-    }
-
-    #[test]
-    fn lazy_timers_pop_live_entries_in_order_and_keep_a_live_top() {
-        use std::collections::BTreeMap;
-        // The owner's record: key -> live deadline.
-        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut t: LazyTimers<u32> = LazyTimers::new();
-        for (at, k) in [(30, 1), (10, 2), (10, 0), (20, 3)] {
-            live.insert(k, at);
-            t.insert(Millis(at), k);
-        }
-        // Cancel 0 and 2 (the two earliest): after a prune the top is live.
-        live.remove(&0);
-        live.remove(&2);
-        t.prune(|at, k| live.get(&k) == Some(&at.0));
-        assert_eq!(t.first(), Some(Millis(20)));
-        // Re-arm 2 at the same deadline: a second copy, popped once.
-        live.insert(2, 10);
-        t.insert(Millis(10), 2);
-        let mut popped = Vec::new();
-        while let Some((at, k)) = t.pop_due(Millis(25), |at, k| live.get(&k) == Some(&at.0)) {
-            live.remove(&k);
-            popped.push((at.0, k));
-        }
-        assert_eq!(popped, vec![(10, 2), (20, 3)]);
-        t.prune(|at, k| live.get(&k) == Some(&at.0));
-        assert_eq!(t.first(), Some(Millis(30)));
-        // Cancelled entries in the middle stay until the heap has doubled, then go.
-        for k in 100..100 + SWEEP_MIN as u32 {
-            live.insert(k, 40);
-            t.insert(Millis(40), k);
-            live.remove(&k);
-        }
-        assert_eq!(t.len(), 1 + SWEEP_MIN);
-        t.prune(|at, k| live.get(&k) == Some(&at.0));
-        assert_eq!(t.len(), 1);
-        assert_eq!(t.pop_due(Millis(100), |at, k| live.get(&k) == Some(&at.0)), Some((Millis(30), 1)));
-        assert_eq!(t.first(), None);
     }
 
     #[test]
