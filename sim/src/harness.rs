@@ -503,7 +503,11 @@ fn place_line(l: &mut Vec<u8>, at: u64, server: u64, name: &str, waited_ms: u64,
     match world {
         WorldAction::InPlace => l.extend_from_slice(b"InPlace"),
         WorldAction::RestoreFromArchive => l.extend_from_slice(b"RestoreFromArchive"),
-        other => l.extend_from_slice(format!("{other:?}").as_bytes()),
+        WorldAction::MoveFrom(NodeId(n)) => {
+            l.extend_from_slice(b"MoveFrom(NodeId(");
+            push_u64(l, u64::from(*n));
+            l.extend_from_slice(b"))");
+        }
     }
     l.push(b'\n');
 }
