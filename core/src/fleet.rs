@@ -170,10 +170,9 @@ impl Fleet {
     pub(crate) fn remove(&mut self, id: NodeId) -> Node {
         self.unindex(id);
         let node = self.nodes[id.0 as usize].take().expect("removing a registered node");
-        assert!(node.is_empty(), "removing {id} that still holds servers or worlds");
-        if let Ok(i) = self.live.binary_search(&id) {
-            self.live.remove(i);
-        }
+        assert!(node.is_empty() && node.allocated_mb == 0, "removing {id} that still holds servers or worlds");
+        let i = self.live.binary_search(&id).expect("a registered node is in the live list");
+        self.live.remove(i);
         node
     }
 
