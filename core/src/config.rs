@@ -213,6 +213,9 @@ pub struct ScalingConfig {
     /// further failure up to `type_backoff_max_s` (Cluster Autoscaler's node-group backoff).
     pub type_backoff_s: u64,
     pub type_backoff_max_s: u64,
+    /// After a sale the policies are asked again in the same evaluation, up to this many
+    /// sales (`seed` always sells one per evaluation, as the design has it).
+    pub max_sales_per_evaluation: u32,
     /// Type choice under `max_cloud_nodes`: the fleet the remaining node slots allow,
     /// filled with the chosen type, must reach this multiple of today's demand (growing to
     /// twice it as the slots run out), else a larger type is bought (small types would
@@ -238,6 +241,7 @@ impl Default for ScalingConfig {
             release_margin_s: 60,
             type_backoff_s: 5 * 60,
             type_backoff_max_s: 30 * 60,
+            max_sales_per_evaluation: 20,
             cap_headroom: 2.0,
         }
     }
@@ -736,6 +740,9 @@ impl Config {
         let sc = &self.scaling;
         if !(sc.cap_headroom.is_finite() && sc.cap_headroom >= 0.0 && sc.cap_headroom <= 100.0) {
             return Err(err("scaling.cap_headroom", "must be a number from 0 to 100"));
+        }
+        if sc.max_sales_per_evaluation == 0 {
+            return Err(err("scaling.max_sales_per_evaluation", "must be at least 1"));
         }
         if let Some(b) = sc.budget_eur_per_hour {
             if !(b.is_finite() && b >= 0.0) {

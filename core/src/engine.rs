@@ -2125,9 +2125,10 @@ impl Conductor {
         }
     }
 
-    /// One evaluation: at most one action. A scale-up the engine refuses (type in
-    /// backoff, over budget, a rebuy too soon after a sale) passes the question to the
-    /// next policy; so does a scale-down another policy vetoes.
+    /// One evaluation: one action, except that after a sale the policies are asked
+    /// again, up to `scaling.max_sales_per_evaluation` sales (`seed`, the design's
+    /// algorithm, sells one): nodes empty at the same time are returned together instead
+    /// of one per interval, which would miss their billing windows.
     fn evaluate_scaling(&mut self) {
         self.scaling_wanted = false;
         if !self.operator_drained.is_empty() {
@@ -2136,6 +2137,20 @@ impl Conductor {
         if !self.cfg.scaling.enabled || self.scaling_paused {
             return;
         }
+        let mut sales = 0;
+        while let Some(policy) = self.evaluate_once() {
+            sales += 1;
+            if policy == "seed" || sales >= self.cfg.scaling.max_sales_per_evaluation {
+                break;
+            }
+        }
+    }
+
+    /// One round of [`Conductor::evaluate_scaling`]: at most one action. A scale-up the
+    /// engine refuses (type in backoff, over budget, a rebuy too soon after a sale) passes
+    /// the question to the next policy; so does a scale-down another policy vetoes.
+    /// Returns the selling policy when the action was a sale.
+    fn evaluate_once(&mut self) -> Option<&'static str> {
         let mut policies = std::mem::take(&mut self.policies);
         let mut refusals = Vec::new();
         let mut vetoes = 0;
@@ -2223,11 +2238,13 @@ impl Conductor {
             Some((name, Decision::Down(down))) => {
                 if self.scale_down(name, down) {
                     self.demand_at_last_sale_mb = Some(demand);
+                    return Some(name);
                 }
             }
             Some((name, Decision::Consolidate(c))) => self.consolidate(name, c),
             None => {}
         }
+        None
     }
 
     /// A provisioning of `server_type` failed: back the type off, doubling each time.

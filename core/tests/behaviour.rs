@@ -1325,3 +1325,45 @@ fn a_new_vm_never_takes_a_name_recovery_reports_in_use() {
     let names: Vec<String> = provisioned(&mut h).into_iter().map(|(name, _)| name).collect();
     assert_eq!(names, vec!["cloud-8".to_string()], "cloud-7 exists (a VM that is no node)");
 }
+
+/// Deletes the engine sent since the last `take`.
+fn deletes(h: &mut H) -> Vec<NodeId> {
+    h.take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::DeleteNode { node, .. } => Some(node),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_empty_together_are_sold_in_one_evaluation_but_seed_sells_one() {
+    for (policy, max_sales, per_evaluation) in [("spare_pool", 20, 3), ("spare_pool", 2, 2), ("seed", 20, 1)] {
+        let mut c = cfg();
+        c.scaling.policies = vec![policy.to_string()];
+        c.scaling.max_sales_per_evaluation = max_sales;
+        let mut h = H::new(c);
+        h.node("d", NodeKind::Dedicated, 65536, false);
+        let vms: Vec<NodeId> = (0..3).map(|i| h.node(&format!("vm{i}"), NodeKind::Cloud, 8192, false)).collect();
+        h.take();
+        // Past the minimum node lifetime, the spare pool's sustain time and seed's
+        // 30 minutes below 30 % (registered nodes have no billing start: no window).
+        let mut sold = Vec::new();
+        let mut first = None;
+        while sold.len() < 3 && h.now < 4 * 60 * MIN {
+            let t = h.c.deadline(Timer::Scaling).unwrap().0;
+            h.at(t);
+            let now = deletes(&mut h);
+            if !now.is_empty() && first.is_none() {
+                first = Some(now.len());
+            }
+            sold.extend(now);
+        }
+        assert_eq!(first, Some(per_evaluation), "{policy} with at most {max_sales} sales per evaluation");
+        if policy != "seed" {
+            sold.sort();
+            assert_eq!(sold, vms, "{policy}: every empty VM is sold");
+        }
+    }
+}
