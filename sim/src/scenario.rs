@@ -231,16 +231,20 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     if let Some(p) = policy {
         value.insert("policy".into(), toml::Value::String(p.into()));
     }
-    // A placement the scenario or `--set` names is kept, whatever the policy.
-    let placement_named =
-        value.get("conductor").and_then(|c| c.get("placement")).and_then(|p| p.get("strategy")).is_some();
+    // A placement (or reactive threshold) the scenario or `--set` names is kept,
+    // whatever the policy.
+    let named =
+        |table: &str, key: &str| value.get("conductor").and_then(|c| c.get(table)).and_then(|p| p.get(key)).is_some();
+    let placement_named = named("placement", "strategy");
+    let threshold_named = named("reactive", "scale_up_threshold_percent");
     let mut scenario: Scenario = toml::Value::Table(value)
         .try_into()
         .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim()))?;
     if scenario.name == "unnamed" {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
-    apply_policy(&mut scenario, placement_named).map_err(|e| format!("{}: policy: {e}", path.display()))?;
+    apply_policy(&mut scenario, placement_named, threshold_named)
+        .map_err(|e| format!("{}: policy: {e}", path.display()))?;
     let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
     if let Some(max) = scenario.cloud.max_nodes {
@@ -274,12 +278,20 @@ pub const POLICIES: &[&str] = &[
 /// The stack `default` selects.
 pub const DEFAULT_STACK: &[&str] = &["spare_pool", "reactive"];
 
-fn apply_policy(s: &mut Scenario, placement_named: bool) -> Result<(), String> {
+/// Reactive's scale-up threshold in the `default` stack (unless the scenario names one):
+/// the spare pool's trend headroom buys ahead of a rise, so reactive only backs it up
+/// (91 %, reactive's own default, keeps 9 % of the whole fleet idle).
+pub const DEFAULT_STACK_REACTIVE_THRESHOLD: f64 = 98.0;
+
+fn apply_policy(s: &mut Scenario, placement_named: bool, threshold_named: bool) -> Result<(), String> {
     let scaling = &mut s.conductor.scaling;
     let stack: &[&str] = match s.policy.as_str() {
         "default" => {
             if scaling.policies != conductor_core::config::ScalingConfig::default().policies {
                 return Ok(());
+            }
+            if !threshold_named {
+                s.conductor.reactive.scale_up_threshold_percent = DEFAULT_STACK_REACTIVE_THRESHOLD;
             }
             DEFAULT_STACK
         }
@@ -482,5 +494,25 @@ mod tests {
         assert_eq!(t["cloud"]["max_nodes"].as_integer(), Some(3));
         assert!(apply_set(&mut t, "name.x=1").is_err(), "name is not a table");
         assert!(apply_set(&mut t, "novalue").is_err());
+    }
+
+    #[test]
+    fn the_default_stack_runs_reactive_at_its_own_threshold_unless_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("conductor-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.toml");
+        std::fs::write(&file, "trace = \"t.csv\"\n").unwrap();
+        let threshold = |sets: &[&str], policy: &str| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let l = load(&file, &sets, Some(policy)).unwrap();
+            (l.scenario.conductor.scaling.policies.clone(), l.scenario.conductor.reactive.scale_up_threshold_percent)
+        };
+        let (stack, t) = threshold(&[], "default");
+        assert_eq!(stack, DEFAULT_STACK);
+        assert_eq!(t, DEFAULT_STACK_REACTIVE_THRESHOLD);
+        assert_eq!(threshold(&["conductor.reactive.scale_up_threshold_percent=91"], "default").1, 91.0);
+        let reactive = conductor_core::config::ReactiveConfig::default().scale_up_threshold_percent;
+        assert_eq!(threshold(&[], "reactive").1, reactive, "reactive alone keeps its default");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

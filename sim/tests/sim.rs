@@ -105,7 +105,7 @@ fn malformed_scenarios_name_the_field() {
         ("[cloud]\nboot_s_min = 100\nboot_s_max = 10\n", "cloud.boot_s_min"),
         ("[faults]\ncontainer_start_failure_rate = 2.0\n", "faults.container_start_failure_rate"),
         (
-            "[conductor.reactive]\nscale_down_threshold_percent = 95\n",
+            "[conductor.reactive]\nscale_down_threshold_percent = 99\n",
             "conductor.reactive.scale_down_threshold_percent",
         ),
         ("duration = \"3 weeks\"\n", "duration"),

@@ -17,16 +17,36 @@ use crate::config::{SparePoolConfig, WEEKDAYS};
 use crate::model::NodeKind;
 use crate::node::Node;
 use crate::time::Millis;
+use std::collections::VecDeque;
 
 pub struct SparePool {
     cfg: SparePoolConfig,
     /// Since when headroom has exceeded the target by at least the smallest cloud node.
     surplus_since: Option<Millis>,
+    /// Demand (allocated + queued) seen at each evaluation within `trend_window_s`,
+    /// oldest first.
+    demand_seen: VecDeque<(Millis, u64)>,
 }
 
 impl SparePool {
     pub fn new(cfg: SparePoolConfig) -> SparePool {
-        SparePool { cfg, surplus_since: None }
+        SparePool { cfg, surplus_since: None, demand_seen: VecDeque::new() }
+    }
+
+    /// Headroom for the demand's recent rise: its growth rate over the window times the
+    /// lead time. 0 when demand fell or the trend is off.
+    pub fn trend_mb(&self, ctx: &ScalingContext) -> u64 {
+        if self.cfg.trend_lead_s == 0 {
+            return 0;
+        }
+        let Some(&(t0, d0)) = self.demand_seen.front() else { return 0 };
+        let elapsed = ctx.now.since(t0);
+        if elapsed == 0 {
+            return 0;
+        }
+        let growth = ctx.demand_mb().saturating_sub(d0);
+        let lead_ms = self.cfg.trend_lead_s * 1000;
+        u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX)
     }
 
     /// The headroom target in MB for this moment of the week.
@@ -41,7 +61,7 @@ impl SparePool {
                     && (o.hour_from..o.hour_to).contains(&hour)
             })
             .map_or((self.cfg.buffer_mb, self.cfg.buffer_percent), |o| (o.buffer_mb, o.buffer_percent));
-        buffer_mb.max(percent_headroom_mb(ctx.allocated_mb, pct))
+        buffer_mb.max(percent_headroom_mb(ctx.allocated_mb, pct)).max(self.trend_mb(ctx))
     }
 
     fn headroom_mb(ctx: &ScalingContext) -> i64 {
@@ -79,6 +99,15 @@ impl Policy for SparePool {
     }
 
     fn observe(&mut self, ctx: &ScalingContext) {
+        if self.cfg.trend_lead_s > 0 {
+            let window_ms = self.cfg.trend_window_s * 1000;
+            while self.demand_seen.front().is_some_and(|&(t, _)| ctx.now.since(t) > window_ms) {
+                self.demand_seen.pop_front();
+            }
+            if self.demand_seen.back().is_none_or(|&(t, _)| t < ctx.now) {
+                self.demand_seen.push_back((ctx.now, ctx.demand_mb()));
+            }
+        }
         let target = self.target_mb(ctx);
         if ctx.queued_count == 0 && self.spare(ctx, target, false).is_some() {
             self.surplus_since.get_or_insert(ctx.now);
@@ -191,5 +220,65 @@ mod tests {
         let ctx = k.ctx(Millis(4 * DAY + 56 * MIN));
         let node = k.fleet.get(cloud).unwrap();
         assert!(p.keep(&ctx, node).is_some());
+    }
+
+    #[test]
+    fn a_rise_is_extrapolated_over_the_lead_time_and_a_fall_or_a_lull_asks_nothing() {
+        let mut cfg = Config::default();
+        cfg.spare_pool.buffer_mb = 1000;
+        cfg.spare_pool.overrides.clear();
+        cfg.spare_pool.trend_lead_s = 450;
+        cfg.spare_pool.trend_window_s = 300;
+        let mut k = Kit::new(cfg);
+        k.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        p.observe(&k.ctx(Millis::ZERO));
+        assert_eq!(p.target_mb(&k.ctx(Millis::ZERO)), 1000, "no history: the buffer");
+        // 6000 MB more demand (queued) in 300 s: 20 MB/s for 450 s.
+        k.queue(6000);
+        let ctx = k.ctx(Millis(5 * MIN));
+        assert_eq!(p.trend_mb(&ctx), 9000);
+        assert_eq!(p.target_mb(&ctx), 9000);
+        // The headroom (100000 - 15000 reserve - 16000 demand) covers it: no purchase.
+        assert_eq!(p.scale_up(&ctx), None);
+        p.observe(&ctx);
+        // Ten minutes later nothing has changed: both samples left the window.
+        let ctx = k.ctx(Millis(15 * MIN));
+        p.observe(&ctx);
+        assert_eq!(p.trend_mb(&ctx), 0);
+        assert_eq!(p.target_mb(&ctx), 1000);
+        // A fall asks for nothing either.
+        let mut k2 = Kit::new(k.cfg.clone());
+        k2.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
+        k2.queue(6000);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        p.observe(&k2.ctx(Millis::ZERO));
+        let mut k3 = Kit::new(k.cfg.clone());
+        k3.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
+        assert_eq!(p.trend_mb(&k3.ctx(Millis(2 * MIN))), 0);
+        // Off: nothing, whatever the history.
+        let mut off = k.cfg.spare_pool.clone();
+        off.trend_lead_s = 0;
+        let mut p = SparePool::new(off);
+        p.observe(&k3.ctx(Millis::ZERO));
+        assert_eq!(p.trend_mb(&k.ctx(Millis(MIN))), 0);
+    }
+
+    #[test]
+    fn a_steep_rise_buys_before_anything_is_queued() {
+        let mut cfg = Config::default();
+        cfg.spare_pool.buffer_mb = 0;
+        cfg.spare_pool.overrides.clear();
+        let mut k = Kit::new(cfg);
+        // Usable 20000 - 3000 = 17000.
+        k.node(NodeKind::Dedicated, 20000, 4000, Millis::ZERO);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        p.observe(&k.ctx(Millis::ZERO));
+        // 8000 MB more allocated in 5 minutes: 12000 MB expected over the 450 s lead,
+        // 5000 MB of headroom left.
+        let mut k2 = Kit::new(k.cfg.clone());
+        k2.node(NodeKind::Dedicated, 20000, 12000, Millis::ZERO);
+        let up = p.scale_up(&k2.ctx(Millis(5 * MIN))).expect("the rise outruns the headroom");
+        assert!(up.reason.contains("below the spare target 12000 MB"), "{}", up.reason);
     }
 }
