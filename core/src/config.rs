@@ -341,6 +341,8 @@ pub struct SparePoolConfig {
     /// is kept free as well. 0 turns it off.
     pub trend_lead_s: u64,
     pub trend_window_s: u64,
+    /// Growth up to this much is noise (a start or two), not a trend.
+    pub trend_noise_mb: u64,
     pub priority: i32,
 }
 
@@ -390,9 +392,10 @@ impl Default for SparePoolConfig {
             // Measured on the shipped scenarios (with reactive at 98 % behind it, as the
             // simulator's `default` stack has it): a rise over the last 5 minutes
             // extrapolated 7.5 minutes ahead (a VM's boot plus an evaluation interval and
-            // some) kept every p95 wait at 0, the flash crowd's too.
+            // some), less 8 GB of noise, kept every p95 wait at 0, the flash crowd's too.
             trend_lead_s: 450,
             trend_window_s: 5 * 60,
+            trend_noise_mb: 8192,
             priority: 5,
         }
     }

@@ -33,8 +33,9 @@ impl SparePool {
         SparePool { cfg, surplus_since: None, demand_seen: VecDeque::new() }
     }
 
-    /// Headroom for the demand's recent rise: its growth rate over the window times the
-    /// lead time. 0 when demand fell or the trend is off.
+    /// Headroom for the demand's recent rise: its growth over the window less
+    /// `trend_noise_mb`, as a rate, times the lead time. 0 when demand fell, grew by no
+    /// more than the noise, or the trend is off.
     pub fn trend_mb(&self, ctx: &ScalingContext) -> u64 {
         if self.cfg.trend_lead_s == 0 {
             return 0;
@@ -44,7 +45,7 @@ impl SparePool {
         if elapsed == 0 {
             return 0;
         }
-        let growth = ctx.demand_mb().saturating_sub(d0);
+        let growth = ctx.demand_mb().saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
         let lead_ms = self.cfg.trend_lead_s * 1000;
         u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX)
     }
@@ -229,6 +230,7 @@ mod tests {
         cfg.spare_pool.overrides.clear();
         cfg.spare_pool.trend_lead_s = 450;
         cfg.spare_pool.trend_window_s = 300;
+        cfg.spare_pool.trend_noise_mb = 0;
         let mut k = Kit::new(cfg);
         k.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
         let mut p = SparePool::new(k.cfg.spare_pool.clone());
@@ -239,6 +241,17 @@ mod tests {
         let ctx = k.ctx(Millis(5 * MIN));
         assert_eq!(p.trend_mb(&ctx), 9000);
         assert_eq!(p.target_mb(&ctx), 9000);
+        // With 2000 MB of it noise: 4000 MB in 300 s.
+        let mut noisy = p.cfg.clone();
+        noisy.trend_noise_mb = 2000;
+        let mut q = SparePool::new(noisy);
+        q.observe(&k.ctx(Millis::ZERO));
+        assert_eq!(q.trend_mb(&ctx), 0, "the queue was there at 0 in this kit");
+        let mut k0 = Kit::new(k.cfg.clone());
+        k0.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
+        let mut q = SparePool::new(q.cfg.clone());
+        q.observe(&k0.ctx(Millis::ZERO));
+        assert_eq!(q.trend_mb(&ctx), 6000);
         // The headroom (100000 - 15000 reserve - 16000 demand) covers it: no purchase.
         assert_eq!(p.scale_up(&ctx), None);
         p.observe(&ctx);
@@ -270,15 +283,19 @@ mod tests {
         cfg.spare_pool.buffer_mb = 0;
         cfg.spare_pool.overrides.clear();
         let mut k = Kit::new(cfg);
-        // Usable 20000 - 3000 = 17000.
-        k.node(NodeKind::Dedicated, 20000, 4000, Millis::ZERO);
+        // Usable 40000 - 6000 = 34000.
+        k.node(NodeKind::Dedicated, 40000, 4000, Millis::ZERO);
         let mut p = SparePool::new(k.cfg.spare_pool.clone());
         p.observe(&k.ctx(Millis::ZERO));
-        // 8000 MB more allocated in 5 minutes: 12000 MB expected over the 450 s lead,
-        // 5000 MB of headroom left.
+        // 24384 MB more allocated in 5 minutes, 8192 of it noise: (24384 - 8192) x 450 / 300
+        // = 24288 MB expected over the lead time, 5616 MB of headroom left.
         let mut k2 = Kit::new(k.cfg.clone());
-        k2.node(NodeKind::Dedicated, 20000, 12000, Millis::ZERO);
+        k2.node(NodeKind::Dedicated, 40000, 28384, Millis::ZERO);
         let up = p.scale_up(&k2.ctx(Millis(5 * MIN))).expect("the rise outruns the headroom");
-        assert!(up.reason.contains("below the spare target 12000 MB"), "{}", up.reason);
+        assert!(up.reason.contains("below the spare target 24288 MB"), "{}", up.reason);
+        // A rise within the noise buys nothing.
+        let mut k3 = Kit::new(k.cfg.clone());
+        k3.node(NodeKind::Dedicated, 40000, 12000, Millis::ZERO);
+        assert_eq!(p.scale_up(&k3.ctx(Millis(5 * MIN))), None);
     }
 }
