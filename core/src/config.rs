@@ -390,11 +390,12 @@ impl Default for SparePoolConfig {
                 buffer_percent: 0.0,
             }],
             // Measured on the shipped scenarios (with reactive at 98 % behind it, as the
-            // simulator's `default` stack has it): a rise over the last 5 minutes
-            // extrapolated 7.5 minutes ahead (a VM's boot plus an evaluation interval and
-            // some), less 8 GB of noise, kept every p95 wait at 0, the flash crowd's too.
+            // simulator's `default` stack has it): the rise since a sample at least 3
+            // minutes old, less 8 GB of noise, extrapolated 7.5 minutes ahead (a VM's
+            // boot plus an evaluation interval and some) kept every p95 wait at 0, the
+            // flash crowd's too.
             trend_lead_s: 450,
-            trend_window_s: 5 * 60,
+            trend_window_s: 3 * 60,
             trend_noise_mb: 8192,
             priority: 5,
         }

@@ -198,6 +198,9 @@ pub struct Conductor {
     /// Peak demand per minute over the last `scaling.rebuy_cooldown_s`, oldest first
     /// (bounded by the minutes in that window).
     demand_peaks: VecDeque<(u64, u64)>,
+    /// RAM and count of all start requests: their mean is the server size the
+    /// no-flapping check packs the peak with.
+    start_sizes: (u64, u64),
     /// Per catalogue type: not bought before this; and the next backoff if it fails again.
     type_backoff_until: Vec<Millis>,
     type_backoff_next_ms: Vec<u64>,
@@ -277,6 +280,7 @@ impl Conductor {
             last_scale_down: None,
             demand_at_last_sale_mb: None,
             demand_peaks: VecDeque::new(),
+            start_sizes: (0, 0),
             type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
             overcommitted: BTreeSet::new(),
@@ -487,6 +491,8 @@ impl Conductor {
         if ram_mb == 0 {
             return StartReply::Rejected(Rejection::InvalidRam);
         }
+        self.start_sizes.0 = self.start_sizes.0.saturating_add(u64::from(ram_mb));
+        self.start_sizes.1 += 1;
         if let Some(s) = self.servers.get(&id) {
             match s.state {
                 State::Queued => {
@@ -2107,6 +2113,7 @@ impl Conductor {
             self.demand_at_last_sale_mb,
         );
         ctx.recent_peak_demand_mb = recent_peak.max(ctx.demand_mb());
+        ctx.mean_start_mb = self.start_sizes.0.checked_div(self.start_sizes.1).unwrap_or(0);
         ctx.last_health_change = self.last_health_change;
         ctx.consolidating = &self.consolidating;
         ctx
@@ -2138,7 +2145,7 @@ impl Conductor {
             return;
         }
         let mut sales = 0;
-        while let Some(policy) = self.evaluate_once() {
+        while let Some(policy) = self.evaluate_once(sales == 0) {
             sales += 1;
             if policy == "seed" || sales >= self.cfg.scaling.max_sales_per_evaluation {
                 break;
@@ -2149,8 +2156,9 @@ impl Conductor {
     /// One round of [`Conductor::evaluate_scaling`]: at most one action. A scale-up the
     /// engine refuses (type in backoff, over budget, a rebuy too soon after a sale) passes
     /// the question to the next policy; so does a scale-down another policy vetoes.
-    /// Returns the selling policy when the action was a sale.
-    fn evaluate_once(&mut self) -> Option<&'static str> {
+    /// Returns the selling policy when the action was a sale. Rounds after the `first`
+    /// only sell (no buy or move right after a sale) and count no refusal or veto again.
+    fn evaluate_once(&mut self, first: bool) -> Option<&'static str> {
         let mut policies = std::mem::take(&mut self.policies);
         let mut refusals = Vec::new();
         let mut vetoes = 0;
@@ -2166,7 +2174,7 @@ impl Conductor {
             }
             let at_max = ctx.cloud_nodes >= ctx.max_cloud_nodes;
             let mut decision = None;
-            for p in policies.iter_mut() {
+            for p in policies.iter_mut().filter(|_| first) {
                 if let Some(mut up) = p.scale_up(&ctx) {
                     if at_max {
                         continue;
@@ -2192,10 +2200,11 @@ impl Conductor {
                     let Some(down) = policies[i].scale_down(&ctx) else { continue };
                     let Some(node) = ctx.fleet.get(down.node) else { continue };
                     // No flapping: the rest must hold the peak demand of the last
-                    // rebuy cooldown, and no other policy may want the node kept.
-                    // A node cordoned by consolidation adds no capacity: selling it
-                    // takes nothing from anyone.
-                    let rest = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
+                    // rebuy cooldown, each node's end losing half a server of the mean
+                    // start size to fragmentation, and
+                    // no other policy may want the node kept. A node cordoned by
+                    // consolidation adds no capacity: selling it takes nothing from anyone.
+                    let rest = ctx.packed_usable_without_mb(node.id, ctx.mean_start_mb);
                     let kept = !ctx.consolidating.contains(&node.id)
                         && (rest < ctx.recent_peak_demand_mb
                             || policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some()));
@@ -2207,7 +2216,7 @@ impl Conductor {
                     break;
                 }
             }
-            if decision.is_none() && policies.iter().any(|p| p.wants_servers(&ctx)) {
+            if first && decision.is_none() && policies.iter().any(|p| p.wants_servers(&ctx)) {
                 servers_buf = self.running_servers();
                 ctx.servers = &servers_buf;
                 for p in policies.iter_mut() {
@@ -2220,6 +2229,10 @@ impl Conductor {
             (decision, ctx.recent_peak_demand_mb)
         };
         self.policies = policies;
+        if !first {
+            refusals.clear();
+            vetoes = 0;
+        }
         self.counters.scale_down_vetoes += vetoes;
         for (name, kind, why) in refusals {
             match kind {

@@ -1343,6 +1343,8 @@ fn nodes_empty_together_are_sold_in_one_evaluation_but_seed_sells_one() {
         let mut c = cfg();
         c.scaling.policies = vec![policy.to_string()];
         c.scaling.max_sales_per_evaluation = max_sales;
+        // Without a cooldown seed would sell again at once: only the engine stops it.
+        c.seed.scale_down_cooldown_s = 0;
         let mut h = H::new(c);
         h.node("d", NodeKind::Dedicated, 65536, false);
         let vms: Vec<NodeId> = (0..3).map(|i| h.node(&format!("vm{i}"), NodeKind::Cloud, 8192, false)).collect();

@@ -19,7 +19,8 @@
 //! runs never runs.
 //!
 //! Checked after every call: `check_invariants()` is empty; allocated <= usable on every
-//! node; system nodes hold nothing; at most one ScaleUp/ScaleDown per call; a scaled-down
+//! node; system nodes hold nothing; one scaling decision per call (VMs of one type, or up
+//! to `scaling.max_sales_per_evaluation` sales); a scaled-down
 //! or removed node holds nothing (then or later), and a node removed other than by
 //! `NodeDeleted` held nothing before the call; `StartContainer` goes only to placeable
 //! nodes and matches the server's status; every accepted start (`Placed`/`Queued`) stays
@@ -502,8 +503,9 @@ impl Driver {
             }
         }
 
-        // ---- scaling: at most one decision per call: one sale, or VMs of one type bought
-        // by one policy (`seed` buys one at a time).
+        // ---- scaling: at most one decision per call: VMs of one type bought by one policy
+        // (`seed` buys one at a time), or sales (up to `scaling.max_sales_per_evaluation`;
+        // `seed` sells one), never both.
         let ups: Vec<(&String, &String)> = cmds
             .iter()
             .filter_map(|c| match c {
@@ -511,10 +513,18 @@ impl Driver {
                 _ => None,
             })
             .collect();
-        let downs = cmds.iter().filter(|c| matches!(c, Command::Publish(Event::ScaleDown { .. }))).count();
+        let down_by: Vec<&String> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::Publish(Event::ScaleDown { policy, .. }) => Some(policy),
+                _ => None,
+            })
+            .collect();
+        let downs = down_by.len();
+        let max_sales = self.c.config().scaling.max_sales_per_evaluation as usize;
         let mixed = ups.windows(2).any(|w| w[0] != w[1]);
-        let seed_many = ups.len() > 1 && ups[0].1 == "seed";
-        if downs > 1 || (downs > 0 && !ups.is_empty()) || mixed || seed_many {
+        let seed_many = (ups.len() > 1 && ups[0].1 == "seed") || (downs > 1 && down_by.iter().any(|p| *p == "seed"));
+        if downs > max_sales || (downs > 0 && !ups.is_empty()) || mixed || seed_many {
             return Err(self.fail(format!("{} scale-ups {ups:?} and {downs} scale-downs in one call", ups.len())));
         }
 

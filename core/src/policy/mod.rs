@@ -93,6 +93,8 @@ pub struct ScalingContext<'a> {
     pub demand_at_last_sale_mb: Option<u64>,
     /// Peak demand (allocated + queued RAM) over the last `scaling.rebuy_cooldown_s`.
     pub recent_peak_demand_mb: u64,
+    /// The mean RAM of all start requests so far (0: none).
+    pub mean_start_mb: u64,
     /// The last time a node's health changed.
     pub last_health_change: Option<Millis>,
     /// Nodes cordoned for consolidation (draining, not yet sold).
@@ -163,6 +165,7 @@ impl<'a> ScalingContext<'a> {
             last_scale_down,
             demand_at_last_sale_mb,
             recent_peak_demand_mb: allocated + queue.total_ram_mb(),
+            mean_start_mb: 0,
             last_health_change: None,
             consolidating: &NO_NODES,
             migrating_from: &NO_NODES,
@@ -256,6 +259,16 @@ impl<'a> ScalingContext<'a> {
     /// Nodes a policy may release now: deletable and in their release window.
     pub fn releasable(&self) -> impl Iterator<Item = &'a Node> + '_ {
         self.fleet.iter().filter(|n| self.deletable(n) && self.release_window_open(n))
+    }
+
+    /// Worker usable RAM without `node`, less half a server of `server_mb` on each node
+    /// that adds any (what packing servers of that size loses on average at a node's end).
+    pub fn packed_usable_without_mb(&self, node: NodeId, server_mb: u64) -> u64 {
+        self.fleet
+            .iter()
+            .filter(|n| n.id != node && !n.system)
+            .map(|n| self.node_usable_mb(n).saturating_sub(server_mb / 2))
+            .sum()
     }
 
     /// The usable RAM a node adds to the worker fleet (0 unless healthy or coming).
@@ -598,6 +611,20 @@ mod tests {
             assert_eq!(ffd(&sizes, &mut a, new_bin), ffd_naive(&sizes, &mut b, new_bin), "{sizes:?}");
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn the_rest_of_the_fleet_loses_half_a_server_per_node_to_fragmentation() {
+        use super::testkit::Kit;
+        let mut k = Kit::new(Config::default());
+        // Usable 20000 - 3000 = 17000 and 8192 - 1228 = 6964.
+        let a = k.node(NodeKind::Dedicated, 20000, 0, Millis::ZERO);
+        let b = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+        let ctx = k.ctx(Millis::ZERO);
+        assert_eq!(ctx.packed_usable_without_mb(b, 0), 17000);
+        assert_eq!(ctx.packed_usable_without_mb(b, 4096), 17000 - 2048);
+        assert_eq!(ctx.packed_usable_without_mb(a, 4096), 6964 - 2048);
+        assert_eq!(ctx.packed_usable_without_mb(NodeId(99), 2048), 17000 - 1024 + 6964 - 1024);
     }
 
     #[test]

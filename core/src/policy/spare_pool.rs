@@ -23,35 +23,63 @@ pub struct SparePool {
     cfg: SparePoolConfig,
     /// Since when headroom has exceeded the target by at least the smallest cloud node.
     surplus_since: Option<Millis>,
-    /// Demand (allocated + queued) seen at each evaluation within `trend_window_s`,
-    /// oldest first.
+    /// Demand (booked + queued) seen at each evaluation, oldest first: those within
+    /// `trend_window_s` and the newest one before it.
     demand_seen: VecDeque<(Millis, u64)>,
+    /// Trend targets of the last `scaling.rebuy_cooldown_s`, a sliding maximum (times
+    /// ascending, values descending): capacity the trend asked for is not sold within
+    /// the engine's anti-flapping window, so an oscillating load is not bought and sold
+    /// each cycle.
+    trend_seen: VecDeque<(Millis, u64)>,
 }
 
 impl SparePool {
     pub fn new(cfg: SparePoolConfig) -> SparePool {
-        SparePool { cfg, surplus_since: None, demand_seen: VecDeque::new() }
+        SparePool { cfg, surplus_since: None, demand_seen: VecDeque::new(), trend_seen: VecDeque::new() }
     }
 
-    /// Headroom for the demand's recent rise: its growth over the window less
-    /// `trend_noise_mb`, as a rate, times the lead time. 0 when demand fell, grew by no
-    /// more than the noise, or the trend is off.
+    /// Headroom for the demand's recent rise: its growth since the newest sample at least
+    /// a window old, less `trend_noise_mb`, as a rate (over at least the window), times
+    /// the lead time. 0 when demand fell, grew by no more than the noise, or the trend is
+    /// off.
     pub fn trend_mb(&self, ctx: &ScalingContext) -> u64 {
         if self.cfg.trend_lead_s == 0 {
             return 0;
         }
         let Some(&(t0, d0)) = self.demand_seen.front() else { return 0 };
-        let elapsed = ctx.now.since(t0);
-        if elapsed == 0 {
-            return 0;
-        }
-        let growth = ctx.demand_mb().saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
+        // Never a rate over less than the window: a burst right after the first sample
+        // (at start, after a pause) would otherwise be extrapolated many times over.
+        let elapsed = ctx.now.since(t0).max(self.cfg.trend_window_s * 1000).max(1);
+        let growth = Self::booked_mb(ctx).saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
         let lead_ms = self.cfg.trend_lead_s * 1000;
         u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX)
     }
 
-    /// The headroom target in MB for this moment of the week.
+    /// Demand for the trend: queued RAM plus RAM booked on any node. Unlike the
+    /// headroom's demand it does not dip when a node turns unhealthy, so servers coming
+    /// back from a lost node are not read as a rise.
+    fn booked_mb(ctx: &ScalingContext) -> u64 {
+        ctx.queued_ram_mb + ctx.fleet.allocated_mb()
+    }
+
+    /// The headroom target in MB for this moment of the week: what a purchase aims at.
     pub fn target_mb(&self, ctx: &ScalingContext) -> u64 {
+        self.base_mb(ctx).max(self.trend_mb(ctx))
+    }
+
+    /// The headroom a sale must leave: the target, and no less than any trend target of
+    /// the last `scaling.rebuy_cooldown_s`.
+    pub fn keep_target_mb(&self, ctx: &ScalingContext) -> u64 {
+        let held = self
+            .trend_seen
+            .front()
+            .filter(|&&(t, _)| ctx.now.since(t) < ctx.scaling.rebuy_cooldown_s * 1000)
+            .map_or(0, |&(_, v)| v);
+        self.target_mb(ctx).max(held)
+    }
+
+    /// The buffer and percentage part of the target.
+    fn base_mb(&self, ctx: &ScalingContext) -> u64 {
         let (day, hour) = ctx.weekday_hour();
         let (buffer_mb, pct) = self
             .cfg
@@ -62,7 +90,7 @@ impl SparePool {
                     && (o.hour_from..o.hour_to).contains(&hour)
             })
             .map_or((self.cfg.buffer_mb, self.cfg.buffer_percent), |o| (o.buffer_mb, o.buffer_percent));
-        buffer_mb.max(percent_headroom_mb(ctx.allocated_mb, pct)).max(self.trend_mb(ctx))
+        buffer_mb.max(percent_headroom_mb(ctx.allocated_mb, pct))
     }
 
     fn headroom_mb(ctx: &ScalingContext) -> i64 {
@@ -101,15 +129,27 @@ impl Policy for SparePool {
 
     fn observe(&mut self, ctx: &ScalingContext) {
         if self.cfg.trend_lead_s > 0 {
+            // Keep the newest sample at least a window old as the reference.
             let window_ms = self.cfg.trend_window_s * 1000;
-            while self.demand_seen.front().is_some_and(|&(t, _)| ctx.now.since(t) > window_ms) {
+            while self.demand_seen.get(1).is_some_and(|&(t, _)| ctx.now.since(t) >= window_ms) {
                 self.demand_seen.pop_front();
             }
             if self.demand_seen.back().is_none_or(|&(t, _)| t < ctx.now) {
-                self.demand_seen.push_back((ctx.now, ctx.demand_mb()));
+                self.demand_seen.push_back((ctx.now, Self::booked_mb(ctx)));
+            }
+            let trend = self.trend_mb(ctx);
+            let hold_ms = ctx.scaling.rebuy_cooldown_s * 1000;
+            while self.trend_seen.front().is_some_and(|&(t, _)| ctx.now.since(t) >= hold_ms) {
+                self.trend_seen.pop_front();
+            }
+            while self.trend_seen.back().is_some_and(|&(_, v)| v <= trend) {
+                self.trend_seen.pop_back();
+            }
+            if trend > 0 {
+                self.trend_seen.push_back((ctx.now, trend));
             }
         }
-        let target = self.target_mb(ctx);
+        let target = self.keep_target_mb(ctx);
         if ctx.queued_count == 0 && self.spare(ctx, target, false).is_some() {
             self.surplus_since.get_or_insert(ctx.now);
         } else {
@@ -139,7 +179,7 @@ impl Policy for SparePool {
         if cloud <= self.cfg.min_nodes {
             return None;
         }
-        let target = self.target_mb(ctx);
+        let target = self.keep_target_mb(ctx);
         let node = self.spare(ctx, target, true)?;
         Some(ScaleDown {
             node: node.id,
@@ -152,7 +192,7 @@ impl Policy for SparePool {
     }
 
     fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
-        let target = self.target_mb(ctx);
+        let target = self.keep_target_mb(ctx);
         let without = Self::headroom_mb(ctx) - ctx.node_usable_mb(node) as i64;
         (without < target as i64).then(|| format!("spare_pool: headroom without it {without} MB < {target} MB"))
     }
@@ -252,14 +292,33 @@ mod tests {
         let mut q = SparePool::new(q.cfg.clone());
         q.observe(&k0.ctx(Millis::ZERO));
         assert_eq!(q.trend_mb(&ctx), 6000);
+        // A burst a second after the first sample is a rate over the window, not over 1 s.
+        let mut r = SparePool::new(p.cfg.clone());
+        r.observe(&k0.ctx(Millis::ZERO));
+        assert_eq!(r.trend_mb(&k.ctx(Millis(1000))), 9000);
         // The headroom (100000 - 15000 reserve - 16000 demand) covers it: no purchase.
         assert_eq!(p.scale_up(&ctx), None);
         p.observe(&ctx);
-        // Ten minutes later nothing has changed: both samples left the window.
+        // At 15 min, 3000 MB more: the reference is the newest sample at least a window old
+        // (5 min, 16000 MB) and the rate is over the 10 minutes since: 3000 x 450 / 600.
+        k.queue(3000);
         let ctx = k.ctx(Millis(15 * MIN));
+        p.observe(&ctx);
+        assert_eq!(p.trend_mb(&ctx), 2250);
+        // Ten minutes more without a change: purchases aim at the buffer again, but a sale
+        // must leave the trend's 9000 MB of 5 minutes ago until the rebuy cooldown (30
+        // min) has passed since: capacity bought for a rise is not sold and bought again.
+        let ctx = k.ctx(Millis(25 * MIN));
         p.observe(&ctx);
         assert_eq!(p.trend_mb(&ctx), 0);
         assert_eq!(p.target_mb(&ctx), 1000);
+        assert_eq!(p.keep_target_mb(&ctx), 9000);
+        let ctx = k.ctx(Millis(35 * MIN + 1));
+        p.observe(&ctx);
+        assert_eq!(p.keep_target_mb(&ctx), 2250, "the 15-minute trend is held until 45 min");
+        let ctx = k.ctx(Millis(45 * MIN + 1));
+        p.observe(&ctx);
+        assert_eq!(p.keep_target_mb(&ctx), 1000);
         // A fall asks for nothing either.
         let mut k2 = Kit::new(k.cfg.clone());
         k2.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
