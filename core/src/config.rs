@@ -392,7 +392,7 @@ impl Default for SparePoolConfig {
             // Measured on the shipped scenarios (with reactive at 98 % behind it, as the
             // simulator's `default` stack has it): the rise since a sample at least 3
             // minutes old, less 8 GB of noise, extrapolated 7.5 minutes ahead (a VM's
-            // boot plus an evaluation interval and some) kept every p95 wait at 0, the
+            // boot plus an evaluation interval and some) kept every p95 wait under 2 s, the
             // flash crowd's too.
             trend_lead_s: 450,
             trend_window_s: 3 * 60,
