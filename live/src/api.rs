@@ -36,6 +36,12 @@ use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// A body announced larger than [`BODY_BYTES_MAX`] but at most this is read and thrown
+/// away (for at most [`DRAIN_TIMEOUT`]) before the 413, so that the client, still
+/// sending, gets the answer instead of a reset connection. Larger ones are cut off.
+const DRAIN_BYTES_MAX: usize = 2 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a handler waits for the driver to take its call and answer it before giving up with 503.
 pub const DRIVER_ANSWER_MS_MAX: u64 = 10_000;
 
@@ -75,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_BYTES_MAX))
+        .layer(middleware::from_fn(drain_oversized))
         // Outermost, so it also sees the 413s the limit layer answers itself.
         .layer(middleware::from_fn_with_state(metrics, count_and_jsonify))
 }
@@ -260,6 +267,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 // ---- Auth, errors and counting ----------------------------------------------------------
+
+/// Answers 413 to a body announced too large, after reading it (up to
+/// [`DRAIN_BYTES_MAX`]): answering first and closing would reset the connection under a
+/// client that is still sending, which then never sees the answer.
+async fn drain_oversized(req: Request, next: Next) -> Response {
+    let announced =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    match announced {
+        Some(len) if len > BODY_BYTES_MAX => {
+            if len <= DRAIN_BYTES_MAX {
+                let body = req.into_body();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, DRAIN_BYTES_MAX)).await;
+            }
+            let mut response = StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(req).await,
+    }
+}
 
 async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
     let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| bearer(v.as_bytes()));
