@@ -5,12 +5,17 @@
 //! fleet should hold allocated / (1 − P) (Agones' `ceil(allocated*100/(100-P))`), so the
 //! headroom target is that minus allocated. A calendar override (weekday and UTC hour
 //! window, the first that matches) replaces both numbers, e.g. the design's "3 spares
-//! on Friday and Saturday, 1 otherwise".
+//! on Friday and Saturday, 1 otherwise". A trend can raise the target further: the
+//! growth of queued plus booked RAM since the newest evaluation at least `trend_window_s`
+//! ago, less `trend_noise_mb`, as a rate over at least the window, times `trend_lead_s`
+//! (what arrives while a VM boots): it buys ahead of a rise instead of keeping a share of
+//! the whole fleet idle.
 //!
-//! Buys one VM per evaluation while headroom is below the target (up to `max_nodes`
-//! cloud nodes), sized for the deficit. Releases an empty cloud node once headroom
-//! without it has stayed at or above the target for `scale_down_sustain_s`, and vetoes
-//! other policies' sales that would take headroom below the target.
+//! Buys while headroom is below the target (up to `max_nodes` cloud nodes), as many VMs
+//! as the deficit needs. Releases an empty cloud node once headroom without it has stayed
+//! at or above the target, and no less than the highest trend target of the last
+//! `scaling.rebuy_cooldown_s`, for `scale_down_sustain_s`; vetoes other policies' sales
+//! that would take headroom below that.
 
 use super::{choose_for_demand, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::{SparePoolConfig, WEEKDAYS};
