@@ -348,9 +348,10 @@ pub struct SparePoolConfig {
     pub scale_down_sustain_s: u64,
     /// The first matching override replaces `buffer_mb` and `buffer_percent`.
     pub overrides: Vec<SpareOverride>,
-    /// Trend headroom: demand growth over the last `trend_window_s`, as a rate, times
-    /// `trend_lead_s` (how long new capacity takes: VM boot plus an evaluation interval)
-    /// is kept free as well. 0 turns it off.
+    /// Trend headroom: the growth of queued plus booked RAM since the newest evaluation
+    /// at least `trend_window_s` ago, less `trend_noise_mb`, as a rate over at least the
+    /// window, times `trend_lead_s` (how long new capacity takes: VM boot plus an
+    /// evaluation interval) is kept free as well. 0 turns it off.
     pub trend_lead_s: u64,
     pub trend_window_s: u64,
     /// Growth up to this much is noise (a start or two), not a trend.

@@ -2174,6 +2174,7 @@ impl Conductor {
             }
             let at_max = ctx.cloud_nodes >= ctx.max_cloud_nodes;
             let mut decision = None;
+            // Only the first round may buy.
             for p in policies.iter_mut().filter(|_| first) {
                 if let Some(mut up) = p.scale_up(&ctx) {
                     if at_max {
@@ -2200,10 +2201,10 @@ impl Conductor {
                     let Some(down) = policies[i].scale_down(&ctx) else { continue };
                     let Some(node) = ctx.fleet.get(down.node) else { continue };
                     // No flapping: the rest must hold the peak demand of the last
-                    // rebuy cooldown, each node's end losing half a server of the mean
-                    // start size to fragmentation, and
-                    // no other policy may want the node kept. A node cordoned by
-                    // consolidation adds no capacity: selling it takes nothing from anyone.
+                    // rebuy cooldown, each node losing half a server of the mean start
+                    // size to fragmentation, and no other policy may want the node kept.
+                    // A node cordoned by consolidation adds no capacity: selling it
+                    // takes nothing from anyone.
                     let rest = ctx.packed_usable_without_mb(node.id, ctx.mean_start_mb);
                     let kept = !ctx.consolidating.contains(&node.id)
                         && (rest < ctx.recent_peak_demand_mb
@@ -2229,11 +2230,10 @@ impl Conductor {
             (decision, ctx.recent_peak_demand_mb)
         };
         self.policies = policies;
-        if !first {
-            refusals.clear();
-            vetoes = 0;
+        // Later rounds ask for no purchase (so refuse none) and meet the same vetoes again.
+        if first {
+            self.counters.scale_down_vetoes += vetoes;
         }
-        self.counters.scale_down_vetoes += vetoes;
         for (name, kind, why) in refusals {
             match kind {
                 policy::Refusal::Budget => self.counters.budget_refusals += 1,
