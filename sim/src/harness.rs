@@ -898,7 +898,8 @@ impl Sim<'_> {
             }
             Event::ScaleUp { node, server_type, policy, reason } => {
                 self.peak_cloud = self.peak_cloud.max(self.engine.cloud_nodes());
-                let name = self.names.get(node).cloned().unwrap_or_else(|| format!("{node}"));
+                // The event comes before the command that names the VM: the engine knows its name.
+                let name = self.engine.fleet().get(*node).map(|n| n.name.clone()).unwrap_or_else(|| format!("{node}"));
                 self.decision(t, "scale_up", None, Some(&name), &format!("{server_type} by {policy}: {reason}"));
             }
             Event::ScaleDown { node, policy, reason } => {

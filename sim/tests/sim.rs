@@ -265,3 +265,21 @@ fn a_policy_forces_its_placement_only_when_the_scenario_names_none() {
     let c = scenario::load(&plain, &set, Some("seed")).unwrap().scenario.conductor;
     assert_eq!((c.seed.scale_up_threshold_percent, c.seed.node_idle_s), (85.0, 600));
 }
+
+#[test]
+fn decisions_name_a_bought_vm_the_same_in_every_line() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/small-weekday.toml");
+    let out = tmp("names");
+    run(&scenario::load(&p, &[], None).unwrap(), RunOptions { out: Some(out.clone()), ..Default::default() }).unwrap();
+    let csv = std::fs::read_to_string(out.join("decisions.csv")).unwrap();
+    let nodes = |kind: &str| -> std::collections::BTreeSet<String> {
+        csv.lines()
+            .filter(|l| l.split(',').nth(1) == Some(kind))
+            .map(|l| l.split(',').nth(3).unwrap().to_string())
+            .collect()
+    };
+    let (bought, sold, health) = (nodes("scale_up"), nodes("scale_down"), nodes("node_health"));
+    assert!(!bought.is_empty() && !sold.is_empty(), "the small weekday buys and sells VMs");
+    assert!(sold.is_subset(&bought), "sold {sold:?} but bought {bought:?}");
+    assert!(bought.is_subset(&health), "bought {bought:?}, health lines name {health:?}");
+}
