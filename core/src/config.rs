@@ -616,6 +616,29 @@ impl Default for ConsolidationConfig {
     }
 }
 
+/// The policy stack `conductor` ships as its default configuration (the simulator's and
+/// the scoreboard's `default`): the spare pool's trend headroom buys ahead of a rise and
+/// reactive backs it up. Selected by [`Config::use_default_stack`] wherever the
+/// configuration leaves `scaling.policies` out.
+pub const DEFAULT_STACK: &[&str] = &["spare_pool", "reactive"];
+
+/// Reactive's scale-up threshold in the default stack, unless the configuration names one:
+/// with the trend headroom ahead of it, reactive's own 91 % would keep 9 % of the whole
+/// fleet idle.
+pub const DEFAULT_STACK_REACTIVE_THRESHOLD: f64 = 98.0;
+
+impl Config {
+    /// Runs the [`DEFAULT_STACK`]; reactive's scale-up threshold becomes
+    /// [`DEFAULT_STACK_REACTIVE_THRESHOLD`] unless `threshold_named` (the configuration set
+    /// `reactive.scale_up_threshold_percent` itself).
+    pub fn use_default_stack(&mut self, threshold_named: bool) {
+        self.scaling.policies = DEFAULT_STACK.iter().map(|p| p.to_string()).collect();
+        if !threshold_named {
+            self.reactive.scale_up_threshold_percent = DEFAULT_STACK_REACTIVE_THRESHOLD;
+        }
+    }
+}
+
 /// The longest duration any setting accepts: ten years, far from overflowing milliseconds.
 pub const DURATION_S_MAX: u64 = 10 * 365 * 86_400;
 

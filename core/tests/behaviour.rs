@@ -2,6 +2,8 @@
 
 include!("common/harness.rs");
 
+use conductor_core::config::PlacementStrategy;
+
 #[test]
 fn startup_delay_holds_queued_starts_then_places_them() {
     let mut c = cfg();

@@ -255,7 +255,7 @@ impl LiveConfig {
     /// Reads and validates the file; relative paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<LiveConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut cfg: LiveConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg = LiveConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -275,6 +275,23 @@ impl LiveConfig {
             rel(p);
         }
         cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Parses a configuration (not yet validated). Where `[conductor.scaling] policies` is
+    /// left out, the core runs the default stack, as the simulator's `default` does
+    /// ([`conductor_core::config::Config::use_default_stack`]).
+    pub fn parse(text: &str) -> Result<LiveConfig, String> {
+        // Deserialized from the text itself, so that errors keep their line and column.
+        let mut cfg: LiveConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let named =
+            |t: &str, key: &str| table.get("conductor").and_then(|c| c.get(t)).and_then(|p| p.get(key)).is_some();
+        let (policies_named, threshold_named) =
+            (named("scaling", "policies"), named("reactive", "scale_up_threshold_percent"));
+        if !policies_named {
+            cfg.conductor.use_default_stack(threshold_named);
+        }
         Ok(cfg)
     }
 
@@ -362,7 +379,7 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let parse = |s: &str| -> Result<LiveConfig, String> {
-            let c: LiveConfig = toml::from_str(s).map_err(|e| e.to_string())?;
+            let c = LiveConfig::parse(s)?;
             c.validate().map(|_| c)
         };
         assert!(parse("").is_ok());
@@ -390,6 +407,21 @@ mod tests {
         let ok = parse("[archive]\ndir = \"w\"\ntransfer_timeout_s = 899\n").expect("within the wait");
         assert_eq!(ok.archive.transfer_timeout(), std::time::Duration::from_secs(899));
         assert_eq!(parse("").expect("defaults").archive.transfer_timeout(), std::time::Duration::from_secs(600));
+    }
+
+    #[test]
+    fn without_named_policies_the_default_stack_runs() {
+        use conductor_core::config::{ReactiveConfig, DEFAULT_STACK, DEFAULT_STACK_REACTIVE_THRESHOLD};
+        let c = LiveConfig::parse("").unwrap();
+        assert_eq!(c.conductor.scaling.policies, DEFAULT_STACK);
+        assert_eq!(c.conductor.reactive.scale_up_threshold_percent, DEFAULT_STACK_REACTIVE_THRESHOLD);
+        let c = LiveConfig::parse("[conductor.reactive]\nscale_up_threshold_percent = 90\n").unwrap();
+        assert_eq!(c.conductor.scaling.policies, DEFAULT_STACK);
+        assert_eq!(c.conductor.reactive.scale_up_threshold_percent, 90.0, "a named threshold is kept");
+        let c = LiveConfig::parse("[conductor.scaling]\npolicies = [\"reactive\"]\n").unwrap();
+        assert_eq!(c.conductor.scaling.policies, ["reactive"], "named policies are kept");
+        assert_eq!(c.conductor.reactive, ReactiveConfig::default());
+        assert!(LiveConfig::parse("[api]\ntoken = \"x\"\n").unwrap_err().contains("unknown field"));
     }
 
     #[test]

@@ -237,13 +237,14 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
         |table: &str, key: &str| value.get("conductor").and_then(|c| c.get(table)).and_then(|p| p.get(key)).is_some();
     let placement_named = named("placement", "strategy");
     let threshold_named = named("reactive", "scale_up_threshold_percent");
+    let policies_named = named("scaling", "policies");
     let mut scenario: Scenario = toml::Value::Table(value)
         .try_into()
         .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim()))?;
     if scenario.name == "unnamed" {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
-    apply_policy(&mut scenario, placement_named, threshold_named)
+    apply_policy(&mut scenario, placement_named, threshold_named, policies_named)
         .map_err(|e| format!("{}: policy: {e}", path.display()))?;
     let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
@@ -275,25 +276,22 @@ pub const POLICIES: &[&str] = &[
     "consolidation",
 ];
 
-/// The stack `default` selects.
-pub const DEFAULT_STACK: &[&str] = &["spare_pool", "reactive"];
+pub use conductor_core::config::{DEFAULT_STACK, DEFAULT_STACK_REACTIVE_THRESHOLD};
 
-/// Reactive's scale-up threshold in the `default` stack (unless the scenario names one):
-/// the spare pool's trend headroom buys ahead of a rise, so reactive only backs it up
-/// (91 %, reactive's own default, keeps 9 % of the whole fleet idle).
-pub const DEFAULT_STACK_REACTIVE_THRESHOLD: f64 = 98.0;
-
-fn apply_policy(s: &mut Scenario, placement_named: bool, threshold_named: bool) -> Result<(), String> {
+fn apply_policy(
+    s: &mut Scenario,
+    placement_named: bool,
+    threshold_named: bool,
+    policies_named: bool,
+) -> Result<(), String> {
     let scaling = &mut s.conductor.scaling;
     let stack: &[&str] = match s.policy.as_str() {
         "default" => {
-            if scaling.policies != conductor_core::config::ScalingConfig::default().policies {
-                return Ok(());
+            // `[conductor.scaling] policies` named in the scenario are kept as written.
+            if !policies_named {
+                s.conductor.use_default_stack(threshold_named);
             }
-            if !threshold_named {
-                s.conductor.reactive.scale_up_threshold_percent = DEFAULT_STACK_REACTIVE_THRESHOLD;
-            }
-            DEFAULT_STACK
+            return Ok(());
         }
         "seed" => &["seed"],
         "reactive" => &["reactive"],
@@ -513,6 +511,9 @@ mod tests {
         assert_eq!(threshold(&["conductor.reactive.scale_up_threshold_percent=91"], "default").1, 91.0);
         let reactive = conductor_core::config::ReactiveConfig::default().scale_up_threshold_percent;
         assert_eq!(threshold(&[], "reactive").1, reactive, "reactive alone keeps its default");
+        // Policies the scenario names are kept as written, even the core's own default.
+        let named = threshold(&["conductor.scaling.policies=[\"reactive\"]"], "default");
+        assert_eq!(named, (vec!["reactive".to_string()], reactive));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

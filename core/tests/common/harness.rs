@@ -1,6 +1,6 @@
 // The behaviour-test harness, shared by behaviour.rs and regressions.rs through include!()
 // (it uses their private items directly, as if written in each file).
-use conductor_core::config::{PlacementStrategy, QueueOrder};
+use conductor_core::config::QueueOrder;
 use conductor_core::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -137,6 +137,7 @@ impl H {
     }
 
     /// The node of the one VM bought since the last `take`.
+    #[allow(dead_code)] // regressions.rs buys no VM
     fn bought(&mut self) -> NodeId {
         self.take()
             .into_iter()
