@@ -23,7 +23,7 @@ enum Cmd {
         seed: Option<u64>,
         #[arg(long)]
         policy: Option<String>,
-        /// `full`: the O(n) invariant check after every event (default: periodic).
+        /// `full`: the O(n) invariant check after every event (default: periodic, with O(1) assertions after every event).
         #[arg(long, value_parser = ["full", "periodic"])]
         check: Option<String>,
         /// Directory for summary.json, decisions.csv, report.md and plots.
@@ -337,13 +337,13 @@ fn simulate(
     let opts = harness::RunOptions { seed, check_full, out: out.clone(), progress };
     let result = match harness::run(&loaded, opts) {
         Ok(r) => r,
-        Err(SimError::Input(e)) => {
-            eprintln!("\nerror: {e}");
-            return ExitCode::from(2);
-        }
-        Err(SimError::Run(e)) => {
-            eprintln!("\nerror: {e}");
-            return ExitCode::from(1);
+        Err(e) => {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            let (SimError::Input(text) | SimError::Run(text)) = &e;
+            eprintln!("error: {text}");
+            return ExitCode::from(if matches!(e, SimError::Input(_)) { 2 } else { 1 });
         }
     };
     if let Some(bar) = bar {
@@ -677,11 +677,9 @@ fn generate(
     for f in &flash {
         let parts: Vec<Result<u64, _>> = f.split(':').map(str::parse::<u64>).collect();
         match parts.as_slice() {
-            [Ok(at_s), Ok(starts), Ok(within_s)] => params.flash_crowds.push(conductor_sim::generate::FlashCrowd {
-                at_s: *at_s,
-                starts: *starts as u32,
-                within_s: *within_s,
-            }),
+            [Ok(at_s), Ok(starts), Ok(within_s)] if u32::try_from(*starts).is_ok() => params
+                .flash_crowds
+                .push(conductor_sim::generate::FlashCrowd { at_s: *at_s, starts: *starts as u32, within_s: *within_s }),
             _ => {
                 eprintln!("error: --flash {f:?}: expected AT_S:STARTS:WITHIN_S");
                 return ExitCode::from(2);
@@ -707,7 +705,8 @@ fn generate(
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            // Parameters the generator refuses are bad input; a failed write is not.
+            ExitCode::from(if e.kind() == std::io::ErrorKind::InvalidInput { 2 } else { 1 })
         }
     }
 }

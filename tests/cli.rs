@@ -82,6 +82,11 @@ fn trace_generate_is_seeded() {
     assert!(a.starts_with(b"at_s,server,action,ram_mb,plan,players\n"));
     assert_eq!(a, run("3"));
     assert_ne!(a, run("4"));
+    // A flash crowd's start count beyond 32 bits is refused, not truncated to a small one.
+    for flash in ["0:4294967297:3", "0:2000000:3"] {
+        let o = bin().args(["trace", "generate", "--days", "1", "--flash", flash]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "--flash {flash}");
+    }
 }
 
 #[test]

@@ -99,7 +99,12 @@ impl Conductor {
 
 impl Drop for Conductor {
     fn drop(&mut self) {
+        let pid = self.child.id();
         self.kill9();
+        // A killed conductor cannot end its SSH masters (the recovery test relies on that;
+        // the next conductor reaps them): end them here, so that no test leaves node
+        // connections running after it. Their command lines name the conductor's pid.
+        let _ = Command::new("pkill").args(["-f", "--", &format!("conductor-ssh-{pid}-")]).status();
         // A failing test shows what conductor said (CI keeps only the test output).
         if std::thread::panicking() {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();

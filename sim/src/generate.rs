@@ -157,6 +157,8 @@ const DAY_START_HOUR: u64 = 6;
 /// Cap on the daily play probability, so nobody is entirely predictable.
 const PLAY_P_MAX: f64 = 0.95;
 /// Largest number of days, keeping every time within the reader's limit.
+/// A flash crowd is hundreds or thousands of starts; a million is far beyond any.
+const FLASH_STARTS_MAX: u32 = 1_000_000;
 const DAYS_MAX: u32 = (crate::trace::AT_S_MAX / 86_400) as u32;
 
 /// Relative rate of casual session starts per clock hour (00:00 first):
@@ -299,6 +301,12 @@ fn validate(p: &GenParams) -> io::Result<()> {
     }
     if p.customers > u32::MAX / 2 {
         return Err(invalid("customers: too many"));
+    }
+    if let Some(f) = p.flash_crowds.iter().find(|f| f.starts > FLASH_STARTS_MAX) {
+        return Err(invalid(&format!(
+            "flash_crowds: {} starts at {} s, more than {FLASH_STARTS_MAX}",
+            f.starts, f.at_s
+        )));
     }
     Ok(())
 }
@@ -1216,6 +1224,10 @@ mod tests {
             GenParams { tier_mix: [0; 5], ..Default::default() },
             GenParams { always_on_fraction_large: 1.5, ..Default::default() },
             GenParams { weekend_boost: f64::NAN, ..Default::default() },
+            GenParams {
+                flash_crowds: vec![FlashCrowd { at_s: 0, starts: FLASH_STARTS_MAX + 1, within_s: 3 }],
+                ..Default::default()
+            },
         ] {
             let e = generate(&bad, 1, Vec::new()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);

@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 /// How often the default mode runs the full invariant check.
 const FULL_CHECK_EVERY: u64 = 200_000;
+/// Plot samples kept at most, unless `report.sample_s` asks for more.
+const SAMPLES_MAX: usize = 4000;
 /// Violations kept verbatim for the report (all are counted).
 const VIOLATIONS_KEPT: usize = 20;
 
@@ -343,9 +345,12 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         sim.drain(0);
     }
 
-    // Plot samples: every `report.sample_s`, or about 2,000 over the run.
+    // Plot samples: every `report.sample_s`, or about 2,000 over the run. A trace longer than
+    // `duration` (or one without it) is only known at its end: past 4,000 samples every other
+    // one is dropped and the interval doubled, so the plots stay 2,000-4,000 points.
     let expected_end = duration_ms.max(1);
-    let sample_ms = if sc.report.sample_s > 0 { sc.report.sample_s * 1000 } else { (expected_end / 2000).max(60_000) };
+    let auto_samples = sc.report.sample_s == 0;
+    let mut sample_ms = if auto_samples { (expected_end / 2000).max(60_000) } else { sc.report.sample_s * 1000 };
     let mut samples: Vec<Sample> = Vec::new();
     let mut next_sample = 0u64;
     let mut progress_at = 0u64;
@@ -368,6 +373,10 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
             while next_sample + warmup_ms <= t && next_sample <= end.saturating_sub(warmup_ms) {
                 samples.push(sim.sample(next_sample + warmup_ms, next_sample));
                 next_sample += sample_ms;
+                if auto_samples && samples.len() >= SAMPLES_MAX {
+                    samples = std::mem::take(&mut samples).into_iter().step_by(2).collect();
+                    sample_ms *= 2;
+                }
             }
             if t_engine == Some(t) {
                 sim.engine.handle_timeout(Millis(t));
@@ -382,6 +391,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
                 pending = rows.next()?;
             }
             sim.events += 1;
+            sim.check_limits(t);
             if opts.check_full || sim.events % FULL_CHECK_EVERY == 0 {
                 sim.check(t);
             }
@@ -399,6 +409,10 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     while next_sample <= end - warmup_ms {
         samples.push(sim.sample(next_sample + warmup_ms, next_sample));
         next_sample += sample_ms;
+        if auto_samples && samples.len() >= SAMPLES_MAX {
+            samples = std::mem::take(&mut samples).into_iter().step_by(2).collect();
+            sample_ms *= 2;
+        }
     }
     let result = sim.finish(end, &sc.name, &sc.policy, seed, samples);
     if let Some(dir) = &opts.out {
@@ -841,6 +855,7 @@ impl Sim<'_> {
                     self.record_wait(w);
                 }
                 self.serve(t, *server, ram, true);
+                self.check_placement(t, *node);
                 // The most frequent decision, written without intermediate strings.
                 let at = t.saturating_sub(self.warmup_ms);
                 // Formatted by hand: `fmt` costs more than the rest of the placement.
@@ -1009,14 +1024,33 @@ impl Sim<'_> {
     }
 
     fn check(&mut self, t: u64) {
-        let bad = self.engine.check_invariants();
-        if !bad.is_empty() {
-            self.violations += bad.len() as u64;
-            for b in bad {
-                if self.violation_lines.len() < VIOLATIONS_KEPT {
-                    self.violation_lines.push(format!("t={}: {b}", Millis(t.saturating_sub(self.warmup_ms))));
-                }
-            }
+        for b in self.engine.check_invariants() {
+            self.violation(t, b);
+        }
+    }
+
+    /// The cheap per-event assertions (O(1), after every event whatever `--check` says).
+    fn check_limits(&mut self, t: u64) {
+        let cfg = self.engine.config();
+        let limits =
+            (self.engine.cloud_nodes(), cfg.scaling.max_cloud_nodes, self.engine.queue().len(), cfg.queue.len_max);
+        if let Some(p) = limit_problem(limits.0, limits.1, limits.2, limits.3) {
+            self.violation(t, p);
+        }
+    }
+
+    /// The cheap assertion of a placement, right after it.
+    fn check_placement(&mut self, t: u64, node: NodeId) {
+        let fleet = self.engine.fleet();
+        if let Some(p) = placement_problem(node, fleet.get(node), fleet.reserve()) {
+            self.violation(t, p);
+        }
+    }
+
+    fn violation(&mut self, t: u64, what: String) {
+        self.violations += 1;
+        if self.violation_lines.len() < VIOLATIONS_KEPT {
+            self.violation_lines.push(format!("t={}: {what}", Millis(t.saturating_sub(self.warmup_ms))));
         }
     }
 
@@ -1194,9 +1228,64 @@ fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: 
     .map_err(|e| SimError::Run(e.to_string()))
 }
 
+/// The engine keeps within its cloud-node and queue limits.
+fn limit_problem(cloud: u32, max_cloud: u32, queued: usize, max_queued: u32) -> Option<String> {
+    if cloud > max_cloud {
+        Some(format!("{cloud} cloud nodes, above the maximum of {max_cloud}"))
+    } else if queued > max_queued as usize {
+        Some(format!("{queued} queued starts, above the queue's limit of {max_queued}"))
+    } else {
+        None
+    }
+}
+
+/// A server was just placed on `id`: the node exists, is a worker, and what is booked on it
+/// fits its usable RAM.
+fn placement_problem(
+    id: NodeId,
+    node: Option<&conductor_core::node::Node>,
+    reserve: &conductor_core::config::ReserveConfig,
+) -> Option<String> {
+    match node {
+        None => Some(format!("placed on unknown node {id}")),
+        Some(n) if n.system => Some(format!("placed on system node {}", n.name)),
+        Some(n) => {
+            let (booked, usable) = (n.allocated_mb(), n.usable_mb(reserve));
+            (booked > usable).then(|| format!("{} books {booked} MB of {usable} MB usable", n.name))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cheap_checks_flag_what_they_stand_for() {
+        assert_eq!(limit_problem(10, 10, 5, 5), None);
+        assert!(limit_problem(11, 10, 0, 5).unwrap().contains("cloud nodes"));
+        assert!(limit_problem(0, 10, 6, 5).unwrap().contains("queued"));
+        let reserve = conductor_core::config::ReserveConfig::default();
+        let mut fleet =
+            conductor_core::fleet::Fleet::new(reserve.clone(), conductor_core::config::PlacementStrategy::BestFit);
+        let spec = |name: &str, system: bool| NodeSpec {
+            name: name.into(),
+            address: name.into(),
+            kind: NodeKind::Dedicated,
+            system,
+            total_ram_mb: 4096,
+            cores: 4,
+            hourly_eur: 0.1,
+            labels: Default::default(),
+            provider_id: None,
+            server_type: None,
+        };
+        let (worker, system) =
+            (fleet.register(spec("w", false), Millis(0)), fleet.register(spec("s", true), Millis(0)));
+        assert_eq!(placement_problem(worker, fleet.get(worker), &reserve), None);
+        assert!(placement_problem(system, fleet.get(system), &reserve).unwrap().contains("system node"));
+        assert!(placement_problem(NodeId(99), None, &reserve).unwrap().contains("unknown node"));
+    }
 
     #[test]
     fn a_placement_line_has_the_bytes_fmt_would_write() {

@@ -333,6 +333,10 @@ fn validate(s: &Scenario) -> Result<(), String> {
         if n.id.is_empty() || !ids.insert(n.id.as_str()) {
             return Err(format!("nodes[{i}].id: {:?} is empty or not unique", n.id));
         }
+        // Ids are written into decisions.csv as they are.
+        if n.id.chars().any(|c| c == ',' || c == '"' || c.is_control()) {
+            return Err(format!("nodes[{i}].id: {:?} holds a comma, quote or control character", n.id));
+        }
         if n.ram_mb < 512 {
             return Err(format!("nodes[{i}].ram_mb: {} is below 512", n.ram_mb));
         }
@@ -445,7 +449,14 @@ pub fn parse_start(s: &str) -> Result<u64, String> {
     }
     let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| bad());
     let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || se > 59 {
         return Err(bad());
     }
     // Days since 1970-01-01 (Howard Hinnant's civil-from-days inverse).
@@ -470,6 +481,10 @@ mod tests {
         assert_eq!(parse_start("2026-01-09T19:00:00Z").unwrap(), 4 * 86_400 + 19 * 3600, "Friday 19:00");
         assert_eq!(parse_start("2024-02-29T00:00:00Z").unwrap(), 3 * 86_400, "leap day was a Thursday");
         assert!(parse_start("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_start("2026-02-29T00:00:00Z").is_err(), "2026 is no leap year");
+        assert!(parse_start("2026-04-31T00:00:00Z").is_err());
+        assert!(parse_start("2100-02-29T00:00:00Z").is_err(), "centuries are leap years only by 400");
+        assert!(parse_start("2000-02-29T00:00:00Z").is_ok());
         assert!(parse_start("yesterday").is_err());
     }
 

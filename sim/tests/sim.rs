@@ -112,6 +112,8 @@ fn malformed_scenarios_name_the_field() {
         ("policy = \"magic\"\n", "unknown policy"),
         ("start = \"Monday\"\n", "start"),
         ("[[nodes]]\nid = \"a\"\nram_mb = 100\n", "nodes[0].ram_mb"),
+        ("[[nodes]]\nid = \"a,b\"\nram_mb = 4096\n", "nodes[0].id"),
+        ("start = \"2026-02-30T00:00:00Z\"\n", "start"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = write(&dir, &format!("s{i}.toml"), &format!("trace = \"trace.csv\"\n{text}"));
@@ -282,4 +284,22 @@ fn decisions_name_a_bought_vm_the_same_in_every_line() {
     assert!(!bought.is_empty() && !sold.is_empty(), "the small weekday buys and sells VMs");
     assert!(sold.is_subset(&bought), "sold {sold:?} but bought {bought:?}");
     assert!(bought.is_subset(&health), "bought {bought:?}, health lines name {health:?}");
+}
+
+#[test]
+fn a_long_trace_without_duration_keeps_the_plots_to_a_few_thousand_samples() {
+    let dir = tmp("samples");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n864000,a,stop,\n");
+    let sc = write(&dir, "s.toml", &TINY.replace("duration = \"1h\"\n", ""));
+    let out = dir.join("out");
+    run(&scenario::load(&sc, &[], None).unwrap(), RunOptions { out: Some(out.clone()), ..Default::default() }).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let n: usize = md
+        .lines()
+        .find_map(|l| l.strip_prefix("- Samples: "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sample count in {md}"));
+    // Ten days at the 60 s minimum would be 14,401 samples.
+    assert!((2000..=4000).contains(&n), "{n} samples");
 }
