@@ -248,6 +248,15 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
         .map_err(|e| format!("{}: policy: {e}", path.display()))?;
     let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
+    // The generator's day curve starts at midnight: a later hour would shift the evening
+    // peak against the engine's calendar (weekday schedules, predictive seasonality).
+    if matches!(scenario.trace, TraceSource::Generate { .. }) && start_week_offset_s % 86_400 != 0 {
+        return Err(format!(
+            "{}: start: {:?} is not at 00:00:00, where a generated trace begins",
+            path.display(),
+            scenario.start
+        ));
+    }
     if let Some(max) = scenario.cloud.max_nodes {
         scenario.conductor.scaling.max_cloud_nodes = max;
     }

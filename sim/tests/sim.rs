@@ -115,6 +115,12 @@ fn malformed_scenarios_name_the_field() {
         ("[[nodes]]\nid = \"a,b\"\nram_mb = 4096\n", "nodes[0].id"),
         ("start = \"2026-02-30T00:00:00Z\"\n", "start"),
     ];
+    let generated = "[trace.generate]\ndays = 1\n";
+    let p = write(&dir, "gen.toml", &format!("start = \"2026-03-02T19:00:00Z\"\n{generated}"));
+    let err = scenario::load(&p, &[], None).err().expect("a generated trace starting at 19:00");
+    assert!(err.contains("start") && err.contains("00:00:00"), "{err}");
+    let p = write(&dir, "gen0.toml", &format!("start = \"2026-03-02T00:00:00Z\"\n{generated}"));
+    scenario::load(&p, &[], None).expect("at midnight");
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = write(&dir, &format!("s{i}.toml"), &format!("trace = \"trace.csv\"\n{text}"));
         let err = scenario::load(&p, &[], None).err().unwrap_or_else(|| panic!("case {i} loaded"));
