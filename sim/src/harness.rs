@@ -85,6 +85,13 @@ enum Ev {
     },
     Booted(NodeId),
     Deleted(NodeId),
+    /// A start that waited for the server's previous stop to complete.
+    DeferredStart {
+        server: ServerId,
+        requested_at: u64,
+        ram_mb: u32,
+        plan: Plan,
+    },
     Probe(Vec<NodeId>),
     Archived {
         server: ServerId,
@@ -204,6 +211,9 @@ struct Sim<'a> {
     /// Engine time = trace time + warmup (the engine runs its startup delay first).
     warmup_ms: u64,
     names: FastMap<NodeId, String>,
+    /// Starts for servers whose previous stop had not completed: (requested at, RAM, plan),
+    /// delivered when the exit is reported.
+    deferred: FastMap<ServerId, (u64, u32, Plan)>,
     tracked: Dense<ServerId, Tracked>,
     waits: WaitHistogram,
     interval_waits: Vec<u64>,
@@ -295,6 +305,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         seq: 0,
         warmup_ms,
         names: FastMap::default(),
+        deferred: FastMap::default(),
         tracked: Dense::default(),
         waits: WaitHistogram::default(),
         interval_waits: Vec::new(),
@@ -416,7 +427,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     }
     let result = sim.finish(end, &sc.name, &sc.policy, seed, samples);
     if let Some(dir) = &opts.out {
-        write_outputs(dir, &result, &sc.name, &sc.policy, seed)?;
+        write_outputs(dir, &result, loaded, seed)?;
     }
     Ok(result)
 }
@@ -650,45 +661,25 @@ impl Sim<'_> {
     fn row(&mut self, t: u64, row: Row) {
         match row.action {
             Action::Start => {
-                let input = Input::StartRequested {
-                    server: row.server,
-                    ram_mb: row.ram_mb,
-                    plan: row.plan,
-                    user: UserId(row.server.0),
-                };
-                // Account the request before the engine's events about it arrive.
-                let fresh =
-                    !self.engine.server_status(row.server).is_some_and(|s| !matches!(s, ServerStatus::Stopped { .. }));
-                if fresh {
-                    let tr = self.tracked.entry_or_default(row.server);
-                    tr.ram_mb = row.ram_mb;
-                    tr.requested_at = Some(t);
-                    tr.waited = false;
-                    if tr.demanded_since.is_none() {
-                        tr.demanded_since = Some(t);
-                    }
+                if self.deferred.contains_key(&row.server) {
+                    self.duplicate_starts += 1;
+                } else if matches!(self.engine.server_status(row.server), Some(ServerStatus::Stopping { .. })) {
+                    // Its previous stop has not completed: the start waits for the exit, as
+                    // a customer's restart would, and its wait counts from now.
+                    self.deferred.insert(row.server, (t, row.ram_mb, row.plan));
+                } else {
+                    self.start(t, t, row.server, row.ram_mb, row.plan);
                 }
-                let reply = self.engine.handle(Millis(t), input);
-                match reply {
-                    Reply::Start(StartReply::Placed { .. } | StartReply::Queued { .. }) => self.requests += 1,
-                    Reply::Start(
-                        StartReply::AlreadyQueued { .. }
-                        | StartReply::AlreadyStarting { .. }
-                        | StartReply::AlreadyRunning { .. }
-                        | StartReply::Busy,
-                    ) => self.duplicate_starts += 1,
-                    _ => {
-                        self.rejected += 1;
-                        if let Some(tr) = self.tracked.get_mut(&row.server) {
-                            tr.requested_at = None;
-                            tr.demanded_since = None;
-                        }
-                        self.forget(row.server);
-                    }
-                }
-                self.drain(t);
             }
             Action::Stop => {
+                if let Some((at, _, _)) = self.deferred.remove(&row.server) {
+                    // The waiting restart is withdrawn before it reached the engine.
+                    self.requests += 1;
+                    self.cancelled += 1;
+                    self.record_wait(t - at);
+                    self.demanded_ms += u128::from(t - at);
+                    return;
+                }
                 let reply = self.engine.handle(Millis(t), Input::StopRequested { server: row.server });
                 match reply {
                     Reply::Stop(StopReply::Cancelled | StopReply::Stopping) => {
@@ -710,6 +701,41 @@ impl Sim<'_> {
                 self.drain(t);
             }
         }
+    }
+
+    /// A start request reaching the engine at `t`, requested at `requested_at`.
+    fn start(&mut self, t: u64, requested_at: u64, server: ServerId, ram_mb: u32, plan: Plan) {
+        let input = Input::StartRequested { server, ram_mb, plan, user: UserId(server.0) };
+        // Account the request before the engine's events about it arrive.
+        let fresh = !self.engine.server_status(server).is_some_and(|s| !matches!(s, ServerStatus::Stopped { .. }));
+        if fresh {
+            let tr = self.tracked.entry_or_default(server);
+            tr.ram_mb = ram_mb;
+            tr.requested_at = Some(requested_at);
+            tr.waited = false;
+            if tr.demanded_since.is_none() {
+                tr.demanded_since = Some(requested_at);
+            }
+        }
+        let reply = self.engine.handle(Millis(t), input);
+        match reply {
+            Reply::Start(StartReply::Placed { .. } | StartReply::Queued { .. }) => self.requests += 1,
+            Reply::Start(
+                StartReply::AlreadyQueued { .. }
+                | StartReply::AlreadyStarting { .. }
+                | StartReply::AlreadyRunning { .. }
+                | StartReply::Busy,
+            ) => self.duplicate_starts += 1,
+            _ => {
+                self.rejected += 1;
+                if let Some(tr) = self.tracked.get_mut(&server) {
+                    tr.requested_at = None;
+                    tr.demanded_since = None;
+                }
+                self.forget(server);
+            }
+        }
+        self.drain(t);
     }
 
     fn drain(&mut self, now: u64) {
@@ -789,6 +815,9 @@ impl Sim<'_> {
                     }
                 }
             }
+            Ev::DeferredStart { server, requested_at, ram_mb, plan } => {
+                self.start(t, requested_at, server, ram_mb, plan)
+            }
             Ev::Booted(node) => {
                 if let Some(h) = self.world.hosts.get_mut(&node) {
                     h.up = true;
@@ -847,6 +876,11 @@ impl Sim<'_> {
     fn event(&mut self, t: u64, e: Event) {
         match &e {
             Event::Placed { server, node, waited_ms, world } => {
+                // Placed again without an exit in between (a move): a start that waited for
+                // the exit was a duplicate after all.
+                if !self.deferred.is_empty() && self.deferred.remove(server).is_some() {
+                    self.duplicate_starts += 1;
+                }
                 let ram = self.tracked.get(server).map_or(0, |tr| tr.ram_mb);
                 let tr = self.tracked.entry_or_default(*server);
                 if tr.requested_at.is_some() && !tr.waited {
@@ -905,6 +939,9 @@ impl Sim<'_> {
                     self.decision(t, "stopped", Some(*server), Some(&name), &format!("{kind:?}"));
                 }
                 self.forget(*server);
+                if let Some((requested_at, ram_mb, plan)) = self.deferred.remove(server) {
+                    self.push(t, Ev::DeferredStart { server: *server, requested_at, ram_mb, plan });
+                }
             }
             Event::Requeued { server, node } => {
                 self.serve(t, *server, 0, false);
@@ -1115,7 +1152,13 @@ impl Sim<'_> {
                 self.record_wait(end - at);
             }
         }
-        let queued_at_end = open.len() as u64;
+        // Restarts still waiting for their server's exit are requests queued at the end.
+        let deferred: Vec<u64> = self.deferred.values().map(|&(at, _, _)| at).collect();
+        for at in &deferred {
+            self.record_wait(end - at);
+        }
+        self.requests += deferred.len() as u64;
+        let queued_at_end = (open.len() + deferred.len()) as u64;
         let still: Vec<ServerId> = self.tracked.iter().map(|(s, _)| s).collect();
         for s in still {
             self.serve(end, s, 0, false);
@@ -1185,7 +1228,8 @@ impl Sim<'_> {
     }
 }
 
-fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: u64) -> Result<(), SimError> {
+fn write_outputs(dir: &Path, r: &RunResult, loaded: &Loaded, seed: u64) -> Result<(), SimError> {
+    let (scenario, policy) = (loaded.scenario.name.as_str(), loaded.scenario.policy.as_str());
     let io = |p: &Path, e: std::io::Error| SimError::Run(format!("{}: {e}", p.display()));
     let p = dir.join("summary.json");
     let mut json = serde_json::to_string_pretty(&r.summary).expect("summary serializes");
@@ -1218,7 +1262,8 @@ fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: 
         ("invariant violations".into(), s.invariant_violations.to_string()),
     ];
     let mut notes = vec![format!(
-        "Reproduce: `conductor simulate scenarios/{scenario}.toml --seed {seed} --policy {policy}`. Same scenario and seed give byte-identical summary.json and decisions.csv."
+        "Reproduce: `{}`. Same scenario and seed give byte-identical summary.json and decisions.csv.",
+        reproduce_command(loaded, seed)
     )];
     notes.extend(r.violations.iter().map(|v| format!("violation: {v}")));
     report::write_report(
@@ -1226,6 +1271,29 @@ fn write_outputs(dir: &Path, r: &RunResult, scenario: &str, policy: &str, seed: 
         &ReportInput { title: scenario, policy, seed, samples: &r.samples, summary_rows: &rows, notes: &notes },
     )
     .map_err(|e| SimError::Run(e.to_string()))
+}
+
+/// The command line that runs this simulation again: the scenario's path as it was given,
+/// its seed and policy, and every `--set` (quoted for a POSIX shell where needed).
+fn reproduce_command(loaded: &Loaded, seed: u64) -> String {
+    let quote = |a: &str| {
+        if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let sc = &loaded.scenario;
+    let mut cmd = format!(
+        "conductor simulate {} --seed {seed} --policy {}",
+        quote(&loaded.path.display().to_string()),
+        quote(&sc.policy)
+    );
+    for s in &loaded.sets {
+        cmd.push_str(" --set ");
+        cmd.push_str(&quote(s));
+    }
+    cmd
 }
 
 /// The engine keeps within its cloud-node and queue limits.
@@ -1259,6 +1327,23 @@ fn placement_problem(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reproduce_line_names_the_path_and_every_override() {
+        let dir = std::env::temp_dir().join(format!("conductor-repro-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("my scenario.toml");
+        std::fs::write(&file, "trace = \"t.csv\"\n").unwrap();
+        let sets = vec!["conductor.reactive.scale_up_threshold_percent=80".to_string(), "trace=\"it's.csv\"".into()];
+        let loaded = crate::scenario::load(&file, &sets, Some("seed")).unwrap();
+        let cmd = reproduce_command(&loaded, 7);
+        let want = format!(
+            "conductor simulate '{}' --seed 7 --policy seed --set conductor.reactive.scale_up_threshold_percent=80 --set 'trace=\"it'\\''s.csv\"'",
+            file.display()
+        );
+        assert_eq!(cmd, want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_cheap_checks_flag_what_they_stand_for() {

@@ -202,6 +202,8 @@ pub struct Loaded {
     pub path: PathBuf,
     /// Hours since the Monday 00:00 UTC before `start`, for weekday/hour knowledge.
     pub start_week_offset_s: u64,
+    /// The `--set` overrides it was loaded with, in order (for the report's reproduce line).
+    pub sets: Vec<String>,
 }
 
 impl Loaded {
@@ -265,7 +267,7 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     }
     scenario.conductor.validate().map_err(|e| format!("{}: conductor.{e}", path.display()))?;
     validate(&scenario).map_err(|e| format!("{}: {e}", path.display()))?;
-    let loaded = Loaded { scenario, path: path.to_path_buf(), start_week_offset_s };
+    let loaded = Loaded { scenario, path: path.to_path_buf(), start_week_offset_s, sets: sets.to_vec() };
     loaded.duration_ms().map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(loaded)
 }

@@ -309,3 +309,34 @@ fn a_long_trace_without_duration_keeps_the_plots_to_a_few_thousand_samples() {
     // Ten days at the 60 s minimum would be 14,401 samples.
     assert!((2000..=4000).contains(&n), "{n} samples");
 }
+
+#[test]
+fn a_restart_while_the_stop_completes_waits_for_the_exit() {
+    // The stop at 100 s is reported 5 s later; the start at 102 s runs at 105 s (3 s wait),
+    // not dropped as a duplicate.
+    let dir = tmp("restart-while-stopping");
+    write(
+        &dir,
+        "trace.csv",
+        "at_s,server,action,ram_mb\n0,a,start,1024\n100,a,stop,\n102,a,start,1024\n3600,a,stop,\n",
+    );
+    let sc = write(&dir, "t.toml", TINY);
+    let out = dir.join("out");
+    let loaded = scenario::load(&sc, &[], None).unwrap();
+    let r = run(&loaded, RunOptions { check_full: true, out: Some(out.clone()), ..Default::default() }).unwrap();
+    let s = &r.summary;
+    assert_eq!((s.requests, s.started, s.cancelled, s.duplicate_starts, s.ignored_rows), (2, 2, 0, 0, 0));
+    assert_eq!(s.wait_s.max, 3.0);
+    assert_eq!(s.invariant_violations, 0);
+    let csv = std::fs::read_to_string(out.join("decisions.csv")).unwrap();
+    let places: Vec<&str> =
+        csv.lines().filter(|l| l.contains(",place,")).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(places, ["0.000", "105.000"]);
+
+    // Withdrawn before the exit: a cancelled request with its wait; nothing ignored.
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n100,a,stop,\n102,a,start,1024\n104,a,stop,\n");
+    let r = run(&scenario::load(&sc, &[], None).unwrap(), RunOptions::default()).unwrap();
+    let s = &r.summary;
+    assert_eq!((s.requests, s.started, s.cancelled, s.duplicate_starts, s.ignored_rows), (2, 1, 1, 0, 0));
+    assert_eq!(s.wait_s.max, 2.0);
+}
