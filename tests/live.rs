@@ -99,12 +99,18 @@ impl Conductor {
 
 impl Drop for Conductor {
     fn drop(&mut self) {
+        // Only a conductor still running here: one killed earlier in the test left its
+        // masters to the next conductor's reaper, and its pid may belong to another
+        // process by now.
+        let alive = matches!(self.child.try_wait(), Ok(None));
         let pid = self.child.id();
         self.kill9();
-        // A killed conductor cannot end its SSH masters (the recovery test relies on that;
-        // the next conductor reaps them): end them here, so that no test leaves node
-        // connections running after it. Their command lines name the conductor's pid.
-        let _ = Command::new("pkill").args(["-f", "--", &format!("conductor-ssh-{pid}-")]).status();
+        // A killed conductor cannot end its SSH masters (the recovery test relies on that):
+        // end them here, so that no test leaves node connections running after it. Their
+        // command lines name the conductor's pid.
+        if alive {
+            let _ = Command::new("pkill").args(["-f", "--", &format!("conductor-ssh-{pid}-")]).status();
+        }
         // A failing test shows what conductor said (CI keeps only the test output).
         if std::thread::panicking() {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
