@@ -360,10 +360,9 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     // `duration` (or one without it) is only known at its end: past 4,000 samples every other
     // one is dropped and the interval doubled, so the plots stay 2,000-4,000 points.
     let expected_end = duration_ms.max(1);
-    let auto_samples = sc.report.sample_s == 0;
-    let mut sample_ms = if auto_samples { (expected_end / 2000).max(60_000) } else { sc.report.sample_s * 1000 };
-    let mut samples: Vec<Sample> = Vec::new();
-    let mut next_sample = 0u64;
+    let thin = sc.report.sample_s == 0;
+    let every_ms = if thin { (expected_end / 2000).max(60_000) } else { sc.report.sample_s * 1000 };
+    let mut sampler = Sampler { samples: Vec::new(), next_ms: 0, every_ms, thin };
     let mut progress_at = 0u64;
 
     let last_row_ms = std::thread::scope(|scope| -> Result<u64, SimError> {
@@ -381,13 +380,8 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
                 break;
             }
             sim.clock = t;
-            while next_sample + warmup_ms <= t && next_sample <= end.saturating_sub(warmup_ms) {
-                samples.push(sim.sample(next_sample + warmup_ms, next_sample));
-                next_sample += sample_ms;
-                if auto_samples && samples.len() >= SAMPLES_MAX {
-                    samples = std::mem::take(&mut samples).into_iter().step_by(2).collect();
-                    sample_ms *= 2;
-                }
+            if t >= warmup_ms {
+                sampler.take_until(&mut sim, (t - warmup_ms).min(end - warmup_ms));
             }
             if t_engine == Some(t) {
                 sim.engine.handle_timeout(Millis(t));
@@ -417,15 +411,8 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     })?;
     let end = warmup_ms + duration_ms.max(last_row_ms);
     sim.check(end);
-    while next_sample <= end - warmup_ms {
-        samples.push(sim.sample(next_sample + warmup_ms, next_sample));
-        next_sample += sample_ms;
-        if auto_samples && samples.len() >= SAMPLES_MAX {
-            samples = std::mem::take(&mut samples).into_iter().step_by(2).collect();
-            sample_ms *= 2;
-        }
-    }
-    let result = sim.finish(end, &sc.name, &sc.policy, seed, samples);
+    sampler.take_until(&mut sim, end - warmup_ms);
+    let result = sim.finish(end, &sc.name, &sc.policy, seed, sampler.samples);
     if let Some(dir) = &opts.out {
         write_outputs(dir, &result, loaded, seed)?;
     }
@@ -1294,6 +1281,29 @@ fn reproduce_command(loaded: &Loaded, seed: u64) -> String {
         cmd.push_str(&quote(s));
     }
     cmd
+}
+
+/// Plot samples every `every_ms` of trace time; with `thin`, reaching [`SAMPLES_MAX`] drops
+/// every other one and doubles the interval.
+struct Sampler {
+    samples: Vec<Sample>,
+    next_ms: u64,
+    every_ms: u64,
+    thin: bool,
+}
+
+impl Sampler {
+    /// Takes every sample due up to trace time `until_ms`.
+    fn take_until(&mut self, sim: &mut Sim, until_ms: u64) {
+        while self.next_ms <= until_ms {
+            self.samples.push(sim.sample(self.next_ms + sim.warmup_ms, self.next_ms));
+            self.next_ms += self.every_ms;
+            if self.thin && self.samples.len() >= SAMPLES_MAX {
+                self.samples = std::mem::take(&mut self.samples).into_iter().step_by(2).collect();
+                self.every_ms *= 2;
+            }
+        }
+    }
 }
 
 /// The engine keeps within its cloud-node and queue limits.
