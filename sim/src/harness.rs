@@ -650,12 +650,15 @@ impl Sim<'_> {
             Action::Start => {
                 if self.deferred.contains_key(&row.server) {
                     self.duplicate_starts += 1;
-                } else if matches!(self.engine.server_status(row.server), Some(ServerStatus::Stopping { .. })) {
+                    return;
+                }
+                let status = self.engine.server_status(row.server);
+                if matches!(status, Some(ServerStatus::Stopping { .. })) {
                     // Its previous stop has not completed: the start waits for the exit, as
                     // a customer's restart would, and its wait counts from now.
                     self.deferred.insert(row.server, (t, row.ram_mb, row.plan));
                 } else {
-                    self.start(t, t, row.server, row.ram_mb, row.plan);
+                    self.start(t, t, row.server, row.ram_mb, row.plan, status);
                 }
             }
             Action::Stop => {
@@ -690,11 +693,20 @@ impl Sim<'_> {
         }
     }
 
-    /// A start request reaching the engine at `t`, requested at `requested_at`.
-    fn start(&mut self, t: u64, requested_at: u64, server: ServerId, ram_mb: u32, plan: Plan) {
+    /// A start request reaching the engine at `t`, requested at `requested_at`, for a
+    /// server whose status is `status`.
+    fn start(
+        &mut self,
+        t: u64,
+        requested_at: u64,
+        server: ServerId,
+        ram_mb: u32,
+        plan: Plan,
+        status: Option<ServerStatus>,
+    ) {
         let input = Input::StartRequested { server, ram_mb, plan, user: UserId(server.0) };
         // Account the request before the engine's events about it arrive.
-        let fresh = !self.engine.server_status(server).is_some_and(|s| !matches!(s, ServerStatus::Stopped { .. }));
+        let fresh = !status.is_some_and(|s| !matches!(s, ServerStatus::Stopped { .. }));
         if fresh {
             let tr = self.tracked.entry_or_default(server);
             tr.ram_mb = ram_mb;
@@ -803,7 +815,8 @@ impl Sim<'_> {
                 }
             }
             Ev::DeferredStart { server, requested_at, ram_mb, plan } => {
-                self.start(t, requested_at, server, ram_mb, plan)
+                let status = self.engine.server_status(server);
+                self.start(t, requested_at, server, ram_mb, plan, status)
             }
             Ev::Booted(node) => {
                 if let Some(h) = self.world.hosts.get_mut(&node) {
