@@ -106,10 +106,35 @@ pub enum PlacementStrategy {
     BestFit,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlacementConfig {
     pub strategy: PlacementStrategy,
+    /// Short stays go to rented nodes first while owned RAM is scarce: when the owned
+    /// hosts' free RAM is below this percentage of their usable RAM, a server of at most
+    /// `rented_first_max_mb` goes to a rented node that has room before an owned one.
+    /// Small servers are the short sessions (1-2 h against 2-4 h and more for 8 GB and
+    /// up, in the original system's data and in the trace generator's personas), so
+    /// rented nodes empty soon after the peak and the owned room left goes to the
+    /// servers that stay. 0 turns it off.
+    pub owned_low_water_percent: f64,
+    pub rented_first_max_mb: u32,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        // Measured on the large hoster (2/4/8 GB): 10,293.74 EUR against 10,483.12 without,
+        // p95 wait 0 either way. With the low water taken of total RAM: up to 4 GB at 1 %
+        // 10,356.63, 2 % 10,300.47, 3 % 10,316.37, 5 % 10,342.81; up to 8 GB (every
+        // server) at 2 % 10,450.64. A rule learned from past hold times (sizes holding
+        // their node shorter than the average placement) sent only 2 GB servers and cost
+        // 10,374.43. The other shipped scenarios moved by under 1 %.
+        PlacementConfig {
+            strategy: PlacementStrategy::default(),
+            owned_low_water_percent: 2.0,
+            rented_first_max_mb: 4096,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -740,6 +765,7 @@ impl Config {
             }
         };
         pct("reserve.percent", self.reserve.percent)?;
+        pct("placement.owned_low_water_percent", self.placement.owned_low_water_percent)?;
         for (name, r) in [("reactive", &self.reactive), ("seed", &self.seed)] {
             pct(&format!("{name}.scale_up_threshold_percent"), r.scale_up_threshold_percent)?;
             pct(&format!("{name}.scale_down_threshold_percent"), r.scale_down_threshold_percent)?;
@@ -975,6 +1001,12 @@ mod tests {
         let mut c = Config::default();
         c.scaling.policies = vec!["magic".into()];
         assert_eq!(c.validate().unwrap_err().field, "scaling.policies");
+
+        for bad in [-1.0, 101.0, f64::NAN] {
+            let mut c = Config::default();
+            c.placement.owned_low_water_percent = bad;
+            assert_eq!(c.validate().unwrap_err().field, "placement.owned_low_water_percent");
+        }
     }
 
     #[test]

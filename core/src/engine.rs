@@ -1159,14 +1159,14 @@ impl Conductor {
                 if wn.health != Health::Healthy {
                     return None;
                 }
-                let node = self.fleet.place(ram_mb)?;
+                let node = self.place(ram_mb)?;
                 Some((node, WorldAction::MoveFrom(w)))
             }
             None => {
                 if self.awaiting_archive(s) && !self.archived.contains_key(&id) {
                     return None;
                 }
-                let node = self.fleet.place(ram_mb)?;
+                let node = self.place(ram_mb)?;
                 let world = if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal {
                     WorldAction::RestoreFromArchive
                 } else {
@@ -1175,6 +1175,18 @@ impl Conductor {
                 Some((node, world))
             }
         }
+    }
+
+    /// A node for a new placement of `ram_mb`: owned first, unless owned RAM is scarce
+    /// and the server is a short stay (see `placement.owned_low_water_percent`): then a
+    /// rented node with room first.
+    fn place(&self, ram_mb: u32) -> Option<NodeId> {
+        let p = &self.cfg.placement;
+        let rented_first = ram_mb <= p.rented_first_max_mb
+            && p.owned_low_water_percent > 0.0
+            && self.cloud_nodes > 0
+            && self.fleet.owned_free_below(p.owned_low_water_percent);
+        self.fleet.place_in_order(ram_mb, rented_first)
     }
 
     /// How a server's world gets to `node` for a start there: already there, moved from

@@ -40,6 +40,9 @@ struct KindIndex {
     /// Empty unless the strategy is `Spread`.
     by_util: BTreeSet<(u64, NodeId)>,
     by_avail: BTreeSet<(u64, NodeId)>,
+    /// Sums over the indexed nodes, for [`Fleet::owned_free_below`].
+    avail_sum: u64,
+    usable_sum: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,7 @@ struct IndexKey {
     slot: usize,
     util_ppm: u64,
     avail_mb: u64,
+    usable_mb: u64,
 }
 
 fn slot(kind: NodeKind) -> usize {
@@ -178,7 +182,14 @@ impl Fleet {
 
     /// Choose a node for `ram_mb` by the fleet's strategy. Does not book anything.
     pub fn place(&self, ram_mb: u32) -> Option<NodeId> {
-        for kind in [NodeKind::Dedicated, NodeKind::Cloud] {
+        self.place_in_order(ram_mb, false)
+    }
+
+    /// [`Fleet::place`], trying rented (cloud) nodes before owned ones if `rented_first`.
+    pub fn place_in_order(&self, ram_mb: u32, rented_first: bool) -> Option<NodeId> {
+        let order =
+            if rented_first { [NodeKind::Cloud, NodeKind::Dedicated] } else { [NodeKind::Dedicated, NodeKind::Cloud] };
+        for kind in order {
             let idx = &self.index[slot(kind)];
             // The largest available RAM of this kind; the count-after rule can only
             // lower it, so a kind that fails this check has no candidate.
@@ -201,6 +212,13 @@ impl Fleet {
             }
         }
         None
+    }
+
+    /// Whether the placeable owned (dedicated) nodes' available RAM is below `percent` of
+    /// their usable RAM. O(1).
+    pub fn owned_free_below(&self, percent: f64) -> bool {
+        let idx = &self.index[slot(NodeKind::Dedicated)];
+        (idx.avail_sum as f64) < idx.usable_sum as f64 * percent / 100.0
     }
 
     /// Largest available RAM over placeable nodes.
@@ -228,6 +246,8 @@ impl Fleet {
                 idx.by_util.remove(&(k.util_ppm, id));
             }
             idx.by_avail.remove(&(k.avail_mb, id));
+            idx.avail_sum -= k.avail_mb;
+            idx.usable_sum -= k.usable_mb;
         }
     }
 
@@ -239,7 +259,7 @@ impl Fleet {
                 PlacementStrategy::Spread if usable == 0 => u64::MAX,
                 PlacementStrategy::Spread => n.allocated_mb.saturating_mul(1_000_000) / usable,
             };
-            IndexKey { slot: slot(n.kind), util_ppm, avail_mb: n.available_mb(&self.reserve) }
+            IndexKey { slot: slot(n.kind), util_ppm, avail_mb: n.available_mb(&self.reserve), usable_mb: usable }
         });
         if self.keys[id.0 as usize] == key {
             return;
@@ -251,6 +271,8 @@ impl Fleet {
                 idx.by_util.insert((k.util_ppm, id));
             }
             idx.by_avail.insert((k.avail_mb, id));
+            idx.avail_sum += k.avail_mb;
+            idx.usable_sum += k.usable_mb;
             self.keys[id.0 as usize] = Some(k);
         }
     }
@@ -308,6 +330,25 @@ mod tests {
         f.bind(big, 40000);
         assert_eq!(f.place(2048), Some(small));
         assert_eq!(f.place(8192), Some(big));
+    }
+
+    #[test]
+    fn owned_free_ram_is_summed_as_nodes_fill_and_rented_first_flips_the_kinds() {
+        let mut f = Fleet::new(ReserveConfig::default(), PlacementStrategy::BestFit);
+        let c = healthy(&mut f, spec("c", NodeKind::Cloud, 16384));
+        let a = healthy(&mut f, spec("a", NodeKind::Dedicated, 16384));
+        let usable = 16384 - 2457;
+        assert!(!f.owned_free_below(100.0), "all free");
+        f.bind(a, usable as u32 - 1000);
+        // 1000 MB of 13927 free is 7.2 %.
+        assert!(f.owned_free_below(7.5) && !f.owned_free_below(7.0));
+        assert_eq!(f.place_in_order(512, false), Some(a));
+        assert_eq!(f.place_in_order(512, true), Some(c));
+        assert_eq!(f.place_in_order(2048, false), Some(c), "owned cannot hold it");
+        f.unbind(a, usable as u32 - 1000, Millis(0));
+        assert!(!f.owned_free_below(99.0), "freed again");
+        f.bind(c, usable as u32);
+        assert_eq!(f.place_in_order(512, true), Some(a), "rented full -> owned");
     }
 
     #[test]

@@ -492,6 +492,31 @@ fn reserved_plan_keeps_its_ram_while_stopped_and_gets_its_node_back() {
 }
 
 #[test]
+fn short_stays_go_to_a_rented_node_first_only_while_owned_ram_is_scarce() {
+    // Owned host: about 17,000 MB usable, 15,000 booked (about 12 % free); a rented node
+    // runs a server that did not fit there and has room left.
+    for (low_water, max_mb, ram, rented) in [
+        (20.0, 4096, 1024, true),
+        (0.0, 4096, 1024, false), // turned off
+        (5.0, 4096, 1024, false), // 12 % free is not scarce at 5 %
+        (20.0, 512, 1024, false), // not a short stay
+        (20.0, 4096, 4096, true), // up to the limit
+        (20.0, 4096, 2500, true),
+    ] {
+        let mut c = cfg();
+        c.placement.owned_low_water_percent = low_water;
+        c.placement.rented_first_max_mb = max_mb;
+        let mut h = H::new(c);
+        let d = h.node("d", NodeKind::Dedicated, 20000, false);
+        assert_eq!(h.start(10, 15000), StartReply::Placed { node: d });
+        h.started(10, d);
+        let cloud = cloud_with_server(&mut h, 1, 8000);
+        let want = if rented { cloud } else { d };
+        assert_eq!(h.start(2, ram), StartReply::Placed { node: want }, "{low_water} % {max_mb} MB {ram} MB");
+    }
+}
+
+#[test]
 fn best_fit_packs_spread_balances() {
     for (strategy, expect_second) in [(PlacementStrategy::Spread, 1u32), (PlacementStrategy::BestFit, 0)] {
         let mut c = cfg();

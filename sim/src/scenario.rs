@@ -238,6 +238,7 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     let named =
         |table: &str, key: &str| value.get("conductor").and_then(|c| c.get(table)).and_then(|p| p.get(key)).is_some();
     let placement_named = named("placement", "strategy");
+    let low_water_named = named("placement", "owned_low_water_percent");
     let threshold_named = named("reactive", "scale_up_threshold_percent");
     let policies_named = named("scaling", "policies");
     let mut scenario: Scenario = toml::Value::Table(value)
@@ -248,6 +249,13 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     }
     apply_policy(&mut scenario, placement_named, threshold_named, policies_named)
         .map_err(|e| format!("{}: policy: {e}", path.display()))?;
+    if !low_water_named
+        && matches!(scenario.policy.as_str(), "seed" | "agones_buffer" | "cluster_autoscaler" | "karpenter")
+    {
+        // Sending short stays to rented nodes is ours: the design and the peers place
+        // owned first, always.
+        scenario.conductor.placement.owned_low_water_percent = 0.0;
+    }
     let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
     // The generator's day curve starts at midnight: a later hour would shift the evening

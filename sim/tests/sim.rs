@@ -268,6 +268,18 @@ fn a_policy_forces_its_placement_only_when_the_scenario_names_none() {
     assert_eq!(strategy(&named, "seed", &[]), BestFit, "named in the scenario");
     let set = ["conductor.placement.strategy=\"best_fit\"".to_string()];
     assert_eq!(strategy(&plain, "karpenter", &set), BestFit, "named by --set");
+    // Short stays to rented nodes first is ours: the design and the peers place owned first.
+    let low_water = |policy: &str, sets: &[String]| {
+        scenario::load(&plain, sets, Some(policy)).unwrap().scenario.conductor.placement.owned_low_water_percent
+    };
+    for ours in ["default", "reactive", "spare_pool", "predictive", "consolidation"] {
+        assert_eq!(low_water(ours, &[]), 2.0, "{ours}");
+    }
+    for theirs in ["seed", "agones_buffer", "cluster_autoscaler", "karpenter"] {
+        assert_eq!(low_water(theirs, &[]), 0.0, "{theirs}");
+    }
+    let set = ["conductor.placement.owned_low_water_percent=4".to_string()];
+    assert_eq!(low_water("karpenter", &set), 4.0, "named by --set");
     // A partial seed table keeps the design's threshold.
     let set = ["conductor.seed.node_idle_s=600".to_string()];
     let c = scenario::load(&plain, &set, Some("seed")).unwrap().scenario.conductor;
