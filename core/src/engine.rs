@@ -1182,10 +1182,8 @@ impl Conductor {
     /// rented node with room first.
     fn place(&self, ram_mb: u32) -> Option<NodeId> {
         let p = &self.cfg.placement;
-        let rented_first = ram_mb <= p.rented_first_max_mb
-            && p.owned_low_water_percent > 0.0
-            && self.cloud_nodes > 0
-            && self.fleet.owned_free_below(p.owned_low_water_percent);
+        // At 0 % owned RAM is never scarce: the rule is off.
+        let rented_first = ram_mb <= p.rented_first_max_mb && self.fleet.owned_free_below(p.owned_low_water_percent);
         self.fleet.place_in_order(ram_mb, rented_first)
     }
 

@@ -237,25 +237,19 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     // whatever the policy.
     let named =
         |table: &str, key: &str| value.get("conductor").and_then(|c| c.get(table)).and_then(|p| p.get(key)).is_some();
-    let placement_named = named("placement", "strategy");
-    let low_water_named = named("placement", "owned_low_water_percent");
-    let threshold_named = named("reactive", "scale_up_threshold_percent");
-    let policies_named = named("scaling", "policies");
+    let kept = Named {
+        strategy: named("placement", "strategy"),
+        low_water: named("placement", "owned_low_water_percent"),
+        threshold: named("reactive", "scale_up_threshold_percent"),
+        policies: named("scaling", "policies"),
+    };
     let mut scenario: Scenario = toml::Value::Table(value)
         .try_into()
         .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim()))?;
     if scenario.name == "unnamed" {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
-    apply_policy(&mut scenario, placement_named, threshold_named, policies_named)
-        .map_err(|e| format!("{}: policy: {e}", path.display()))?;
-    if !low_water_named
-        && matches!(scenario.policy.as_str(), "seed" | "agones_buffer" | "cluster_autoscaler" | "karpenter")
-    {
-        // Sending short stays to rented nodes is ours: the design and the peers place
-        // owned first, always.
-        scenario.conductor.placement.owned_low_water_percent = 0.0;
-    }
+    apply_policy(&mut scenario, kept).map_err(|e| format!("{}: policy: {e}", path.display()))?;
     let start_week_offset_s = parse_start(&scenario.start).map_err(|e| format!("{}: start: {e}", path.display()))?;
     scenario.conductor.scaling.calendar_week_offset_s = start_week_offset_s;
     // The generator's day curve starts at midnight: a later hour would shift the evening
@@ -297,18 +291,22 @@ pub const POLICIES: &[&str] = &[
 
 pub use conductor_core::config::{DEFAULT_STACK, DEFAULT_STACK_REACTIVE_THRESHOLD};
 
-fn apply_policy(
-    s: &mut Scenario,
-    placement_named: bool,
-    threshold_named: bool,
-    policies_named: bool,
-) -> Result<(), String> {
+/// Which of the keys a policy would set the scenario (or `--set`) names itself.
+#[derive(Clone, Copy)]
+struct Named {
+    strategy: bool,
+    low_water: bool,
+    threshold: bool,
+    policies: bool,
+}
+
+fn apply_policy(s: &mut Scenario, named: Named) -> Result<(), String> {
     let scaling = &mut s.conductor.scaling;
     let stack: &[&str] = match s.policy.as_str() {
         "default" => {
             // `[conductor.scaling] policies` named in the scenario are kept as written.
-            if !policies_named {
-                s.conductor.use_default_stack(threshold_named);
+            if !named.policies {
+                s.conductor.use_default_stack(named.threshold);
             }
             return Ok(());
         }
@@ -339,8 +337,13 @@ fn apply_policy(
     // design's spread; the Cluster Autoscaler and Karpenter run beside the Kubernetes
     // scheduler, whose default scoring (LeastAllocated) spreads. (Agones' default,
     // Packed, is our default best fit.)
-    if !placement_named && matches!(s.policy.as_str(), "seed" | "cluster_autoscaler" | "karpenter") {
+    if !named.strategy && matches!(s.policy.as_str(), "seed" | "cluster_autoscaler" | "karpenter") {
         s.conductor.placement.strategy = conductor_core::config::PlacementStrategy::Spread;
+    }
+    // Sending short stays to rented nodes is ours: the design and the peers always place
+    // owned first.
+    if !named.low_water && matches!(s.policy.as_str(), "seed" | "agones_buffer" | "cluster_autoscaler" | "karpenter") {
+        s.conductor.placement.owned_low_water_percent = 0.0;
     }
     s.conductor.scaling.policies = stack.iter().map(|p| p.to_string()).collect();
     Ok(())
