@@ -226,6 +226,13 @@ pub struct ScalingConfig {
     /// Within this of a sale, the engine refuses a scale-up unless demand (allocated +
     /// queued RAM) grew past what it was at the sale or a queued server fits nowhere.
     pub rebuy_cooldown_s: u64,
+    /// A purchase within `rebuy_cooldown_s` of a sale is a flap: the lull before it outlasted
+    /// the cooldown's memory of the peak. The engine then keeps nodes while the peak demand
+    /// of the lull that flapped (from the last minute demand was as high, plus 5 minutes,
+    /// at most `flap_hold_max_s`) needs them, instead of the cooldown's; the learned hold
+    /// lapses once it has kept no node for `flap_memory_s` (0: never learn).
+    pub flap_memory_s: u64,
+    pub flap_hold_max_s: u64,
     /// Rented VMs are billed per started period of this length from their provisioning
     /// (Hetzner: an hour); 0 turns billing-aware release off.
     pub billing_period_s: u64,
@@ -261,6 +268,8 @@ impl Default for ScalingConfig {
             budget_eur_per_hour: None,
             min_node_lifetime_s: 30 * 60,
             rebuy_cooldown_s: 30 * 60,
+            flap_memory_s: 24 * 3600,
+            flap_hold_max_s: 6 * 3600,
             billing_period_s: 3600,
             release_window_s: 5 * 60,
             release_margin_s: 60,
@@ -585,8 +594,11 @@ pub struct PredictiveConfig {
     pub lead_s: u64,
     /// Buy until forecast demand is at most this share of usable RAM.
     pub target_utilization_percent: f64,
-    /// Release a node only if the forecast over this horizon fits without it.
+    /// Release a node only if the forecast over this horizon fits without it, at most at
+    /// this share of usable RAM (below the target: a sale that leaves the forecast at the
+    /// target is undone by the next forecast a little higher).
     pub scale_down_horizon_s: u64,
+    pub scale_down_utilization_percent: f64,
     /// History needed before forecasting; less falls back to the reactive rules.
     pub warmup_s: u64,
     pub priority: i32,
@@ -599,6 +611,7 @@ impl Default for PredictiveConfig {
             lead_s: 4 * 60,
             target_utilization_percent: 80.0,
             scale_down_horizon_s: 3600,
+            scale_down_utilization_percent: 76.0,
             warmup_s: 86_400 + 3600,
             priority: 20,
         }
@@ -723,6 +736,8 @@ impl Config {
             ("seed.node_idle_s", self.seed.node_idle_s),
             ("scaling.min_node_lifetime_s", self.scaling.min_node_lifetime_s),
             ("scaling.rebuy_cooldown_s", self.scaling.rebuy_cooldown_s),
+            ("scaling.flap_memory_s", self.scaling.flap_memory_s),
+            ("scaling.flap_hold_max_s", self.scaling.flap_hold_max_s),
             ("scaling.billing_period_s", self.scaling.billing_period_s),
             ("scaling.type_backoff_s", self.scaling.type_backoff_s),
             ("scaling.type_backoff_max_s", self.scaling.type_backoff_max_s),
@@ -901,6 +916,15 @@ impl Config {
             self.cluster_autoscaler.scale_down_utilization_threshold_percent,
         )?;
         pct("predictive.target_utilization_percent", self.predictive.target_utilization_percent)?;
+        pct("predictive.scale_down_utilization_percent", self.predictive.scale_down_utilization_percent)?;
+        if self.predictive.scale_down_utilization_percent < 1.0
+            || self.predictive.scale_down_utilization_percent > self.predictive.target_utilization_percent
+        {
+            return Err(err(
+                "predictive.scale_down_utilization_percent",
+                "must be at least 1 and at most predictive.target_utilization_percent",
+            ));
+        }
         if self.predictive.target_utilization_percent < 1.0 {
             return Err(err("predictive.target_utilization_percent", "must be at least 1"));
         }

@@ -157,6 +157,9 @@ pub struct Counters {
     pub budget_refusals: u64,
     /// Scale-ups refused within `scaling.rebuy_cooldown_s` of a sale at the same demand.
     pub rebuy_refusals: u64,
+    /// Sales followed by a scale-up within `scaling.rebuy_cooldown_s` (flaps): the demand
+    /// came back.
+    pub rebuys: u64,
     /// Scale-downs another policy vetoed.
     pub scale_down_vetoes: u64,
     /// Nodes cordoned for consolidation.
@@ -195,9 +198,16 @@ pub struct Conductor {
     last_scale_down: Option<Millis>,
     /// Demand (allocated + queued RAM) at the last sale, for the rebuy check.
     demand_at_last_sale_mb: Option<u64>,
-    /// Peak demand per minute over the last `scaling.rebuy_cooldown_s`, oldest first
-    /// (bounded by the minutes in that window).
+    /// Peak demand per minute over the last `scaling.rebuy_cooldown_s`, or over
+    /// `scaling.flap_hold_max_s` when flaps are learned, oldest first (bounded by the
+    /// minutes in that window).
     demand_peaks: VecDeque<(u64, u64)>,
+    /// The hold learned from the last flaps, in minutes (0: none), and when it last kept a
+    /// node or was learned; it lapses `scaling.flap_memory_s` after that.
+    flap_hold_min: u64,
+    flap_hold_used: Millis,
+    /// The sale last counted as a flap (its further rebuys count no more).
+    flapped_sale: Option<Millis>,
     /// RAM and count of all start requests: their mean is the server size the
     /// no-flapping check packs the peak with.
     start_sizes: (u64, u64),
@@ -280,6 +290,9 @@ impl Conductor {
             last_scale_down: None,
             demand_at_last_sale_mb: None,
             demand_peaks: VecDeque::new(),
+            flap_hold_min: 0,
+            flap_hold_used: Millis(0),
+            flapped_sale: None,
             start_sizes: (0, 0),
             type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
@@ -2111,7 +2124,7 @@ impl Conductor {
     // ---------------------------------------------------------------- scaling
 
     fn scaling_context(&self) -> ScalingContext<'_> {
-        let recent_peak = self.demand_peaks.iter().map(|&(_, d)| d).max().unwrap_or(0);
+        let recent_peak = self.peak_demand_mb(self.peak_window_min());
         let mut ctx = ScalingContext::gather(
             self.now,
             &self.fleet,
@@ -2129,17 +2142,78 @@ impl Conductor {
         ctx
     }
 
-    /// Remember this minute's demand; forget minutes older than the rebuy cooldown.
+    /// Remember this minute's demand; forget minutes older than any window may need.
     fn record_demand(&mut self, demand_mb: u64) {
         let minute = self.now.0 / 60_000;
         match self.demand_peaks.back_mut() {
             Some((m, d)) if *m == minute => *d = (*d).max(demand_mb),
             _ => self.demand_peaks.push_back((minute, demand_mb)),
         }
-        let window_min = self.cfg.scaling.rebuy_cooldown_s.div_ceil(60);
-        while self.demand_peaks.front().is_some_and(|&(m, _)| m + window_min < minute) {
+        let s = &self.cfg.scaling;
+        let mut keep_min = s.rebuy_cooldown_s.div_ceil(60);
+        if s.flap_memory_s > 0 {
+            keep_min = keep_min.max(s.flap_hold_max_s.div_ceil(60));
+        }
+        while self.demand_peaks.front().is_some_and(|&(m, _)| m + keep_min < minute) {
             self.demand_peaks.pop_front();
         }
+    }
+
+    /// The minutes a sale must look back over: the rebuy cooldown, or the hold learned from
+    /// a flap while it lasts.
+    fn peak_window_min(&self) -> u64 {
+        let s = &self.cfg.scaling;
+        let cooldown = s.rebuy_cooldown_s.div_ceil(60);
+        if self.flap_hold_min > 0 && self.now.since(self.flap_hold_used) < s_to_ms(s.flap_memory_s) {
+            cooldown.max(self.flap_hold_min)
+        } else {
+            cooldown
+        }
+    }
+
+    /// The peak demand of the last `window_min` minutes (the current one included).
+    fn peak_demand_mb(&self, window_min: u64) -> u64 {
+        let minute = self.now.0 / 60_000;
+        self.demand_peaks
+            .iter()
+            .rev()
+            .take_while(|&&(m, _)| m + window_min >= minute)
+            .map(|&(_, d)| d)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A purchase within the rebuy cooldown of the sale at `sold`: demand came back as high
+    /// as `demand_mb` after a lull longer than the sale's window. Learn to hold nodes
+    /// through a lull that long (from the last minute before the sale with demand this
+    /// high, plus 5 minutes), so that the same oscillation does not flap again.
+    fn learn_flap(&mut self, sold: Millis, demand_mb: u64) {
+        if self.flapped_sale != Some(sold) {
+            self.flapped_sale = Some(sold);
+            self.counters.rebuys += 1;
+        }
+        let s = &self.cfg.scaling;
+        if s.flap_memory_s == 0 {
+            return;
+        }
+        let (minute, sold_min) = (self.now.0 / 60_000, sold.0 / 60_000);
+        let Some(&(high, _)) = self.demand_peaks.iter().rev().find(|&&(m, d)| m <= sold_min && d >= demand_mb) else {
+            return;
+        };
+        let hold = (minute - high + 5).min(s.flap_hold_max_s / 60);
+        if hold > self.peak_window_min() {
+            self.log.add(
+                self.now,
+                "info",
+                format!(
+                    "bought {} s after a sale at demand {demand_mb} MB, last seen {} min ago: sales now wait for the peak of the last {hold} min",
+                    self.now.since(sold) / 1000,
+                    minute - high
+                ),
+            );
+            self.flap_hold_min = hold;
+        }
+        self.flap_hold_used = self.now;
     }
 
     /// One evaluation: one action, except that after a sale the policies are asked
@@ -2174,6 +2248,10 @@ impl Conductor {
         let mut vetoes = 0;
         let demand_now = self.queue.total_ram_mb() + self.allocated_mb();
         self.record_demand(demand_now);
+        // What the cooldown's window alone would keep: a node kept beyond it is kept by
+        // the learned hold, which then stays.
+        let cooldown_peak = self.peak_demand_mb(self.cfg.scaling.rebuy_cooldown_s.div_ceil(60)).max(demand_now);
+        let mut hold_used = false;
         let migrating_from: BTreeSet<NodeId> = self.migrations.values().map(|m| m.from).collect();
         let servers_buf: Vec<ServerInfo>;
         let (decision, demand) = {
@@ -2220,6 +2298,7 @@ impl Conductor {
                         && (rest < ctx.recent_peak_demand_mb
                             || policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, node).is_some()));
                     if kept {
+                        hold_used |= rest < ctx.recent_peak_demand_mb && rest >= cooldown_peak;
                         vetoes += 1;
                         continue;
                     }
@@ -2240,6 +2319,9 @@ impl Conductor {
             (decision, ctx.recent_peak_demand_mb)
         };
         self.policies = policies;
+        if hold_used {
+            self.flap_hold_used = self.now;
+        }
         // Later rounds ask for no purchase (so refuse none) and meet the same vetoes again.
         if first {
             self.counters.scale_down_vetoes += vetoes;
@@ -2254,6 +2336,10 @@ impl Conductor {
         }
         match decision {
             Some((name, Decision::Up(up))) => {
+                let cooldown_ms = s_to_ms(self.cfg.scaling.rebuy_cooldown_s);
+                if let Some(sold) = self.last_scale_down.filter(|&t| self.now.since(t) < cooldown_ms) {
+                    self.learn_flap(sold, demand_now);
+                }
                 for _ in 0..up.count {
                     self.scale_up(name, up.clone());
                 }

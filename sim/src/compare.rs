@@ -174,14 +174,14 @@ pub fn compare_md(entries: &[Entry]) -> String {
         let _ = writeln!(md, "## {} (`{}`, seed {})\n", first.scenario, file.display(), first.seed);
         let _ = writeln!(
             md,
-            "| policy | cost € | cost / bound | p95 wait s | p99 wait s | joins over 30 s | timed out | churn / h |"
+            "| policy | cost € | cost / bound | p95 wait s | p99 wait s | joins over 30 s | timed out | churn / h | flaps |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for e in &group {
             let s = &e.summary;
             let _ = writeln!(
                 md,
-                "| {} | {:.2} | {} | {} | {} | {:.2} % | {} | {} |",
+                "| {} | {:.2} | {} | {} | {} | {:.2} % | {} | {} | {} |",
                 s.policy,
                 s.cost_eur.total,
                 s.cost_ratio.map_or("n/a".into(), |r| format!("{r:.3}")),
@@ -189,7 +189,8 @@ pub fn compare_md(entries: &[Entry]) -> String {
                 s.wait_s.p99,
                 s.joins_over_30s * 100.0,
                 s.timed_out,
-                s.churn_per_hour
+                s.churn_per_hour,
+                s.flaps
             );
         }
         md.push('\n');

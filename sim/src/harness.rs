@@ -1211,6 +1211,7 @@ impl Sim<'_> {
             },
             budget_refusals: counters.budget_refusals,
             rebuy_refusals: counters.rebuy_refusals,
+            flaps: counters.rebuys,
             scale_down_vetoes: counters.scale_down_vetoes,
             idle_stops: self.idle_stops,
             crashes: self.world.crashes,
@@ -1253,7 +1254,7 @@ fn write_outputs(dir: &Path, r: &RunResult, loaded: &Loaded, seed: u64) -> Resul
         ),
         ("lower bound (€)".into(), format!("{:.2}", s.lower_bound_eur)),
         ("cost / bound".into(), s.cost_ratio.map_or("n/a".into(), |r| format!("{r:.3}"))),
-        ("scale ups / downs".into(), format!("{} / {}", s.scale_ups, s.scale_downs)),
+        ("scale ups / downs, flaps".into(), format!("{} / {}, {}", s.scale_ups, s.scale_downs, s.flaps)),
         (
             "refusals budget / rebuy, scale-down vetoes".into(),
             format!("{} / {}, {}", s.budget_refusals, s.rebuy_refusals, s.scale_down_vetoes),

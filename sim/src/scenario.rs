@@ -240,6 +240,7 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     let kept = Named {
         strategy: named("placement", "strategy"),
         low_water: named("placement", "owned_low_water_percent"),
+        flap_memory: named("scaling", "flap_memory_s"),
         threshold: named("reactive", "scale_up_threshold_percent"),
         policies: named("scaling", "policies"),
     };
@@ -296,6 +297,7 @@ pub use conductor_core::config::{DEFAULT_STACK, DEFAULT_STACK_REACTIVE_THRESHOLD
 struct Named {
     strategy: bool,
     low_water: bool,
+    flap_memory: bool,
     threshold: bool,
     policies: bool,
 }
@@ -342,8 +344,13 @@ fn apply_policy(s: &mut Scenario, named: Named) -> Result<(), String> {
     }
     // Sending short stays to rented nodes is ours: the design and the peers always place
     // owned first.
-    if !named.low_water && matches!(s.policy.as_str(), "seed" | "agones_buffer" | "cluster_autoscaler" | "karpenter") {
+    let baseline = matches!(s.policy.as_str(), "seed" | "agones_buffer" | "cluster_autoscaler" | "karpenter");
+    if !named.low_water && baseline {
         s.conductor.placement.owned_low_water_percent = 0.0;
+    }
+    // So is learning from flaps: the baselines keep the engine's fixed rebuy cooldown.
+    if !named.flap_memory && baseline {
+        s.conductor.scaling.flap_memory_s = 0;
     }
     s.conductor.scaling.policies = stack.iter().map(|p| p.to_string()).collect();
     Ok(())

@@ -251,7 +251,7 @@ pub fn sweep_csv(grids: &[Grid], points: &[Point]) -> String {
     }
     out.push_str(
         ",cost_eur,lower_bound_eur,cost_ratio,wait_p50_s,wait_p95_s,wait_p99_s,timed_out,joins_over_30s,\
-         scale_ups,scale_downs,churn_per_hour\n",
+         scale_ups,scale_downs,churn_per_hour,flaps\n",
     );
     for p in points {
         let s = &p.summary;
@@ -261,7 +261,7 @@ pub fn sweep_csv(grids: &[Grid], points: &[Point]) -> String {
         }
         let _ = writeln!(
             out,
-            ",{},{},{},{},{},{},{},{},{},{},{}",
+            ",{},{},{},{},{},{},{},{},{},{},{},{}",
             s.cost_eur.total,
             s.lower_bound_eur,
             s.cost_ratio.map_or(String::new(), |r| r.to_string()),
@@ -272,7 +272,8 @@ pub fn sweep_csv(grids: &[Grid], points: &[Point]) -> String {
             s.joins_over_30s,
             s.scale_ups,
             s.scale_downs,
-            s.churn_per_hour
+            s.churn_per_hour,
+            s.flaps
         );
     }
     out

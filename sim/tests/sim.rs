@@ -280,6 +280,18 @@ fn a_policy_forces_its_placement_only_when_the_scenario_names_none() {
     }
     let set = ["conductor.placement.owned_low_water_percent=4".to_string()];
     assert_eq!(low_water("karpenter", &set), 4.0, "named by --set");
+    // So is learning from flaps.
+    let flap_memory = |policy: &str, sets: &[String]| {
+        scenario::load(&plain, sets, Some(policy)).unwrap().scenario.conductor.scaling.flap_memory_s
+    };
+    for ours in ["default", "reactive", "spare_pool", "predictive", "consolidation"] {
+        assert_eq!(flap_memory(ours, &[]), 86_400, "{ours}");
+    }
+    for theirs in ["seed", "agones_buffer", "cluster_autoscaler", "karpenter"] {
+        assert_eq!(flap_memory(theirs, &[]), 0, "{theirs}");
+    }
+    let set = ["conductor.scaling.flap_memory_s=600".to_string()];
+    assert_eq!(flap_memory("seed", &set), 600, "named by --set");
     // A partial seed table keeps the design's threshold.
     let set = ["conductor.seed.node_idle_s=600".to_string()];
     let c = scenario::load(&plain, &set, Some("seed")).unwrap().scenario.conductor;
@@ -351,4 +363,38 @@ fn a_restart_while_the_stop_completes_waits_for_the_exit() {
     let s = &r.summary;
     assert_eq!((s.requests, s.started, s.cancelled, s.duplicate_starts, s.ignored_rows), (2, 1, 1, 0, 0));
     assert_eq!(s.wait_s.max, 2.0);
+}
+
+#[test]
+fn an_oscillating_trace_flaps_at_most_once_through_the_simulator() {
+    // Twelve 4 GB servers for 20 minutes every 70 minutes, a day long, beside one 32 GB
+    // owned host: each burst needs VMs, each lull is longer than the rebuy cooldown.
+    let dir = tmp("oscillate");
+    let mut trace = String::from("at_s,server,action,ram_mb\n");
+    let mut rows = Vec::new();
+    for cycle in 0..20u64 {
+        for i in 0..12u64 {
+            let server = cycle * 12 + i;
+            rows.push((cycle * 4200 + i, format!("s{server},start,4096")));
+            rows.push((cycle * 4200 + 1200 + i, format!("s{server},stop,")));
+        }
+    }
+    rows.sort();
+    for (t, row) in rows {
+        trace.push_str(&format!("{t},{row}\n"));
+    }
+    write(&dir, "trace.csv", &trace);
+    let sc = write(
+        &dir,
+        "osc.toml",
+        "trace = \"trace.csv\"\nduration = \"26h\"\n[[nodes]]\nid = \"host\"\nram_mb = 32768\nmonthly_eur = 40.0\n",
+    );
+    let summary =
+        |sets: &[String]| run(&scenario::load(&sc, sets, None).unwrap(), RunOptions::default()).unwrap().summary;
+    let ours = summary(&[]);
+    assert_eq!((ours.requests, ours.timed_out), (240, 0));
+    assert!(ours.scale_ups >= 1, "the bursts need VMs");
+    assert!(ours.flaps <= 1, "{} flaps", ours.flaps);
+    let cooldown_only = summary(&["conductor.scaling.flap_memory_s=0".to_string()]);
+    assert!(cooldown_only.flaps >= 10, "{} flaps without the learned hold", cooldown_only.flaps);
 }

@@ -12,8 +12,10 @@
 //! start) divided by `target_utilization_percent` exceeds usable plus coming RAM, one
 //! VM is bought for that deficit. Servers that fit nowhere now are bought for at once.
 //! Scale-down: an empty cloud node is released only if the peak forecast over
-//! `scale_down_horizon_s` still fits the target without it; other policies' sales are
-//! vetoed by the same test. Until `warmup_s` of history exist (or the season's buckets
+//! `scale_down_horizon_s` still fits without it at `scale_down_utilization_percent`,
+//! below the target (hysteresis: demand noise lifts the next forecast by a tenth within
+//! minutes, and a sale at the target was bought back that soon); other policies' sales
+//! are vetoed by the same test. Until `warmup_s` of history exist (or the season's buckets
 //! are missing) the reactive rules decide.
 
 use super::{choose_for_demand, urgent_need, Policy, Reactive, ScaleDown, ScaleUp, ScalingContext};
@@ -93,6 +95,11 @@ impl Predictive {
     fn needed_mb(&self, forecast_mb: u64) -> u64 {
         (forecast_mb as f64 * 100.0 / self.cfg.target_utilization_percent).ceil() as u64
     }
+
+    /// What a sale must leave for the forecast peak: more than a purchase needs.
+    fn kept_mb(&self, peak_mb: u64) -> u64 {
+        (peak_mb as f64 * 100.0 / self.cfg.scale_down_utilization_percent).ceil() as u64
+    }
 }
 
 impl Policy for Predictive {
@@ -146,7 +153,7 @@ impl Policy for Predictive {
         if ctx.queued_count > 0 {
             return None;
         }
-        let needed = self.needed_mb(peak);
+        let needed = self.kept_mb(peak);
         let usable = ctx.worker_usable_mb();
         let node = ctx
             .releasable()
@@ -166,7 +173,7 @@ impl Policy for Predictive {
     fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
         let peak = self.forecast_peak_mb(ctx.now, ctx.demand_mb(), self.cfg.scale_down_horizon_s * 1000)?;
         let left = ctx.worker_usable_mb().saturating_sub(ctx.node_usable_mb(node));
-        let needed = self.needed_mb(peak);
+        let needed = self.kept_mb(peak);
         (left < needed).then(|| format!("predictive: forecast needs {needed} MB, {left} MB without it"))
     }
 }
@@ -226,5 +233,32 @@ mod tests {
         let up = p.scale_up(&ctx).expect("forecast 16000 MB / 80 % = 20000 > 17000");
         assert!(up.reason.contains("forecast 16000 MB"), "{}", up.reason);
         assert_eq!(p.scale_up(&k.ctx(Millis(2 * DAY + 12 * 60 * MIN))), None, "quiet at noon");
+    }
+
+    #[test]
+    fn a_sale_must_leave_more_room_than_a_purchase_needs() {
+        // Flat demand at 78 % of the owned host's usable RAM and an empty VM: the host
+        // alone is enough not to buy (80 %), not enough to sell (76 %).
+        for (scale_down_percent, kept) in [(76.0, true), (80.0, false)] {
+            let mut cfg = Config::default();
+            cfg.predictive.scale_down_utilization_percent = scale_down_percent;
+            let mut k = Kit::new(cfg.clone());
+            let usable = crate::node::usable_mb(20000, 1, &cfg.reserve);
+            let demand = (usable as f64 * 0.78) as u32;
+            k.node(NodeKind::Dedicated, 20000, demand, Millis::ZERO);
+            let vm = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+            let mut p = Predictive::new(k.cfg.predictive.clone(), k.cfg.reactive.clone());
+            for b in 0..(2 * DAY / BUCKET_MS) {
+                p.record(Millis(b * BUCKET_MS), u64::from(demand));
+            }
+            let ctx = k.ctx(Millis(2 * DAY + 12 * 60 * MIN));
+            assert_eq!(p.scale_up(&ctx), None, "{scale_down_percent}");
+            let node = ctx.fleet.get(vm).unwrap();
+            assert_eq!(p.keep(&ctx, node).is_some(), kept, "{scale_down_percent}");
+        }
+        let mut cfg = Config::default();
+        cfg.predictive.scale_down_utilization_percent = 81.0;
+        let e = cfg.validate().unwrap_err();
+        assert!(e.to_string().contains("predictive.scale_down_utilization_percent"), "{e}");
     }
 }
