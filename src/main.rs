@@ -512,7 +512,7 @@ fn compare(
             return ExitCode::from(2);
         }
     };
-    let loaded = match compare::load_all(&scenarios, &policies, &sets, &mut |w| eprintln!("warning: {w}")) {
+    let loaded = match compare::load_all(&scenarios, &policies, &sets) {
         Ok(l) => l,
         Err(e) => return sim_exit(e),
     };

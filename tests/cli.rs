@@ -190,12 +190,11 @@ fn compare_runs_every_policy_on_every_scenario_identically_for_any_jobs() {
             .arg("compare")
             .arg(d.join("s.toml"))
             .arg(shipped("small-weekday.toml"))
-            .args(["--policies", "seed,default,no_such_policy", "--jobs", jobs, "--out"])
+            .args(["--policies", "seed,default", "--jobs", jobs, "--out"])
             .arg(&out)
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("skipping policy \"no_such_policy\""));
         for f in ["compare.json", "compare.md", "compare.png"] {
             assert!(out.join(f).exists(), "{f}");
         }
@@ -217,4 +216,21 @@ fn compare_runs_every_policy_on_every_scenario_identically_for_any_jobs() {
     }
     let md = String::from_utf8(md).unwrap();
     assert!(md.contains("default vs seed: "), "{md}");
+}
+
+#[test]
+fn compare_refuses_an_unknown_policy_before_running_anything() {
+    let d = tmp("compare-unknown");
+    let out = d.join("out");
+    let o = bin()
+        .arg("compare")
+        .arg(shipped("small-weekday.toml"))
+        .args(["--policies", "seed,no_such_policy", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown policy \"no_such_policy\"") && err.contains("karpenter"), "{err}");
+    assert!(!out.join("compare.json").exists(), "nothing written");
 }

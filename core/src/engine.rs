@@ -214,6 +214,8 @@ pub struct Conductor {
     /// Per catalogue type: not bought before this; and the next backoff if it fails again.
     type_backoff_until: Vec<Millis>,
     type_backoff_next_ms: Vec<u64>,
+    /// When each type's current backoff began (`None`: never failed).
+    type_backoff_since: Vec<Option<Millis>>,
     overcommitted: BTreeSet<NodeId>,
     /// Servers whose world has an archive copy. Kept after their record is dropped (it
     /// grows with customers, not with the trace), so a restart restores it.
@@ -296,6 +298,7 @@ impl Conductor {
             start_sizes: (0, 0),
             type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
+            type_backoff_since: vec![None; cfg.catalogue.len()],
             overcommitted: BTreeSet::new(),
             archived: IdMap::new(),
             world_gen_next: 1,
@@ -1524,8 +1527,8 @@ impl Conductor {
     fn on_provision_failed(&mut self, id: NodeId, reason: String) -> Reply {
         match self.fleet.get(id) {
             Some(n) if n.lifecycle == Lifecycle::AwaitingProvision => {
-                let server_type = n.server_type.clone();
-                self.type_failed(server_type.as_deref());
+                let (server_type, bought) = (n.server_type.clone(), n.registered_at);
+                self.type_failed(server_type.as_deref(), bought);
                 self.publish(Event::ProvisionFailed { node: id, reason });
                 self.remove_node(id);
                 self.scaling_wanted = true;
@@ -2356,9 +2359,16 @@ impl Conductor {
         None
     }
 
-    /// A provisioning of `server_type` failed: back the type off, doubling each time.
-    fn type_failed(&mut self, server_type: Option<&str>) {
+    /// A provisioning of `server_type`, bought at `bought`, failed: back the type off,
+    /// doubling with each failed scale-up (as the Cluster Autoscaler backs off a node
+    /// group). The other VMs of a scale-up already backed off for (bought no later than the
+    /// backoff began) add nothing: one out-of-stock purchase of five VMs is one failure.
+    fn type_failed(&mut self, server_type: Option<&str>, bought: Millis) {
         let Some(i) = server_type.and_then(|t| self.cfg.catalogue.iter().position(|c| c.name == t)) else { return };
+        if self.type_backoff_since[i].is_some_and(|since| bought <= since) {
+            return;
+        }
+        self.type_backoff_since[i] = Some(self.now);
         let wait = self.type_backoff_next_ms[i];
         self.type_backoff_until[i] = self.now.plus(wait);
         self.type_backoff_next_ms[i] = wait.saturating_mul(2).min(s_to_ms(self.cfg.scaling.type_backoff_max_s));
@@ -2543,8 +2553,8 @@ impl Conductor {
             }
             let (name, provider_id, lifecycle, empty) =
                 (n.name.clone(), n.provider_id.clone(), n.lifecycle, n.is_empty());
-            let server_type = n.server_type.clone();
-            self.type_failed(server_type.as_deref());
+            let (server_type, bought) = (n.server_type.clone(), n.registered_at);
+            self.type_failed(server_type.as_deref(), bought);
             self.publish(Event::ProvisionFailed {
                 node: id,
                 reason: "no healthy report before the provision timeout".into(),

@@ -859,6 +859,49 @@ fn a_type_that_failed_to_provision_backs_off_and_the_next_cheapest_is_bought() {
     assert_ne!(again[0], "cpx22", "cpx22 is backing off");
 }
 
+#[test]
+fn a_failed_scale_up_of_several_vms_backs_its_type_off_once() {
+    // One type only: three queued 2 GB servers need three cpx22 at once.
+    let mut c = cfg();
+    c.catalogue.truncate(1);
+    let mut h = H::new(c);
+    for s in 1..=3 {
+        h.start(s, 2048);
+    }
+    let fail_all = |h: &mut H| -> usize {
+        let bought: Vec<NodeId> = h
+            .take()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::ProvisionNode { node, .. } => Some(node),
+                _ => None,
+            })
+            .collect();
+        for &node in &bought {
+            h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
+        }
+        bought.len()
+    };
+    let backoffs = |h: &H| -> Vec<String> {
+        h.c.debug_log()
+            .entries()
+            .filter_map(|e| match &e.message {
+                conductor_core::log::LogMessage::Text(t) if t.contains("backs off") => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(fail_all(&mut h), 3, "one decision buys the three");
+    assert_eq!(backoffs(&h), vec!["cpx22 backs off for 300 s after a failed provisioning".to_string()]);
+    // Nothing else to buy while it backs off; after it, the next failed scale-up doubles.
+    h.at(4 * MIN);
+    assert_eq!(fail_all(&mut h), 0);
+    h.at(6 * MIN + 10 * S);
+    assert!(fail_all(&mut h) >= 1, "bought again at the first evaluation after the backoff");
+    assert_eq!(backoffs(&h).last().unwrap(), "cpx22 backs off for 600 s after a failed provisioning");
+    assert_eq!(backoffs(&h).len(), 2);
+}
+
 // ---------------------------------------------------------------- consolidation
 
 /// A rented node (0.20 EUR/h) with idle servers of `rams` that report 0 players, and an

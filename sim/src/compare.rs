@@ -78,29 +78,26 @@ pub fn policy_list(spec: &str) -> Result<Vec<String>, String> {
     Ok(names.into_iter().filter(|n| seen.insert(n.clone())).collect())
 }
 
-/// Loads every (scenario, policy) pair, scenario-major. A policy `scenario::load` rejects
-/// as unknown is skipped everywhere, with a warning through `warn`; any other error stops.
-/// `sets` (`dotted.key=value`) apply to every scenario, as `simulate --set` does.
+/// Loads every (scenario, policy) pair, scenario-major; the first error stops (an unknown
+/// policy too: a scoreboard silently missing a row would read as complete). `sets`
+/// (`dotted.key=value`) apply to every scenario, as `simulate --set` does.
 pub fn load_all(
     scenarios: &[PathBuf],
     policies: &[String],
     sets: &[String],
-    warn: &mut dyn FnMut(String),
 ) -> Result<Vec<(PathBuf, Loaded)>, SimError> {
-    let mut known: Vec<&String> = Vec::new();
-    for p in policies {
-        let first = scenarios.first().ok_or_else(|| SimError::Input("no scenario given".into()))?;
-        match scenario::load(first, sets, Some(p)) {
-            Err(e) if e.contains("unknown policy") => warn(format!("skipping policy {p:?}: {e}")),
-            _ => known.push(p),
-        }
+    if scenarios.is_empty() {
+        return Err(SimError::Input("no scenario given".into()));
     }
-    if known.is_empty() {
-        return Err(SimError::Input("no known policy to compare".into()));
+    if let Some(p) = policies.iter().find(|p| !scenario::POLICIES.contains(&p.as_str())) {
+        return Err(SimError::Input(format!(
+            "--policies: unknown policy {p:?} (known: {})",
+            scenario::POLICIES.join(", ")
+        )));
     }
     let mut out = Vec::new();
     for s in scenarios {
-        for p in &known {
+        for p in policies {
             let l = scenario::load(s, sets, Some(p)).map_err(SimError::Input)?;
             out.push((s.clone(), l));
         }

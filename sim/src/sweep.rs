@@ -82,15 +82,16 @@ fn range(from: &str, to: &str, step: &str) -> Result<Vec<String>, String> {
     let (t, dt) = decimal(to)?;
     let (s, ds) = decimal(step)?;
     let d = df.max(dt).max(ds);
-    let scale = |v: i128, dv: u32| v * 10i128.pow(d - dv);
-    let (f, t, s) = (scale(f, df), scale(t, dt), scale(s, ds));
+    let too_long = || format!("{from}:{to}:{step} has too many digits");
+    let scale = |v: i128, dv: u32| 10i128.checked_pow(d - dv).and_then(|p| v.checked_mul(p)).ok_or_else(too_long);
+    let (f, t, s) = (scale(f, df)?, scale(t, dt)?, scale(s, ds)?);
     if s <= 0 {
         return Err(format!("step {step} must be positive"));
     }
     if f > t {
         return Err(format!("from {from} is above to {to}"));
     }
-    let n = (t - f) / s + 1;
+    let n = t.checked_sub(f).ok_or_else(too_long)? / s + 1;
     if n > MAX_CONFIGS as i128 {
         return Err(format!("{n} values, more than {MAX_CONFIGS}"));
     }
@@ -419,6 +420,12 @@ mod tests {
             ("x=", "x: no values"),
             ("x=1,,2", "x: empty value"),
             ("x=0:1000000:1", "more than"),
+            // Thirty digits each side of the point overflow no integer.
+            (
+                "x=100000000000000000000000000000:100000000000000000000000000000:0.00000000000000000000000000001",
+                "too many digits",
+            ),
+            ("x=-99999999999999999999999999999.9:99999999999999999999999999999.9:0.1", "more than"),
         ] {
             let e = parse_grid(spec).unwrap_err();
             assert!(e.contains(why), "{spec}: {e}");
