@@ -907,8 +907,17 @@ fn a_failed_scale_up_of_several_vms_backs_its_type_off_once() {
 /// A rented node (0.20 EUR/h) with idle servers of `rams` that report 0 players, and an
 /// owned 64 GB host registered a minute later; consolidation and reactive, no idle stop.
 fn consolidation_setup(clouds: &[&[u32]], max_draining: u32, plan: Plan) -> (H, Vec<NodeId>, NodeId) {
+    consolidation_setup_with(&["consolidation", "reactive"], clouds, max_draining, plan)
+}
+
+fn consolidation_setup_with(
+    policies: &[&str],
+    clouds: &[&[u32]],
+    max_draining: u32,
+    plan: Plan,
+) -> (H, Vec<NodeId>, NodeId) {
     let mut c = cfg();
-    c.scaling.policies = vec!["consolidation".into(), "reactive".into()];
+    c.scaling.policies = policies.iter().map(|p| p.to_string()).collect();
     c.consolidation.max_draining_nodes = max_draining;
     c.idle_shutdown_s = 48 * 3600;
     let mut h = H::new(c);
@@ -977,6 +986,38 @@ fn migration_runs_the_server_on_the_target_before_the_old_node_is_sold() {
     assert!(cmds.iter().any(|x| matches!(x, Command::DeleteNode { node, .. } if *node == c)), "{cmds:#?}");
     assert_eq!(h.c.counters().migrations, 1);
     assert_eq!(h.c.counters().started, 1, "a move is not a start request");
+}
+
+#[test]
+fn karpenter_moves_idle_servers_off_an_underutilized_node_and_deletes_it_at_once() {
+    // Two rented nodes: one with an idle server, one whose server gets players.
+    let (mut h, nodes, d) = consolidation_setup_with(&["karpenter"], &[&[4096], &[2048]], 1, Plan::PayPerPlay);
+    h.input(Input::Players { server: ServerId(2), count: 3 });
+    // No two-hour stability rule: a minute at 0 players (consolidateAfter) and it moves.
+    h.at(3 * MIN);
+    assert_eq!(consolidations(&h.events()), vec![nodes[0]]);
+    h.input(Input::ContainerExited { server: ServerId(1), node: nodes[0] });
+    assert_eq!(start_cmds(&h.take()), vec![(ServerId(1), d, WorldAction::MoveFrom(nodes[0]))]);
+    h.started(1, d);
+    // Deleted once the engine's minimum lifetime (30 min) allows, not in the last minutes
+    // of its billed hour.
+    h.at(29 * MIN);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
+    h.at(32 * MIN);
+    let deleted: Vec<NodeId> = h
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::ScaleDown { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![nodes[0]]);
+    // The busy server is never moved, however long it runs.
+    h.at(h.now + 3 * 60 * MIN);
+    assert!(!consolidations(&h.events()).contains(&nodes[1]));
+    assert_eq!(h.status(2), Some(ServerStatus::Running { node: nodes[1] }));
+    assert_eq!(h.c.counters().migrations, 1);
 }
 
 #[test]

@@ -15,8 +15,9 @@
 //! Here "allocated" counts allocated and queued RAM in replicas (rounded up), the
 //! fleet's current size is the workers' usable RAM in replicas (rounded down, coming
 //! nodes included), a scale-up buys one VM for the missing replicas and a scale-down
-//! releases an empty cloud node whose replicas the desired size does not need. Agones
-//! deletes Ready GameServers at once; a rented VM waits for its release window.
+//! releases an empty cloud node whose replicas the desired size does not need, at once
+//! (Agones deletes Ready GameServers at once, and no node autoscaler under it waits for
+//! the end of a billed hour).
 
 use super::{choose_for_demand, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::{AgonesBufferConfig, BufferSize};
@@ -109,7 +110,7 @@ impl Policy for AgonesBuffer {
         let (_, current, desired) = self.replicas(ctx);
         let r = u64::from(self.cfg.replica_mb);
         let node = ctx
-            .releasable()
+            .deletable_nodes()
             .filter(|n| current.saturating_sub(ctx.node_usable_mb(n).div_ceil(r)) >= desired)
             .min_by_key(|n| (n.empty_since, n.id))?;
         Some(ScaleDown {

@@ -83,7 +83,7 @@ impl Policy for ClusterAutoscaler {
         }
         let unneeded_ms = self.cfg.scale_down_unneeded_s * 1000;
         let node = ctx
-            .releasable()
+            .deletable_nodes()
             .filter(|n| self.unneeded.get(&n.id).is_some_and(|&t| ctx.now.since(t) >= unneeded_ms))
             .min_by_key(|n| (self.unneeded[&n.id], n.id))?;
         Some(ScaleDown {

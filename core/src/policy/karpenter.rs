@@ -6,15 +6,22 @@
 //! claim, filled first-fit decreasing up to the largest type's usable RAM, and the
 //! cheapest type (by hourly price) that holds what was packed onto it is launched.
 //!
-//! Consolidation (`WhenEmptyOrUnderutilized`): an empty cloud node is deleted once it
-//! has been empty for `consolidate_after_s` (Karpenter's default 0 s, here a minute). A
-//! non-empty node whose servers would fit in the free room of the other nodes is a
-//! *delete candidate*; moving servers is not this policy's job, so candidates are only
-//! named in the reason of the next empty-node deletion.
+//! Consolidation (`WhenEmptyOrUnderutilized`), with nothing pending:
+//! - an empty cloud node is deleted once it has been empty for `consolidate_after_s`
+//!   (Karpenter's default 0 s, here a minute), whatever its billing;
+//! - single-node consolidation: a cloud node whose servers all fit, best fit, in the free
+//!   room of the other nodes is emptied (its servers migrate) and then deleted, the node
+//!   with the fewest servers first (Karpenter orders candidates by disruption cost), one
+//!   at a time. A server with players is a game in progress, which Karpenter's
+//!   `karpenter.sh/do-not-disrupt` annotation protects (its docs cite "an interactive
+//!   game"): only servers at 0 players for `consolidate_after_s` move, and never one on a
+//!   reserved plan (the engine refuses those moves in any case).
 
-use super::{ffd, type_usable_mb, Policy, ScaleDown, ScaleUp, ScalingContext};
+use super::consolidation::best_fit_moves;
+use super::{ffd, type_usable_mb, Consolidate, Policy, ScaleDown, ScaleUp, ScalingContext, ServerInfo};
 use crate::config::KarpenterConfig;
-use crate::model::NodeKind;
+use crate::model::{NodeKind, Plan};
+use crate::node::{Health, Lifecycle};
 
 pub struct Karpenter {
     cfg: KarpenterConfig,
@@ -66,27 +73,65 @@ impl Policy for Karpenter {
     }
 
     fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown> {
+        // A node this policy emptied goes as soon as its last move is done.
+        let emptied = ctx.consolidating.iter().filter_map(|&id| ctx.fleet.get(id)).find(|n| {
+            n.lifecycle == Lifecycle::Draining
+                && n.health == Health::Healthy
+                && n.is_empty()
+                && !ctx.migrating_from.contains(&n.id)
+                && ctx.now.since(n.registered_at) >= ctx.scaling.min_node_lifetime_s * 1000
+        });
+        if let Some(n) = emptied {
+            return Some(ScaleDown { node: n.id, reason: format!("{} emptied by consolidation", n.name) });
+        }
         let after_ms = self.cfg.consolidate_after_s * 1000;
         let node = ctx
-            .releasable()
+            .deletable_nodes()
             .filter(|n| ctx.now.since(n.empty_since) >= after_ms)
             .min_by_key(|n| (n.empty_since, n.id))?;
-        // Underutilized candidates: a non-empty cloud node whose allocation fits in the
-        // free room of the other placeable nodes (an aggregate estimate).
-        let free_mb: u64 = ctx.fleet.iter().filter(|n| n.placeable()).map(|n| n.available_mb(ctx.reserve)).sum();
-        let candidates: Vec<&str> = ctx
-            .fleet
-            .iter()
-            .filter(|n| n.kind == NodeKind::Cloud && n.placeable() && !n.is_empty() && n.id != node.id)
-            .filter(|n| n.allocated_mb() <= free_mb - n.available_mb(ctx.reserve))
-            .map(|n| n.name.as_str())
-            .take(3)
-            .collect();
-        let mut reason = format!("{} empty for {} s", node.name, ctx.now.since(node.empty_since) / 1000);
-        if !candidates.is_empty() {
-            reason.push_str(&format!("; consolidation candidates (would fit elsewhere): {}", candidates.join(", ")));
+        Some(ScaleDown {
+            node: node.id,
+            reason: format!("{} empty for {} s", node.name, ctx.now.since(node.empty_since) / 1000),
+        })
+    }
+
+    fn wants_servers(&self, ctx: &ScalingContext) -> bool {
+        ctx.queued_count == 0 && ctx.consolidating.is_empty()
+    }
+
+    fn consolidate(&mut self, ctx: &ScalingContext) -> Option<Consolidate> {
+        if !self.wants_servers(ctx) {
+            return None;
         }
-        Some(ScaleDown { node: node.id, reason })
+        let after_ms = self.cfg.consolidate_after_s * 1000;
+        let disruptable = |s: &ServerInfo| {
+            s.plan != Plan::Reserved && s.zero_players_since.is_some_and(|z| ctx.now.since(z) >= after_ms)
+        };
+        let mut best: Option<(usize, std::cmp::Reverse<u64>, u32, Vec<_>, &str)> = None;
+        for group in ctx.servers.chunk_by(|a, b| a.node == b.node) {
+            let Some(n) = ctx.fleet.get(group[0].node) else { continue };
+            if n.kind != NodeKind::Cloud || n.system || !n.placeable() || n.containers() as usize != group.len() {
+                continue;
+            }
+            if !group.iter().all(disruptable) {
+                continue;
+            }
+            // Fewest servers, then the dearest node (in micro-euros an hour), then the id.
+            let key = (group.len(), std::cmp::Reverse((n.hourly_eur * 1e6) as u64), n.id.0);
+            if best.as_ref().is_some_and(|b| (b.0, b.1, b.2) <= key) {
+                continue;
+            }
+            let refs: Vec<&ServerInfo> = group.iter().collect();
+            if let Some(moves) = best_fit_moves(ctx, n.id, &refs) {
+                best = Some((key.0, key.1, key.2, moves, n.name.as_str()));
+            }
+        }
+        let (count, _, id, moves, name) = best?;
+        Some(Consolidate {
+            node: crate::model::NodeId(id),
+            reason: format!("underutilized: {count} idle server(s) on {name} fit elsewhere"),
+            moves,
+        })
     }
 }
 
@@ -116,9 +161,53 @@ mod tests {
         let empty = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
         k.node(NodeKind::Dedicated, 65536, 0, Millis::ZERO);
         k.node(NodeKind::Cloud, 8192, 1000, Millis::ZERO);
-        let down = p.scale_down(&k.ctx(Millis(56 * MIN))).expect("empty for long enough, in its window");
+        let down = p.scale_down(&k.ctx(Millis(31 * MIN))).expect("empty for long enough");
         assert_eq!(down.node, empty);
-        assert!(down.reason.contains("consolidation candidates"), "{}", down.reason);
-        assert_eq!(p.scale_down(&k.ctx(Millis(50 * MIN))), None, "outside the release window");
+        assert_eq!(p.scale_down(&k.ctx(Millis(50 * MIN))).map(|d| d.node), Some(empty), "whatever its billed hour");
+        assert_eq!(p.scale_down(&k.ctx(Millis(29 * MIN))), None, "younger than the engine's minimum lifetime");
+    }
+
+    #[test]
+    fn moves_idle_servers_off_the_node_with_the_fewest_and_never_a_busy_one() {
+        use crate::model::{NodeId, Plan, ServerId};
+        let mut k = Kit::new(Config::default());
+        let owned = k.node(NodeKind::Dedicated, 65536, 0, Millis::ZERO);
+        let one = k.node(NodeKind::Cloud, 16384, 2048, Millis::ZERO);
+        let two = k.node(NodeKind::Cloud, 16384, 2048, Millis::ZERO);
+        k.fleet.bind(two, 2048);
+        let info = |id: u64, node: NodeId, zero: Option<Millis>| ServerInfo {
+            id: ServerId(id),
+            node,
+            ram_mb: 2048,
+            plan: Plan::PayPerPlay,
+            zero_players_since: zero,
+        };
+        let idle = Some(Millis(MIN));
+        let now = Millis(3 * MIN);
+        let mut p = Karpenter::new(k.cfg.karpenter.clone());
+        let consolidate = |p: &mut Karpenter, servers: &[ServerInfo], now: Millis| {
+            let mut ctx = k.ctx(now);
+            ctx.servers = servers;
+            p.consolidate(&ctx)
+        };
+        // Both nodes idle: the one with one server goes first, onto the owned host.
+        let all = [info(1, one, idle), info(2, two, idle), info(3, two, idle)];
+        let c = consolidate(&mut p, &all, now).expect("both nodes fit elsewhere");
+        assert_eq!((c.node, c.moves), (one, vec![(ServerId(1), owned)]));
+        // A server with players (or never reported) is never moved: only the other node.
+        let busy = [info(1, one, None), info(2, two, idle), info(3, two, idle)];
+        let c = consolidate(&mut p, &busy, now).expect("the idle node");
+        assert_eq!(c.node, two);
+        assert_eq!(c.moves.len(), 2);
+        // Idle for less than consolidate_after_s: not yet.
+        let fresh = [info(1, one, Some(Millis(2 * MIN + 30_000))), info(2, two, None), info(3, two, idle)];
+        assert_eq!(consolidate(&mut p, &fresh, now), None);
+        // Nothing fits elsewhere with no other node: nothing.
+        let mut lone = Kit::new(Config::default());
+        let only = lone.node(NodeKind::Cloud, 16384, 2048, Millis::ZERO);
+        let mut ctx = lone.ctx(now);
+        let servers = [info(1, only, idle)];
+        ctx.servers = &servers;
+        assert_eq!(p.consolidate(&ctx), None);
     }
 }

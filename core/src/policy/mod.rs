@@ -261,6 +261,12 @@ impl<'a> ScalingContext<'a> {
         self.fleet.iter().filter(|n| self.deletable(n) && self.release_window_open(n))
     }
 
+    /// Nodes the engine would delete now, whatever their billing: what the peer baselines
+    /// release (no reference autoscaler waits for the end of a billed hour).
+    pub fn deletable_nodes(&self) -> impl Iterator<Item = &'a Node> + '_ {
+        self.fleet.iter().filter(|n| self.deletable(n))
+    }
+
     /// Worker usable RAM without `node`, less half a server of `server_mb` on each node
     /// that adds any (what packing servers of that size loses on average at a node's end).
     pub fn packed_usable_without_mb(&self, node: NodeId, server_mb: u64) -> u64 {
