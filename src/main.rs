@@ -268,6 +268,9 @@ fn run_live(config: PathBuf, dry_run: bool, listen: Option<String>) -> ExitCode 
             return ExitCode::from(2);
         }
     };
+    for w in cfg.conductor.warnings() {
+        eprintln!("warning: {}: conductor.{w}", config.display());
+    }
     let opts = conductor_live::driver::RunOptions { dry_run, listen };
     match runtime().block_on(conductor_live::driver::run(cfg, opts)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -322,6 +325,9 @@ fn simulate(
             return ExitCode::from(2);
         }
     };
+    for w in loaded.scenario.conductor.warnings() {
+        eprintln!("warning: {}: conductor.{w}", path.display());
+    }
     // A progress bar on long runs, only when stderr is a terminal.
     let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
         let bar = indicatif::ProgressBar::new(1000);
@@ -516,6 +522,15 @@ fn compare(
         Ok(l) => l,
         Err(e) => return sim_exit(e),
     };
+    // Once per policy and warning, not once per scenario.
+    let mut warned = std::collections::BTreeSet::new();
+    for (_, l) in &loaded {
+        for w in l.scenario.conductor.warnings() {
+            if warned.insert((l.scenario.policy.clone(), w.clone())) {
+                eprintln!("warning: policy {}: conductor.{w}", l.scenario.policy);
+            }
+        }
+    }
     let pool = match pool(jobs) {
         Ok(p) => p,
         Err(code) => return code,

@@ -234,3 +234,23 @@ fn compare_refuses_an_unknown_policy_before_running_anything() {
     assert!(err.contains("unknown policy \"no_such_policy\"") && err.contains("karpenter"), "{err}");
     assert!(!out.join("compare.json").exists(), "nothing written");
 }
+
+#[test]
+fn simulate_warns_when_idle_shutdown_preempts_consolidation() {
+    let run = |sets: &[&str]| {
+        let mut cmd = bin();
+        cmd.arg("simulate").arg(shipped("small-weekday.toml")).args(["--policy", "consolidation", "--quiet"]);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&[]);
+    assert!(
+        err.contains("warning:") && err.contains("consolidation.node_min_idle_s") && err.contains("never acts"),
+        "{err}"
+    );
+    assert!(!run(&["conductor.idle_shutdown_s=3600"]).contains("warning:"));
+}

@@ -693,6 +693,21 @@ fn err(field: &str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Settings that are valid but defeat one another, one line each (the drivers print
+    /// them at start): a configuration that silently does nothing is a bug report waiting.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let listed = |name: &str| self.scaling.policies.iter().any(|p| p == name);
+        if listed("consolidation") && self.idle_shutdown_s <= self.consolidation.node_min_idle_s {
+            w.push(format!(
+                "consolidation.node_min_idle_s ({} s) is not below idle_shutdown_s ({} s): idle servers are stopped \
+                 before consolidation may move them (and a server whose players are never reported never moves), so it never acts",
+                self.consolidation.node_min_idle_s, self.idle_shutdown_s
+            ));
+        }
+        w
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("queue_tick_s", self.queue_tick_s),
@@ -972,6 +987,21 @@ mod tests {
         assert_eq!(c.placement.strategy, PlacementStrategy::BestFit);
         assert_eq!(c.scaling.max_cloud_nodes, 10);
         assert_eq!(c.reserve.base_mb, 1000);
+    }
+
+    #[test]
+    fn consolidation_that_idle_shutdown_preempts_is_warned_about() {
+        let mut c = Config::default();
+        assert!(c.warnings().is_empty(), "the default stack");
+        c.scaling.policies = vec!["consolidation".into(), "reactive".into()];
+        let w = c.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("consolidation.node_min_idle_s (900 s)") && w[0].contains("idle_shutdown_s (300 s)"),
+            "{w:?}"
+        );
+        c.idle_shutdown_s = 3600;
+        assert!(c.warnings().is_empty(), "idle servers stay up long enough to move");
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! (what arrives while a VM boots): it buys ahead of a rise instead of keeping a share of
 //! the whole fleet idle.
 //!
-//! Buys while headroom is below the target (up to `max_nodes` cloud nodes), as many VMs
-//! as the deficit needs. Releases an empty cloud node once headroom without it has stayed
+//! Buys while headroom is below the target or fewer than `min_nodes` cloud nodes exist
+//! (up to `max_nodes` cloud nodes), as many VMs as the deficit (or the minimum) needs. Releases an empty cloud node once headroom without it has stayed
 //! at or above the target, and no less than the highest trend target of the last
 //! `scaling.rebuy_cooldown_s`, for `scale_down_sustain_s`; vetoes other policies' sales
 //! that would take headroom below that.
@@ -165,13 +165,20 @@ impl Policy for SparePool {
     fn scale_up(&mut self, ctx: &ScalingContext) -> Option<ScaleUp> {
         let target = self.target_mb(ctx);
         let headroom = Self::headroom_mb(ctx);
-        if headroom >= target as i64 || ctx.cloud_nodes >= self.cfg.max_nodes {
+        let short_nodes = self.cfg.min_nodes.min(self.cfg.max_nodes).saturating_sub(ctx.cloud_nodes);
+        if (headroom >= target as i64 && short_nodes == 0) || ctx.cloud_nodes >= self.cfg.max_nodes {
             return None;
         }
-        let deficit = (target as i64 - headroom) as u64;
-        let i = choose_for_demand(ctx, deficit, ctx.largest_queued_mb)?;
-        let count = super::vms_for_mb(ctx, i, deficit).min(self.cfg.max_nodes.saturating_sub(ctx.cloud_nodes).max(1));
-        let reason = format!("headroom {headroom} MB below the spare target {target} MB");
+        let deficit = (target as i64 - headroom).max(0) as u64;
+        let i = choose_for_demand(ctx, deficit.max(1), ctx.largest_queued_mb)?;
+        let count = super::vms_for_mb(ctx, i, deficit)
+            .max(short_nodes)
+            .min(self.cfg.max_nodes.saturating_sub(ctx.cloud_nodes).max(1));
+        let reason = if headroom < target as i64 {
+            format!("headroom {headroom} MB below the spare target {target} MB")
+        } else {
+            format!("{} cloud node(s), below spare_pool.min_nodes {}", ctx.cloud_nodes, self.cfg.min_nodes)
+        };
         Some(ScaleUp { server_type: i, reason, count })
     }
 
@@ -197,6 +204,9 @@ impl Policy for SparePool {
     }
 
     fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
+        if node.kind == NodeKind::Cloud && ctx.cloud_nodes <= self.cfg.min_nodes {
+            return Some(format!("spare_pool: {} cloud node(s), min_nodes {}", ctx.cloud_nodes, self.cfg.min_nodes));
+        }
         let target = self.keep_target_mb(ctx);
         let without = Self::headroom_mb(ctx) - ctx.node_usable_mb(node) as i64;
         (without < target as i64).then(|| format!("spare_pool: headroom without it {without} MB < {target} MB"))
@@ -220,6 +230,35 @@ mod tests {
         assert_eq!(percent_headroom_mb(1000, 0.0), 0);
         // ceil(1000 * 100 / 70) = 1429.
         assert_eq!(percent_headroom_mb(1000, 30.0), 429);
+    }
+
+    #[test]
+    fn min_nodes_are_bought_and_kept_whatever_the_headroom() {
+        let mut cfg = Config::default();
+        cfg.spare_pool.overrides.clear();
+        cfg.spare_pool.min_nodes = 2;
+        let mut k = Kit::new(cfg);
+        // Plenty of owned headroom: only the minimum asks for VMs.
+        k.node(NodeKind::Dedicated, 65536, 0, Millis::ZERO);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        let up = p.scale_up(&k.ctx(Millis(10 * MIN))).expect("no cloud node, min_nodes 2");
+        assert_eq!(up.count, 2, "{}", up.reason);
+        assert!(up.reason.contains("min_nodes 2"), "{}", up.reason);
+        let a = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+        let up = p.scale_up(&k.ctx(Millis(10 * MIN))).expect("one short");
+        assert_eq!(up.count, 1);
+        k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+        let ctx = k.ctx(Millis(10 * MIN));
+        assert_eq!(p.scale_up(&ctx), None);
+        assert!(p.keep(&ctx, ctx.fleet.get(a).unwrap()).is_some(), "another policy may not sell below the minimum");
+        // Never past max_nodes.
+        let mut cfg = Config::default();
+        cfg.spare_pool.min_nodes = 5;
+        cfg.spare_pool.max_nodes = 1;
+        let mut k = Kit::new(cfg);
+        k.node(NodeKind::Dedicated, 65536, 0, Millis::ZERO);
+        let mut p = SparePool::new(k.cfg.spare_pool.clone());
+        assert_eq!(p.scale_up(&k.ctx(Millis(10 * MIN))).map(|u| u.count), Some(1));
     }
 
     #[test]
