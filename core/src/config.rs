@@ -595,8 +595,8 @@ pub struct PredictiveConfig {
     /// Buy until forecast demand is at most this share of usable RAM.
     pub target_utilization_percent: f64,
     /// Release a node only if the forecast over this horizon fits without it, at most at
-    /// this share of usable RAM (below the target: a sale that leaves the forecast at the
-    /// target is undone by the next forecast a little higher).
+    /// this share of usable RAM, or the target if that is lower (below the target: a sale
+    /// that leaves the forecast at the target is undone by the next forecast a little higher).
     pub scale_down_horizon_s: u64,
     pub scale_down_utilization_percent: f64,
     /// History needed before forecasting; less falls back to the reactive rules.
@@ -932,13 +932,8 @@ impl Config {
         )?;
         pct("predictive.target_utilization_percent", self.predictive.target_utilization_percent)?;
         pct("predictive.scale_down_utilization_percent", self.predictive.scale_down_utilization_percent)?;
-        if self.predictive.scale_down_utilization_percent < 1.0
-            || self.predictive.scale_down_utilization_percent > self.predictive.target_utilization_percent
-        {
-            return Err(err(
-                "predictive.scale_down_utilization_percent",
-                "must be at least 1 and at most predictive.target_utilization_percent",
-            ));
+        if self.predictive.scale_down_utilization_percent < 1.0 {
+            return Err(err("predictive.scale_down_utilization_percent", "must be at least 1"));
         }
         if self.predictive.target_utilization_percent < 1.0 {
             return Err(err("predictive.target_utilization_percent", "must be at least 1"));

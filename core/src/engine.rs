@@ -157,10 +157,10 @@ pub struct Counters {
     pub budget_refusals: u64,
     /// Scale-ups refused within `scaling.rebuy_cooldown_s` of a sale at the same demand.
     pub rebuy_refusals: u64,
-    /// Sales followed by a scale-up within `scaling.rebuy_cooldown_s` (flaps): the demand
-    /// came back.
+    /// Nodes bought back within `scaling.rebuy_cooldown_s` of a sale (flaps): each VM of
+    /// a scale-up counts while as many nodes were sold within the cooldown before it.
     pub rebuys: u64,
-    /// Scale-downs another policy vetoed.
+    /// Scale-downs and consolidations another policy vetoed.
     pub scale_down_vetoes: u64,
     /// Nodes cordoned for consolidation.
     pub consolidations: u64,
@@ -206,8 +206,8 @@ pub struct Conductor {
     /// node or was learned; it lapses `scaling.flap_memory_s` after that.
     flap_hold_min: u64,
     flap_hold_used: Millis,
-    /// The sale last counted as a flap (its further rebuys count no more).
-    flapped_sale: Option<Millis>,
+    /// Sales within the rebuy cooldown not yet counted as flaps, one per node sold.
+    recent_sales: VecDeque<Millis>,
     /// RAM and count of all start requests: their mean is the server size the
     /// no-flapping check packs the peak with.
     start_sizes: (u64, u64),
@@ -294,7 +294,7 @@ impl Conductor {
             demand_peaks: VecDeque::new(),
             flap_hold_min: 0,
             flap_hold_used: Millis(0),
-            flapped_sale: None,
+            recent_sales: VecDeque::new(),
             start_sizes: (0, 0),
             type_backoff_until: vec![Millis::ZERO; cfg.catalogue.len()],
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
@@ -2190,33 +2190,45 @@ impl Conductor {
     /// as `demand_mb` after a lull longer than the sale's window. Learn to hold nodes
     /// through a lull that long (from the last minute before the sale with demand this
     /// high, plus 5 minutes), so that the same oscillation does not flap again.
-    fn learn_flap(&mut self, sold: Millis, demand_mb: u64) {
-        if self.flapped_sale != Some(sold) {
-            self.flapped_sale = Some(sold);
-            self.counters.rebuys += 1;
-        }
+    fn learn_flap(&mut self, sold: Millis, demand_mb: u64, bought: u32) {
+        // Each VM bought back for a node sold within the cooldown counts once.
+        let cooldown_ms = s_to_ms(self.cfg.scaling.rebuy_cooldown_s);
+        let now = self.now;
+        self.recent_sales.retain(|&t| now.since(t) < cooldown_ms);
+        let back = self.recent_sales.len().min(bought as usize);
+        self.counters.rebuys += back as u64;
+        self.recent_sales.drain(..back);
         let s = &self.cfg.scaling;
         if s.flap_memory_s == 0 {
             return;
         }
-        let (minute, sold_min) = (self.now.0 / 60_000, sold.0 / 60_000);
+        // A hold that has lapsed is forgotten, not revived by a short flap.
+        let active = self.flap_hold_min > 0 && now.since(self.flap_hold_used) < s_to_ms(s.flap_memory_s);
+        if !active {
+            self.flap_hold_min = 0;
+        }
+        let (minute, sold_min) = (now.0 / 60_000, sold.0 / 60_000);
         let Some(&(high, _)) = self.demand_peaks.iter().rev().find(|&&(m, d)| m <= sold_min && d >= demand_mb) else {
             return;
         };
         let hold = (minute - high + 5).min(s.flap_hold_max_s / 60);
-        if hold > self.peak_window_min() {
-            self.log.add(
-                self.now,
-                "info",
-                format!(
-                    "bought {} s after a sale at demand {demand_mb} MB, last seen {} min ago: sales now wait for the peak of the last {hold} min",
-                    self.now.since(sold) / 1000,
-                    minute - high
-                ),
-            );
-            self.flap_hold_min = hold;
+        if hold <= self.peak_window_min() {
+            if active {
+                self.flap_hold_used = now;
+            }
+            return;
         }
-        self.flap_hold_used = self.now;
+        self.log.add(
+            now,
+            "info",
+            format!(
+                "bought {} s after a sale at demand {demand_mb} MB, last seen {} min ago: sales now wait for the peak of the last {hold} min",
+                now.since(sold) / 1000,
+                minute - high
+            ),
+        );
+        self.flap_hold_min = hold;
+        self.flap_hold_used = now;
     }
 
     /// One evaluation: one action, except that after a sale the policies are asked
@@ -2312,11 +2324,20 @@ impl Conductor {
             if first && decision.is_none() && policies.iter().any(|p| p.wants_servers(&ctx)) {
                 servers_buf = self.running_servers();
                 ctx.servers = &servers_buf;
-                for p in policies.iter_mut() {
-                    if let Some(c) = p.consolidate(&ctx) {
-                        decision = Some((p.name(), Decision::Consolidate(c)));
-                        break;
+                for i in 0..policies.len() {
+                    let Some(c) = policies[i].consolidate(&ctx) else { continue };
+                    // Emptying a node sells it: another policy that keeps it (a spare
+                    // pool's minimum or headroom) vetoes the move as it would the sale.
+                    let kept = ctx
+                        .fleet
+                        .get(c.node)
+                        .is_some_and(|n| policies.iter().enumerate().any(|(j, q)| j != i && q.keep(&ctx, n).is_some()));
+                    if kept {
+                        vetoes += 1;
+                        continue;
                     }
+                    decision = Some((policies[i].name(), Decision::Consolidate(c)));
+                    break;
                 }
             }
             (decision, ctx.recent_peak_demand_mb)
@@ -2341,7 +2362,7 @@ impl Conductor {
             Some((name, Decision::Up(up))) => {
                 let cooldown_ms = s_to_ms(self.cfg.scaling.rebuy_cooldown_s);
                 if let Some(sold) = self.last_scale_down.filter(|&t| self.now.since(t) < cooldown_ms) {
-                    self.learn_flap(sold, demand_now);
+                    self.learn_flap(sold, demand_now, up.count);
                 }
                 for _ in 0..up.count {
                     self.scale_up(name, up.clone());
@@ -2349,6 +2370,10 @@ impl Conductor {
             }
             Some((name, Decision::Down(down))) => {
                 if self.scale_down(name, down) {
+                    let cooldown_ms = s_to_ms(self.cfg.scaling.rebuy_cooldown_s);
+                    let now = self.now;
+                    self.recent_sales.retain(|&t| now.since(t) < cooldown_ms);
+                    self.recent_sales.push_back(now);
                     self.demand_at_last_sale_mb = Some(demand);
                     return Some(name);
                 }

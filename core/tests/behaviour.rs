@@ -692,12 +692,43 @@ fn oscillate(
     burst_min: u64,
     cycles: u64,
 ) -> (Vec<(u64, NodeId)>, Vec<(u64, NodeId)>) {
+    let starts: Vec<u64> = (0..cycles).map(|k| k * period_min).collect();
+    bursts(c, owned_mb, count, ram, &starts, burst_min, cycles * period_min + 180)
+}
+
+/// Bursts of `count` servers of `ram` MB starting at each of `starts` (minutes) and
+/// stopping `burst_min` minutes later, run until `end_min`; see [`oscillate`].
+fn bursts(
+    c: Config,
+    owned_mb: u32,
+    count: u64,
+    ram: u32,
+    starts: &[u64],
+    burst_min: u64,
+    end_min: u64,
+) -> (Vec<(u64, NodeId)>, Vec<(u64, NodeId)>) {
     let mut h = H::new(c);
     h.node("d", NodeKind::Dedicated, owned_mb, false);
     let mut log: Vec<(u64, Event)> = Vec::new();
     let mut server = 0u64;
-    let step = |h: &mut H, t: u64, log: &mut Vec<(u64, Event)>| {
-        h.at(t);
+    for m in 0..end_min {
+        h.at(m * MIN);
+        if starts.contains(&m) {
+            for _ in 0..count {
+                server += 1;
+                h.start(server, ram);
+            }
+        }
+        // Bursts do not overlap: the servers of the one ending are the last `count`.
+        if starts.iter().any(|&t| t + burst_min == m) {
+            for s in server + 1 - count..=server {
+                if let Some(ServerStatus::Running { node }) = h.status(s) {
+                    h.input(Input::StopRequested { server: ServerId(s) });
+                    h.input(Input::ContainerExited { server: ServerId(s), node });
+                }
+            }
+        }
+        // Boot bought VMs, start placed servers, delete sold VMs.
         for cmd in h.take() {
             match cmd {
                 Command::ProvisionNode { node, .. } => {
@@ -714,32 +745,6 @@ fn oscillate(
                 _ => {}
             }
         }
-    };
-    for cycle in 0..cycles {
-        let t0 = cycle * period_min * MIN;
-        h.at(t0);
-        let first = server + 1;
-        for _ in 0..count {
-            server += 1;
-            h.start(server, ram);
-        }
-        // Run the burst, booting bought VMs and starting placed servers.
-        for m in 0..burst_min {
-            step(&mut h, t0 + m * MIN, &mut log);
-        }
-        for s in first..=server {
-            if let Some(ServerStatus::Running { node }) = h.status(s) {
-                h.input(Input::StopRequested { server: ServerId(s) });
-                h.input(Input::ContainerExited { server: ServerId(s), node });
-            }
-        }
-        for m in burst_min..period_min {
-            step(&mut h, t0 + m * MIN, &mut log);
-        }
-    }
-    // Three quiet hours after the last cycle.
-    for m in 0..180 {
-        step(&mut h, (cycles * period_min + m) * MIN, &mut log);
     }
     buys_and_sales(&log)
 }
@@ -803,6 +808,25 @@ fn a_slower_oscillation_flaps_once_then_the_engine_holds_its_nodes() {
             assert_eq!(sales.len(), buys.len(), "{period} min, {stack:?}: all sold in the quiet hours");
         }
     }
+    // The learned hold lapses once it has kept no node for flap_memory_s: after a quiet
+    // spell longer than that, the oscillation must be learned again (one more flap),
+    // and the VMs are sold in the quiet spell.
+    let mut c = Config::default();
+    c.startup_delay_s = 0;
+    c.storage = Storage::Shared;
+    c.use_default_stack(false);
+    c.scaling.flap_memory_s = 3 * 3600;
+    let cooldown_ms = c.scaling.rebuy_cooldown_s * S;
+    let mut starts: Vec<u64> = (0..6).map(|k| k * 70).collect();
+    let resume = 6 * 70 + 5 * 60;
+    starts.extend((0..6).map(|k| resume + k * 70));
+    let (buys, sales) = bursts(c, 32768, 12, 4096, &starts, 20, resume + 6 * 70 + 180);
+    let flapped = flaps(&buys, &sales, cooldown_ms);
+    let first_flap_at = |from: u64| flapped.iter().find(|&&(_, b)| b >= from * MIN).map(|&(_, b)| b);
+    assert_eq!(flapped.len(), 2, "once per learning: {flapped:?}");
+    assert!(first_flap_at(0).unwrap() < 6 * 70 * MIN && first_flap_at(resume).is_some(), "{flapped:?}");
+    assert!(sales.iter().any(|&(t, _)| t > 6 * 70 * MIN && t < resume * MIN), "sold in the quiet spell");
+
     // Without the learned hold the cooldown alone flaps on every cycle.
     let mut c = Config::default();
     c.startup_delay_s = 0;

@@ -132,9 +132,9 @@ pub struct Summary {
     pub budget_refusals: u64,
     /// Scale-ups the engine refused within `scaling.rebuy_cooldown_s` after a sale.
     pub rebuy_refusals: u64,
-    /// Sales followed by a scale-up within `scaling.rebuy_cooldown_s`: nodes sold too early.
+    /// VMs bought back within `scaling.rebuy_cooldown_s` of a sale (one per node sold).
     pub flaps: u64,
-    /// Scale-downs vetoed by another policy's `keep`.
+    /// Scale-downs and consolidations vetoed by another policy's `keep`.
     pub scale_down_vetoes: u64,
     pub idle_stops: u64,
     pub crashes: u64,

@@ -20,16 +20,19 @@
 use super::consolidation::best_fit_moves;
 use super::{ffd, type_usable_mb, Consolidate, Policy, ScaleDown, ScaleUp, ScalingContext, ServerInfo};
 use crate::config::KarpenterConfig;
-use crate::model::{NodeKind, Plan};
+use crate::model::{NodeId, NodeKind, Plan};
 use crate::node::{Health, Lifecycle};
+use std::collections::BTreeSet;
 
 pub struct Karpenter {
     cfg: KarpenterConfig,
+    /// Nodes this policy asked to empty (it sells only those, not another policy's).
+    emptying: BTreeSet<NodeId>,
 }
 
 impl Karpenter {
     pub fn new(cfg: KarpenterConfig) -> Karpenter {
-        Karpenter { cfg }
+        Karpenter { cfg, emptying: BTreeSet::new() }
     }
 }
 
@@ -74,7 +77,8 @@ impl Policy for Karpenter {
 
     fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown> {
         // A node this policy emptied goes as soon as its last move is done.
-        let emptied = ctx.consolidating.iter().filter_map(|&id| ctx.fleet.get(id)).find(|n| {
+        self.emptying.retain(|id| ctx.consolidating.contains(id));
+        let emptied = self.emptying.iter().filter_map(|&id| ctx.fleet.get(id)).find(|n| {
             n.lifecycle == Lifecycle::Draining
                 && n.health == Health::Healthy
                 && n.is_empty()
@@ -127,8 +131,9 @@ impl Policy for Karpenter {
             }
         }
         let (count, _, id, moves, name) = best?;
+        self.emptying.insert(NodeId(id));
         Some(Consolidate {
-            node: crate::model::NodeId(id),
+            node: NodeId(id),
             reason: format!("underutilized: {count} idle server(s) on {name} fit elsewhere"),
             moves,
         })
@@ -169,7 +174,7 @@ mod tests {
 
     #[test]
     fn moves_idle_servers_off_the_node_with_the_fewest_and_never_a_busy_one() {
-        use crate::model::{NodeId, Plan, ServerId};
+        use crate::model::ServerId;
         let mut k = Kit::new(Config::default());
         let owned = k.node(NodeKind::Dedicated, 65536, 0, Millis::ZERO);
         let one = k.node(NodeKind::Cloud, 16384, 2048, Millis::ZERO);

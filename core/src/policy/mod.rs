@@ -89,9 +89,10 @@ pub struct ScalingContext<'a> {
     pub cloud_eur_per_hour: f64,
     pub last_scale_up: Option<Millis>,
     pub last_scale_down: Option<Millis>,
-    /// Peak demand over the last `scaling.rebuy_cooldown_s` when the last node was sold.
+    /// Peak demand over the sale window (below) when the last node was sold.
     pub demand_at_last_sale_mb: Option<u64>,
-    /// Peak demand (allocated + queued RAM) over the last `scaling.rebuy_cooldown_s`.
+    /// Peak demand (allocated + queued RAM) over the sale window: the last
+    /// `scaling.rebuy_cooldown_s`, or the longer hold learned from a flap while it lasts.
     pub recent_peak_demand_mb: u64,
     /// The mean RAM of all start requests so far (0: none).
     pub mean_start_mb: u64,

@@ -96,9 +96,11 @@ impl Predictive {
         (forecast_mb as f64 * 100.0 / self.cfg.target_utilization_percent).ceil() as u64
     }
 
-    /// What a sale must leave for the forecast peak: more than a purchase needs.
+    /// What a sale must leave for the forecast peak: more than a purchase needs (the lower
+    /// of the two shares applies, so a target set below the scale-down share keeps working).
     fn kept_mb(&self, peak_mb: u64) -> u64 {
-        (peak_mb as f64 * 100.0 / self.cfg.scale_down_utilization_percent).ceil() as u64
+        let share = self.cfg.scale_down_utilization_percent.min(self.cfg.target_utilization_percent);
+        (peak_mb as f64 * 100.0 / share).ceil() as u64
     }
 }
 
@@ -257,7 +259,7 @@ mod tests {
             assert_eq!(p.keep(&ctx, node).is_some(), kept, "{scale_down_percent}");
         }
         let mut cfg = Config::default();
-        cfg.predictive.scale_down_utilization_percent = 81.0;
+        cfg.predictive.scale_down_utilization_percent = 0.5;
         let e = cfg.validate().unwrap_err();
         assert!(e.to_string().contains("predictive.scale_down_utilization_percent"), "{e}");
     }

@@ -20,7 +20,7 @@
 use super::{choose_for_demand, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::{SparePoolConfig, WEEKDAYS};
 use crate::model::NodeKind;
-use crate::node::Node;
+use crate::node::{Lifecycle, Node};
 use crate::time::Millis;
 use std::collections::VecDeque;
 
@@ -41,6 +41,12 @@ pub struct SparePool {
 impl SparePool {
     pub fn new(cfg: SparePoolConfig) -> SparePool {
         SparePool { cfg, surplus_since: None, demand_seen: VecDeque::new(), trend_seen: VecDeque::new() }
+    }
+
+    /// Cloud nodes that count towards `min_nodes`: coming and active ones, not those
+    /// already being deleted (several sales in one evaluation would sell through it).
+    fn kept_cloud_nodes(ctx: &ScalingContext) -> u32 {
+        ctx.fleet.iter().filter(|n| n.kind == NodeKind::Cloud && n.lifecycle != Lifecycle::Draining).count() as u32
     }
 
     /// Headroom for the demand's recent rise: its growth since the newest sample at least
@@ -165,7 +171,7 @@ impl Policy for SparePool {
     fn scale_up(&mut self, ctx: &ScalingContext) -> Option<ScaleUp> {
         let target = self.target_mb(ctx);
         let headroom = Self::headroom_mb(ctx);
-        let short_nodes = self.cfg.min_nodes.min(self.cfg.max_nodes).saturating_sub(ctx.cloud_nodes);
+        let short_nodes = self.cfg.min_nodes.min(self.cfg.max_nodes).saturating_sub(Self::kept_cloud_nodes(ctx));
         if (headroom >= target as i64 && short_nodes == 0) || ctx.cloud_nodes >= self.cfg.max_nodes {
             return None;
         }
@@ -187,8 +193,7 @@ impl Policy for SparePool {
         if ctx.now.since(since) < self.cfg.scale_down_sustain_s * 1000 {
             return None;
         }
-        let cloud = ctx.fleet.iter().filter(|n| n.kind == NodeKind::Cloud).count() as u32;
-        if cloud <= self.cfg.min_nodes {
+        if Self::kept_cloud_nodes(ctx) <= self.cfg.min_nodes {
             return None;
         }
         let target = self.keep_target_mb(ctx);
@@ -204,8 +209,9 @@ impl Policy for SparePool {
     }
 
     fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
-        if node.kind == NodeKind::Cloud && ctx.cloud_nodes <= self.cfg.min_nodes {
-            return Some(format!("spare_pool: {} cloud node(s), min_nodes {}", ctx.cloud_nodes, self.cfg.min_nodes));
+        let cloud = Self::kept_cloud_nodes(ctx);
+        if node.kind == NodeKind::Cloud && node.lifecycle != Lifecycle::Draining && cloud <= self.cfg.min_nodes {
+            return Some(format!("spare_pool: {cloud} cloud node(s), min_nodes {}", self.cfg.min_nodes));
         }
         let target = self.keep_target_mb(ctx);
         let without = Self::headroom_mb(ctx) - ctx.node_usable_mb(node) as i64;
@@ -251,6 +257,13 @@ mod tests {
         let ctx = k.ctx(Millis(10 * MIN));
         assert_eq!(p.scale_up(&ctx), None);
         assert!(p.keep(&ctx, ctx.fleet.get(a).unwrap()).is_some(), "another policy may not sell below the minimum");
+        // A third node while one is being deleted: the two others are the minimum.
+        let c = k.node(NodeKind::Cloud, 8192, 0, Millis::ZERO);
+        let ctx = k.ctx(Millis(10 * MIN));
+        assert!(p.keep(&ctx, ctx.fleet.get(c).unwrap()).is_none(), "three nodes, one above the minimum");
+        k.fleet.update(c, |n| n.lifecycle = Lifecycle::Draining);
+        let ctx = k.ctx(Millis(10 * MIN));
+        assert!(p.keep(&ctx, ctx.fleet.get(a).unwrap()).is_some(), "the draining node is already gone");
         // Never past max_nodes.
         let mut cfg = Config::default();
         cfg.spare_pool.min_nodes = 5;
