@@ -10,9 +10,11 @@
 //! Scale-down: a cloud node whose allocated RAM is below
 //! `scale_down_utilization_threshold_percent` (50 %) of its usable RAM is *unneeded*;
 //! after `scale_down_unneeded_s` (10 min) unneeded and not within
-//! `scale_down_delay_after_add_s` (10 min) of a scale-up, CA would drain it. This engine
-//! does not move running servers, so an unneeded node is deleted only once it is empty
-//! (its unneeded clock keeps running while it drains naturally).
+//! `scale_down_delay_after_add_s` (10 min) of a scale-up, CA would drain it. Game server
+//! pods carry `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"` (Agones sets it),
+//! so CA never evicts them: an unneeded node is deleted only once it is empty (its
+//! unneeded clock keeps running while it drains naturally), as soon as that happens,
+//! whatever its billed hour.
 
 use super::{choose_for_demand, ffd, type_usable_mb, Policy, ScaleDown, ScaleUp, ScalingContext};
 use crate::config::ClusterAutoscalerConfig;
