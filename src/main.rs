@@ -379,7 +379,10 @@ fn simulate(
             s.lower_bound_eur,
             s.cost_ratio.map_or("n/a".to_string(), |r| format!("{r:.3}"))
         );
-        println!("scale ups / downs   {} / {} (peak {} cloud nodes)", s.scale_ups, s.scale_downs, s.peak_cloud_nodes);
+        println!(
+            "scale ups / downs   {} / {} (peak {} cloud nodes, {} bought back within the cooldown)",
+            s.scale_ups, s.scale_downs, s.peak_cloud_nodes, s.flaps
+        );
         println!(
             "refusals / vetoes   budget {} / rebuy {} / scale-down vetoes {}",
             s.budget_refusals, s.rebuy_refusals, s.scale_down_vetoes
