@@ -63,7 +63,9 @@ impl SparePool {
         let elapsed = ctx.now.since(t0).max(self.cfg.trend_window_s * 1000).max(1);
         let growth = Self::booked_mb(ctx).saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
         let lead_ms = self.cfg.trend_lead_s * 1000;
-        u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX)
+        let trend = u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX);
+        let cap = (Self::booked_mb(ctx) as f64 * self.cfg.trend_max_percent / 100.0) as u64;
+        trend.min(cap)
     }
 
     /// Demand for the trend: queued RAM plus RAM booked on any node. Unlike the
@@ -328,6 +330,7 @@ mod tests {
         cfg.spare_pool.trend_lead_s = 450;
         cfg.spare_pool.trend_window_s = 300;
         cfg.spare_pool.trend_noise_mb = 0;
+        cfg.spare_pool.trend_max_percent = 100.0;
         let mut k = Kit::new(cfg);
         k.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
         let mut p = SparePool::new(k.cfg.spare_pool.clone());
@@ -338,6 +341,17 @@ mod tests {
         let ctx = k.ctx(Millis(5 * MIN));
         assert_eq!(p.trend_mb(&ctx), 9000);
         assert_eq!(p.target_mb(&ctx), 9000);
+        // Never more than trend_max_percent of the load (16000 MB booked and queued).
+        let mut capped = p.cfg.clone();
+        capped.trend_max_percent = 25.0;
+        let mut c = SparePool::new(capped);
+        c.observe(&k.ctx(Millis::ZERO));
+        assert_eq!(c.trend_mb(&ctx), 0, "the queue was there at 0 in this kit");
+        let mut c = SparePool::new(c.cfg.clone());
+        let mut k1 = Kit::new(k.cfg.clone());
+        k1.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
+        c.observe(&k1.ctx(Millis::ZERO));
+        assert_eq!(c.trend_mb(&ctx), 4000, "25 % of 16000, not 9000");
         // With 2000 MB of it noise: 4000 MB in 300 s.
         let mut noisy = p.cfg.clone();
         noisy.trend_noise_mb = 2000;
@@ -404,11 +418,12 @@ mod tests {
         let mut p = SparePool::new(k.cfg.spare_pool.clone());
         p.observe(&k.ctx(Millis::ZERO));
         // 24384 MB more allocated in 5 minutes, 8192 of it noise: (24384 - 8192) x 450 / 300
-        // = 24288 MB expected over the lead time, 5616 MB of headroom left.
+        // = 24288 MB expected over the lead time, capped at half the load (14192 MB);
+        // 5616 MB of headroom left.
         let mut k2 = Kit::new(k.cfg.clone());
         k2.node(NodeKind::Dedicated, 40000, 28384, Millis::ZERO);
         let up = p.scale_up(&k2.ctx(Millis(5 * MIN))).expect("the rise outruns the headroom");
-        assert!(up.reason.contains("below the spare target 24288 MB"), "{}", up.reason);
+        assert!(up.reason.contains("below the spare target 14192 MB"), "{}", up.reason);
         // A rise within the noise buys nothing.
         let mut k3 = Kit::new(k.cfg.clone());
         k3.node(NodeKind::Dedicated, 40000, 12000, Millis::ZERO);
