@@ -928,6 +928,33 @@ fn a_failed_scale_up_of_several_vms_backs_its_type_off_once() {
     assert_eq!(backoffs(&h).len(), 2);
 }
 
+#[test]
+fn spare_pool_min_nodes_holds_even_when_several_nodes_are_sold_in_one_evaluation() {
+    // Three empty rented nodes, all idle long enough to go at once; the spare pool must
+    // keep two of them (its minimum), whichever policy sells.
+    let mut c = cfg();
+    c.scaling.policies = vec!["spare_pool".into(), "reactive".into()];
+    c.spare_pool.overrides.clear();
+    c.spare_pool.buffer_mb = 0;
+    c.spare_pool.min_nodes = 2;
+    let mut h = H::new(c);
+    h.node("d", NodeKind::Dedicated, 65536, false);
+    let clouds: Vec<NodeId> = (0..3).map(|i| h.node(&format!("cloud-{i}"), NodeKind::Cloud, 16384, false)).collect();
+    h.at(3 * 60 * MIN);
+    let sold: Vec<NodeId> = h
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::ScaleDown { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sold.len(), 1, "one above the minimum: {sold:?}");
+    assert!(clouds.contains(&sold[0]));
+    let kept = clouds.iter().filter(|&&n| h.c.fleet().get(n).unwrap().status() != NodeStatus::Draining).count();
+    assert_eq!(kept, 2);
+}
+
 // ---------------------------------------------------------------- consolidation
 
 /// A rented node (0.20 EUR/h) with idle servers of `rams` that report 0 players, and an
