@@ -2165,13 +2165,17 @@ impl Conductor {
     /// The minutes a sale must look back over: the rebuy cooldown, or the hold learned from
     /// a flap while it lasts.
     fn peak_window_min(&self) -> u64 {
-        let s = &self.cfg.scaling;
-        let cooldown = s.rebuy_cooldown_s.div_ceil(60);
-        if self.flap_hold_min > 0 && self.now.since(self.flap_hold_used) < s_to_ms(s.flap_memory_s) {
+        let cooldown = self.cfg.scaling.rebuy_cooldown_s.div_ceil(60);
+        if self.flap_hold_active() {
             cooldown.max(self.flap_hold_min)
         } else {
             cooldown
         }
+    }
+
+    /// A hold learned from a flap that has kept a node within `scaling.flap_memory_s`.
+    fn flap_hold_active(&self) -> bool {
+        self.flap_hold_min > 0 && self.now.since(self.flap_hold_used) < s_to_ms(self.cfg.scaling.flap_memory_s)
     }
 
     /// The peak demand of the last `window_min` minutes (the current one included).
@@ -2203,7 +2207,7 @@ impl Conductor {
             return;
         }
         // A hold that has lapsed is forgotten, not revived by a short flap.
-        let active = self.flap_hold_min > 0 && now.since(self.flap_hold_used) < s_to_ms(s.flap_memory_s);
+        let active = self.flap_hold_active();
         if !active {
             self.flap_hold_min = 0;
         }

@@ -860,29 +860,15 @@ fn budget_cap_refuses_a_scale_up_and_counts_it() {
 fn a_type_that_failed_to_provision_backs_off_and_the_next_cheapest_is_bought() {
     let mut h = H::new(cfg());
     h.start(1, 2048);
-    let first: Vec<String> = h
-        .take()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::ProvisionNode { node, server_type, .. } => {
-                h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
-                Some(server_type)
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(first, vec!["cpx22".to_string()]);
+    let first = h.bought_all();
+    for &(node, _) in &first {
+        h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
+    }
+    assert_eq!(first.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), vec!["cpx22"]);
     // The failure asked for a new evaluation: another type, not cpx22 again.
-    let again: Vec<String> = h
-        .take()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::ProvisionNode { server_type, .. } => Some(server_type),
-            _ => None,
-        })
-        .collect();
+    let again = h.bought_all();
     assert_eq!(again.len(), 1);
-    assert_ne!(again[0], "cpx22", "cpx22 is backing off");
+    assert_ne!(again[0].1, "cpx22", "cpx22 is backing off");
 }
 
 #[test]
@@ -895,15 +881,8 @@ fn a_failed_scale_up_of_several_vms_backs_its_type_off_once() {
         h.start(s, 2048);
     }
     let fail_all = |h: &mut H| -> usize {
-        let bought: Vec<NodeId> = h
-            .take()
-            .into_iter()
-            .filter_map(|c| match c {
-                Command::ProvisionNode { node, .. } => Some(node),
-                _ => None,
-            })
-            .collect();
-        for &node in &bought {
+        let bought = h.bought_all();
+        for &(node, _) in &bought {
             h.input(Input::ProvisionFailed { node, reason: "resource_unavailable".into() });
         }
         bought.len()

@@ -268,33 +268,26 @@ fn a_policy_forces_its_placement_only_when_the_scenario_names_none() {
     assert_eq!(strategy(&named, "seed", &[]), BestFit, "named in the scenario");
     let set = ["conductor.placement.strategy=\"best_fit\"".to_string()];
     assert_eq!(strategy(&plain, "karpenter", &set), BestFit, "named by --set");
-    // Short stays to rented nodes first is ours: the design and the peers place owned first.
-    let low_water = |policy: &str, sets: &[String]| {
-        scenario::load(&plain, sets, Some(policy)).unwrap().scenario.conductor.placement.owned_low_water_percent
+    // Short stays to rented nodes first and learning from flaps are ours: the design and
+    // the peers place owned first and keep the fixed rebuy cooldown.
+    let conductor =
+        |policy: &str, sets: &[String]| scenario::load(&plain, sets, Some(policy)).unwrap().scenario.conductor;
+    let ours_on = |policy: &str, sets: &[String]| {
+        let c = conductor(policy, sets);
+        (c.placement.owned_low_water_percent, c.scaling.flap_memory_s)
     };
     for ours in ["default", "reactive", "spare_pool", "predictive", "consolidation"] {
-        assert_eq!(low_water(ours, &[]), 2.0, "{ours}");
+        assert_eq!(ours_on(ours, &[]), (2.0, 86_400), "{ours}");
     }
     for theirs in ["seed", "agones_buffer", "cluster_autoscaler", "karpenter"] {
-        assert_eq!(low_water(theirs, &[]), 0.0, "{theirs}");
+        assert_eq!(ours_on(theirs, &[]), (0.0, 0), "{theirs}");
     }
     let set = ["conductor.placement.owned_low_water_percent=4".to_string()];
-    assert_eq!(low_water("karpenter", &set), 4.0, "named by --set");
-    // So is learning from flaps.
-    let flap_memory = |policy: &str, sets: &[String]| {
-        scenario::load(&plain, sets, Some(policy)).unwrap().scenario.conductor.scaling.flap_memory_s
-    };
-    for ours in ["default", "reactive", "spare_pool", "predictive", "consolidation"] {
-        assert_eq!(flap_memory(ours, &[]), 86_400, "{ours}");
-    }
-    for theirs in ["seed", "agones_buffer", "cluster_autoscaler", "karpenter"] {
-        assert_eq!(flap_memory(theirs, &[]), 0, "{theirs}");
-    }
+    assert_eq!(ours_on("karpenter", &set).0, 4.0, "named by --set");
     let set = ["conductor.scaling.flap_memory_s=600".to_string()];
-    assert_eq!(flap_memory("seed", &set), 600, "named by --set");
+    assert_eq!(ours_on("seed", &set).1, 600, "named by --set");
     // A partial seed table keeps the design's threshold.
-    let set = ["conductor.seed.node_idle_s=600".to_string()];
-    let c = scenario::load(&plain, &set, Some("seed")).unwrap().scenario.conductor;
+    let c = conductor("seed", &["conductor.seed.node_idle_s=600".to_string()]);
     assert_eq!((c.seed.scale_up_threshold_percent, c.seed.node_idle_s), (85.0, 600));
 }
 

@@ -21,7 +21,7 @@
 use super::{Consolidate, Policy, ScaleDown, ScaleUp, ScalingContext, ServerInfo};
 use crate::config::ConsolidationConfig;
 use crate::model::{NodeId, NodeKind, Plan, ServerId};
-use crate::node::{usable_mb, Health, Lifecycle, Node};
+use crate::node::{usable_mb, Node};
 
 pub struct Consolidation {
     cfg: ConsolidationConfig,
@@ -135,14 +135,7 @@ impl Policy for Consolidation {
         ctx.consolidating
             .iter()
             .filter_map(|&id| ctx.fleet.get(id))
-            .filter(|n| {
-                n.lifecycle == Lifecycle::Draining
-                    && n.health == Health::Healthy
-                    && n.is_empty()
-                    && !ctx.migrating_from.contains(&n.id)
-                    && ctx.now.since(n.registered_at) >= ctx.scaling.min_node_lifetime_s * 1000
-                    && ctx.release_window_open(n)
-            })
+            .filter(|n| ctx.emptied(n) && ctx.release_window_open(n))
             .map(|n| ScaleDown {
                 node: n.id,
                 reason: format!("emptied by consolidation, saves {:.4} EUR/h", n.hourly_eur),
@@ -201,6 +194,7 @@ mod tests {
     use super::super::testkit::Kit;
     use super::*;
     use crate::config::Config;
+    use crate::node::Lifecycle;
     use crate::time::Millis;
     use std::collections::BTreeSet;
 

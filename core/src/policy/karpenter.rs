@@ -21,7 +21,7 @@ use super::consolidation::best_fit_moves;
 use super::{ffd, type_usable_mb, Consolidate, Policy, ScaleDown, ScaleUp, ScalingContext, ServerInfo};
 use crate::config::KarpenterConfig;
 use crate::model::{NodeId, NodeKind, Plan};
-use crate::node::{Health, Lifecycle};
+use crate::node::Node;
 use std::collections::BTreeSet;
 
 pub struct Karpenter {
@@ -78,14 +78,7 @@ impl Policy for Karpenter {
     fn scale_down(&mut self, ctx: &ScalingContext) -> Option<ScaleDown> {
         // A node this policy emptied goes as soon as its last move is done.
         self.emptying.retain(|id| ctx.consolidating.contains(id));
-        let emptied = self.emptying.iter().filter_map(|&id| ctx.fleet.get(id)).find(|n| {
-            n.lifecycle == Lifecycle::Draining
-                && n.health == Health::Healthy
-                && n.is_empty()
-                && !ctx.migrating_from.contains(&n.id)
-                && ctx.now.since(n.registered_at) >= ctx.scaling.min_node_lifetime_s * 1000
-        });
-        if let Some(n) = emptied {
+        if let Some(n) = self.emptying.iter().filter_map(|&id| ctx.fleet.get(id)).find(|n| ctx.emptied(n)) {
             return Some(ScaleDown { node: n.id, reason: format!("{} emptied by consolidation", n.name) });
         }
         let after_ms = self.cfg.consolidate_after_s * 1000;
@@ -111,7 +104,7 @@ impl Policy for Karpenter {
         let disruptable = |s: &ServerInfo| {
             s.plan != Plan::Reserved && s.zero_players_since.is_some_and(|z| ctx.now.since(z) >= after_ms)
         };
-        let mut best: Option<(usize, std::cmp::Reverse<u64>, u32, Vec<_>, &str)> = None;
+        let mut best: Option<(_, &Node, Vec<_>)> = None;
         for group in ctx.servers.chunk_by(|a, b| a.node == b.node) {
             let Some(n) = ctx.fleet.get(group[0].node) else { continue };
             if n.kind != NodeKind::Cloud || n.system || !n.placeable() || n.containers() as usize != group.len() {
@@ -122,19 +115,19 @@ impl Policy for Karpenter {
             }
             // Fewest servers, then the dearest node (in micro-euros an hour), then the id.
             let key = (group.len(), std::cmp::Reverse((n.hourly_eur * 1e6) as u64), n.id.0);
-            if best.as_ref().is_some_and(|b| (b.0, b.1, b.2) <= key) {
+            if best.as_ref().is_some_and(|b| b.0 <= key) {
                 continue;
             }
             let refs: Vec<&ServerInfo> = group.iter().collect();
             if let Some(moves) = best_fit_moves(ctx, n.id, &refs) {
-                best = Some((key.0, key.1, key.2, moves, n.name.as_str()));
+                best = Some((key, n, moves));
             }
         }
-        let (count, _, id, moves, name) = best?;
-        self.emptying.insert(NodeId(id));
+        let (_, n, moves) = best?;
+        self.emptying.insert(n.id);
         Some(Consolidate {
-            node: NodeId(id),
-            reason: format!("underutilized: {count} idle server(s) on {name} fit elsewhere"),
+            node: n.id,
+            reason: format!("underutilized: {} idle server(s) on {} fit elsewhere", moves.len(), n.name),
             moves,
         })
     }

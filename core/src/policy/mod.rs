@@ -243,6 +243,17 @@ impl<'a> ScalingContext<'a> {
             && self.now.since(n.registered_at) >= self.scaling.min_node_lifetime_s * 1000
     }
 
+    /// A node cordoned for consolidation that the engine would now sell: draining, healthy,
+    /// empty, no move off it in flight, older than `scaling.min_node_lifetime_s`.
+    pub fn emptied(&self, n: &Node) -> bool {
+        self.consolidating.contains(&n.id)
+            && n.lifecycle == Lifecycle::Draining
+            && n.health == Health::Healthy
+            && n.is_empty()
+            && !self.migrating_from.contains(&n.id)
+            && self.now.since(n.registered_at) >= self.scaling.min_node_lifetime_s * 1000
+    }
+
     /// Billing-aware release: a VM billed per started period (from its provisioning) is
     /// released only near the end of a period, since returning it earlier saves nothing.
     /// Nodes with no known billing start (owned cloud nodes) may go at any time.

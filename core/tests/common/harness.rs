@@ -136,6 +136,18 @@ impl H {
         self.input(Input::ContainerStarted { server: ServerId(server), node });
     }
 
+    /// Every VM bought since the last `take`, with its type (other commands are dropped).
+    #[allow(dead_code)] // regressions.rs buys no VM
+    fn bought_all(&mut self) -> Vec<(NodeId, String)> {
+        self.take()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::ProvisionNode { node, server_type, .. } => Some((node, server_type)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The node of the one VM bought since the last `take`.
     #[allow(dead_code)] // regressions.rs buys no VM
     fn bought(&mut self) -> NodeId {
