@@ -145,7 +145,16 @@ impl Hasher for FxHasher {
         self.add(i as u64);
     }
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves the entropy in the high bits, but hashbrown picks a bucket by
+        // the low ones: without this finalizer (MurmurHash3's fmix64) names that differ
+        // only in their digits ("s76212", "s76213") share a few buckets and every lookup
+        // walked long probe sequences (a tenth of the large trace's parsing thread).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
