@@ -253,6 +253,13 @@ pub struct ScalingConfig {
     /// twice it as the slots run out), else a larger type is bought (small types would
     /// leave a peak unservable at the cap).
     pub cap_headroom: f64,
+    /// Once a season of demand history is known (`cap_history_s`, a week), type choice
+    /// under `max_cloud_nodes` sizes the remaining slots for `cap_history_margin` times the
+    /// peak demand of the next `cap_horizon_s` one season ago (what the coming day asked
+    /// for last week) instead of the `cap_headroom` guess. 0 turns it off.
+    pub cap_history_s: u64,
+    pub cap_horizon_s: u64,
+    pub cap_history_margin: f64,
 }
 
 impl Default for ScalingConfig {
@@ -277,6 +284,9 @@ impl Default for ScalingConfig {
             type_backoff_max_s: 30 * 60,
             max_sales_per_evaluation: 20,
             cap_headroom: 2.0,
+            cap_history_s: 7 * 86_400,
+            cap_horizon_s: 86_400,
+            cap_history_margin: 1.3,
         }
     }
 }
@@ -761,6 +771,8 @@ impl Config {
             ("scaling.rebuy_cooldown_s", self.scaling.rebuy_cooldown_s),
             ("scaling.flap_memory_s", self.scaling.flap_memory_s),
             ("scaling.flap_hold_max_s", self.scaling.flap_hold_max_s),
+            ("scaling.cap_history_s", self.scaling.cap_history_s),
+            ("scaling.cap_horizon_s", self.scaling.cap_horizon_s),
             ("scaling.billing_period_s", self.scaling.billing_period_s),
             ("scaling.type_backoff_s", self.scaling.type_backoff_s),
             ("scaling.type_backoff_max_s", self.scaling.type_backoff_max_s),
@@ -859,6 +871,9 @@ impl Config {
         let sc = &self.scaling;
         if !(sc.cap_headroom.is_finite() && sc.cap_headroom >= 0.0 && sc.cap_headroom <= 100.0) {
             return Err(err("scaling.cap_headroom", "must be a number from 0 to 100"));
+        }
+        if !(sc.cap_history_margin.is_finite() && sc.cap_history_margin >= 0.0 && sc.cap_history_margin <= 100.0) {
+            return Err(err("scaling.cap_history_margin", "must be a number from 0 to 100"));
         }
         if self.spare_pool.trend_lead_s > 0 && self.spare_pool.trend_window_s == 0 {
             return Err(err("spare_pool.trend_window_s", "must be at least 1 when spare_pool.trend_lead_s is set"));

@@ -202,6 +202,11 @@ pub struct Conductor {
     /// `scaling.flap_hold_max_s` when flaps are learned, oldest first (bounded by the
     /// minutes in that window).
     demand_peaks: VecDeque<(u64, u64)>,
+    /// Peak demand per hour over the last `scaling.cap_history_s` and an hour, oldest first, and the
+    /// first hour demand was recorded in: the history type choice under the node maximum
+    /// sizes the remaining slots by.
+    hourly_peaks: VecDeque<(u64, u64)>,
+    first_demand_hour: Option<u64>,
     /// The hold learned from the last flaps, in minutes (0: none), and when it last kept a
     /// node or was learned; it lapses `scaling.flap_memory_s` after that.
     flap_hold_min: u64,
@@ -292,6 +297,8 @@ impl Conductor {
             last_scale_down: None,
             demand_at_last_sale_mb: None,
             demand_peaks: VecDeque::new(),
+            hourly_peaks: VecDeque::new(),
+            first_demand_hour: None,
             flap_hold_min: 0,
             flap_hold_used: Millis(0),
             recent_sales: VecDeque::new(),
@@ -2139,6 +2146,7 @@ impl Conductor {
             self.demand_at_last_sale_mb,
         );
         ctx.recent_peak_demand_mb = recent_peak.max(ctx.demand_mb());
+        ctx.history_peak_demand_mb = self.history_peak_demand_mb();
         ctx.mean_start_mb = self.start_sizes.0.checked_div(self.start_sizes.1).unwrap_or(0);
         ctx.last_health_change = self.last_health_change;
         ctx.consolidating = &self.consolidating;
@@ -2160,6 +2168,32 @@ impl Conductor {
         while self.demand_peaks.front().is_some_and(|&(m, _)| m + keep_min < minute) {
             self.demand_peaks.pop_front();
         }
+        let hour = minute / 60;
+        self.first_demand_hour.get_or_insert(hour);
+        match self.hourly_peaks.back_mut() {
+            Some((h, d)) if *h == hour => *d = (*d).max(demand_mb),
+            _ => self.hourly_peaks.push_back((hour, demand_mb)),
+        }
+        let keep_h = s.cap_history_s / 3600 + 1;
+        while self.hourly_peaks.front().is_some_and(|&(h, _)| h + keep_h <= hour) {
+            self.hourly_peaks.pop_front();
+        }
+    }
+
+    /// The peak demand one season ago (`scaling.cap_history_s`, a week) over the next
+    /// `scaling.cap_horizon_s` (a day): what the coming day asked for last week. `None`
+    /// until that much history has been recorded, or when off.
+    fn history_peak_demand_mb(&self) -> Option<u64> {
+        let s = &self.cfg.scaling;
+        let season_h = s.cap_history_s / 3600;
+        let hour = self.now.0 / 3_600_000;
+        let first = self.first_demand_hour?;
+        if season_h == 0 || hour < first + season_h {
+            return None;
+        }
+        let from = hour - season_h;
+        let to = from + s.cap_horizon_s.div_ceil(3600).max(1);
+        self.hourly_peaks.iter().filter(|&&(h, _)| h >= from && h < to).map(|&(_, d)| d).max()
     }
 
     /// The minutes a sale must look back over: the rebuy cooldown, or the hold learned from
@@ -2717,4 +2751,39 @@ pub(crate) struct MigrationView {
     pub ram_mb: u32,
     pub starting: bool,
     pub held: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Demand recorded every hour up to hour `at_h` (hour 20 of day d peaks at
+    /// `peak(d)`), then the seasonal peak the engine would size node slots by.
+    fn history_at(cfg: Config, peak: impl Fn(u64) -> u64, at_h: u64) -> Option<u64> {
+        let mut c = Conductor::new(cfg, Millis(0)).expect("valid config");
+        for h in 0..=at_h {
+            c.now = Millis(h * 3_600_000);
+            let d = if h % 24 == 20 { peak(h / 24) } else { 1000 };
+            c.record_demand(d);
+        }
+        c.history_peak_demand_mb()
+    }
+
+    #[test]
+    fn the_seasonal_peak_is_the_coming_day_one_week_ago() {
+        // Day d peaks at 10,000 + d MB at 20:00.
+        let peak = |d: u64| 10_000 + d;
+        let cfg = Config::default();
+        assert_eq!(history_at(cfg.clone(), peak, 7 * 24 - 1), None, "less than a week recorded");
+        // At day 8, 06:00: the next 24 h a week ago are day 1, 06:00 to day 2, 06:00,
+        // which hold day 1's evening only.
+        assert_eq!(history_at(cfg.clone(), peak, 8 * 24 + 6), Some(10_001));
+        // At day 8, 21:00: day 1, 21:00 to day 2, 21:00 hold day 2's evening.
+        assert_eq!(history_at(cfg.clone(), peak, 8 * 24 + 21), Some(10_002));
+        // Thirty days on, the window still is the coming day one week ago (day 22's).
+        assert_eq!(history_at(cfg.clone(), peak, 29 * 24 + 6), Some(10_022));
+        let mut off = cfg;
+        off.scaling.cap_history_s = 0;
+        assert_eq!(history_at(off, peak, 8 * 24 + 6), None, "turned off");
+    }
 }

@@ -241,6 +241,7 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
         strategy: named("placement", "strategy"),
         low_water: named("placement", "owned_low_water_percent"),
         flap_memory: named("scaling", "flap_memory_s"),
+        cap_history: named("scaling", "cap_history_s"),
         threshold: named("reactive", "scale_up_threshold_percent"),
         policies: named("scaling", "policies"),
     };
@@ -298,6 +299,7 @@ struct Named {
     strategy: bool,
     low_water: bool,
     flap_memory: bool,
+    cap_history: bool,
     threshold: bool,
     policies: bool,
 }
@@ -351,6 +353,11 @@ fn apply_policy(s: &mut Scenario, named: Named) -> Result<(), String> {
     // So is learning from flaps: the baselines keep the engine's fixed rebuy cooldown.
     if !named.flap_memory && baseline {
         s.conductor.scaling.flap_memory_s = 0;
+    }
+    // And sizing VMs under the node maximum by last week's demand: the baselines guess
+    // with `cap_headroom` (`seed` does not size by it at all).
+    if !named.cap_history && baseline {
+        s.conductor.scaling.cap_history_s = 0;
     }
     s.conductor.scaling.policies = stack.iter().map(|p| p.to_string()).collect();
     Ok(())

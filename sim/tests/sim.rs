@@ -268,24 +268,27 @@ fn a_policy_forces_its_placement_only_when_the_scenario_names_none() {
     assert_eq!(strategy(&named, "seed", &[]), BestFit, "named in the scenario");
     let set = ["conductor.placement.strategy=\"best_fit\"".to_string()];
     assert_eq!(strategy(&plain, "karpenter", &set), BestFit, "named by --set");
-    // Short stays to rented nodes first and learning from flaps are ours: the design and
-    // the peers place owned first and keep the fixed rebuy cooldown.
+    // Short stays to rented nodes first, learning from flaps and sizing VMs by last week's
+    // demand are ours: the design and the peers place owned first, keep the fixed rebuy
+    // cooldown and guess with `cap_headroom`.
     let conductor =
         |policy: &str, sets: &[String]| scenario::load(&plain, sets, Some(policy)).unwrap().scenario.conductor;
     let ours_on = |policy: &str, sets: &[String]| {
         let c = conductor(policy, sets);
-        (c.placement.owned_low_water_percent, c.scaling.flap_memory_s)
+        (c.placement.owned_low_water_percent, c.scaling.flap_memory_s, c.scaling.cap_history_s)
     };
     for ours in ["default", "reactive", "spare_pool", "predictive", "consolidation"] {
-        assert_eq!(ours_on(ours, &[]), (2.0, 86_400), "{ours}");
+        assert_eq!(ours_on(ours, &[]), (2.0, 86_400, 604_800), "{ours}");
     }
     for theirs in ["seed", "agones_buffer", "cluster_autoscaler", "karpenter"] {
-        assert_eq!(ours_on(theirs, &[]), (0.0, 0), "{theirs}");
+        assert_eq!(ours_on(theirs, &[]), (0.0, 0, 0), "{theirs}");
     }
     let set = ["conductor.placement.owned_low_water_percent=4".to_string()];
     assert_eq!(ours_on("karpenter", &set).0, 4.0, "named by --set");
     let set = ["conductor.scaling.flap_memory_s=600".to_string()];
     assert_eq!(ours_on("seed", &set).1, 600, "named by --set");
+    let set = ["conductor.scaling.cap_history_s=86400".to_string()];
+    assert_eq!(ours_on("cluster_autoscaler", &set).2, 86_400, "named by --set");
     // A partial seed table keeps the design's threshold.
     let c = conductor("seed", &["conductor.seed.node_idle_s=600".to_string()]);
     assert_eq!((c.seed.scale_up_threshold_percent, c.seed.node_idle_s), (85.0, 600));

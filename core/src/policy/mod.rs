@@ -94,6 +94,8 @@ pub struct ScalingContext<'a> {
     /// Peak demand (allocated + queued RAM) over the sale window: the last
     /// `scaling.rebuy_cooldown_s`, or the longer hold learned from a flap while it lasts.
     pub recent_peak_demand_mb: u64,
+    /// Peak demand over the last `scaling.cap_history_s`, once a day of it is known.
+    pub history_peak_demand_mb: Option<u64>,
     /// The mean RAM of all start requests so far (0: none).
     pub mean_start_mb: u64,
     /// The last time a node's health changed.
@@ -166,6 +168,7 @@ impl<'a> ScalingContext<'a> {
             last_scale_down,
             demand_at_last_sale_mb,
             recent_peak_demand_mb: allocated + queue.total_ram_mb(),
+            history_peak_demand_mb: None,
             mean_start_mb: 0,
             last_health_change: None,
             consolidating: &NO_NODES,
@@ -497,15 +500,23 @@ pub fn best_per_gb(
 /// `scaling.cap_headroom` times today's demand (allocated + queued, or the recent peak) and
 /// this request's demand. When the best-scoring type cannot, the choice is restricted to
 /// types that can (the best score among them), or else the type with the most usable RAM.
+/// Once the engine has a day of demand history (`scaling.cap_history_s`), the fleet must
+/// instead hold `scaling.cap_history_margin` times the peak of that history (or of today,
+/// if higher): the peak that comes back is known, so no guess about it is needed.
 pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) -> Option<usize> {
     let need = demand_mb.max(u64::from(largest_mb)).max(1);
     let slots = u64::from(ctx.max_cloud_nodes.saturating_sub(ctx.cloud_nodes).max(1));
     let today = ctx.demand_mb().max(ctx.recent_peak_demand_mb);
-    // The fewer slots are left, the more each one must hold: the headroom grows from
-    // `cap_headroom` with no cloud node to twice that at the maximum.
-    let used = f64::from(ctx.cloud_nodes) / f64::from(ctx.max_cloud_nodes.max(1));
-    let headroom = ctx.scaling.cap_headroom * (1.0 + used.min(1.0));
-    let must_hold = ((today as f64 * headroom) as u64).max(ctx.worker_usable_mb() + need);
+    let expected = match ctx.history_peak_demand_mb {
+        Some(peak) => peak.max(today) as f64 * ctx.scaling.cap_history_margin,
+        None => {
+            // The fewer slots are left, the more each one must hold: the headroom grows
+            // from `cap_headroom` with no cloud node to twice that at the maximum.
+            let used = f64::from(ctx.cloud_nodes) / f64::from(ctx.max_cloud_nodes.max(1));
+            today as f64 * ctx.scaling.cap_headroom * (1.0 + used.min(1.0))
+        }
+    };
+    let must_hold = (expected as u64).max(ctx.worker_usable_mb() + need);
     let reachable = |t: &ServerType| ctx.worker_usable_mb() + slots * type_usable_mb(t, ctx.reserve);
     let score = |t: &ServerType| t.hourly_eur / (type_usable_mb(t, ctx.reserve).min(need) as f64 / 1024.0);
     let best = |ok: &dyn Fn(usize) -> bool, within_slots: bool| {

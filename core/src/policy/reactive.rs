@@ -261,6 +261,33 @@ mod tests {
     }
 
     #[test]
+    fn a_known_peak_sizes_the_node_slots_instead_of_the_headroom_guess() {
+        // 12 x 4 GB queued beside 17 GB allocated on a 20 GB host (65 GB of demand), six
+        // node slots: six cpx42 (the best price per GB) reach about 100 GB, short of the
+        // guess (twice today's demand), so a larger type is bought. A season's history
+        // that says the coming day peaks at today's demand (times the 1.3 margin) lets
+        // cpx42 in; one that says three times as much comes needs the largest type.
+        let choose = |history: Option<u64>| {
+            let mut cfg = Config::default();
+            cfg.scaling.max_cloud_nodes = 6;
+            let mut k = Kit::new(cfg);
+            k.node(NodeKind::Dedicated, 20000, 17000, Millis::ZERO);
+            for _ in 0..12 {
+                k.queue(4096);
+            }
+            let mut ctx = k.ctx(Millis(MIN));
+            let demand = ctx.demand_mb();
+            ctx.history_peak_demand_mb = history.map(|factor| demand * factor);
+            let i = super::super::choose_for_demand(&ctx, ctx.queued_ram_mb, ctx.largest_queued_mb).expect("a type");
+            k.cfg.catalogue[i].name.clone()
+        };
+        let guess = choose(None);
+        assert!(guess != "cpx42", "no history: the guess asks for twice today's demand, not {guess}");
+        assert_eq!(choose(Some(1)), "cpx42", "last week's day peaked at today's demand");
+        assert_eq!(choose(Some(3)), "ccx43", "last week's day peaked at three times today's");
+    }
+
+    #[test]
     fn vetoes_another_policys_sale_that_would_push_the_rest_over_its_threshold() {
         let verdict = |allocated: u32, queued: u32| {
             let mut k = Kit::new(Config::default());
