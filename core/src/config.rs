@@ -404,6 +404,10 @@ pub struct SparePoolConfig {
     /// first minutes of load on an empty fleet (a trace's start, a burst from nothing)
     /// would otherwise be extrapolated into several times the load itself.
     pub trend_max_percent: f64,
+    /// Once a week of demand is recorded (`scaling.cap_history_s`), the trend headroom
+    /// never lifts the target past this multiple of last week's peak demand over the lead
+    /// time: the rise stops where it stopped last week. 0 turns it off.
+    pub trend_season_margin: f64,
     pub priority: i32,
 }
 
@@ -462,6 +466,7 @@ impl Default for SparePoolConfig {
             // weekend 92.56 -> 92.09 (p95 0 -> 0.5 s), quiet month and large hoster
             // unchanged; a quarter let the flash crowd's p95 rise to 33 s.
             trend_max_percent: 50.0,
+            trend_season_margin: 0.9,
             priority: 5,
         }
     }
@@ -924,6 +929,9 @@ impl Config {
         let sp = &self.spare_pool;
         pct("spare_pool.buffer_percent", sp.buffer_percent)?;
         pct("spare_pool.trend_max_percent", sp.trend_max_percent)?;
+        if !(sp.trend_season_margin.is_finite() && sp.trend_season_margin >= 0.0 && sp.trend_season_margin <= 100.0) {
+            return Err(err("spare_pool.trend_season_margin", "must be a number from 0 to 100"));
+        }
         if sp.buffer_percent >= 100.0 {
             return Err(err("spare_pool.buffer_percent", "must be below 100"));
         }

@@ -2146,7 +2146,8 @@ impl Conductor {
             self.demand_at_last_sale_mb,
         );
         ctx.recent_peak_demand_mb = recent_peak.max(ctx.demand_mb());
-        ctx.history_peak_demand_mb = self.history_peak_demand_mb();
+        ctx.history_peak_demand_mb = self.season_peak_mb(s_to_ms(self.cfg.scaling.cap_horizon_s));
+        ctx.season_ahead_mb = self.season_peak_mb(s_to_ms(self.cfg.spare_pool.trend_lead_s));
         ctx.mean_start_mb = self.start_sizes.0.checked_div(self.start_sizes.1).unwrap_or(0);
         ctx.last_health_change = self.last_health_change;
         ctx.consolidating = &self.consolidating;
@@ -2180,20 +2181,19 @@ impl Conductor {
         }
     }
 
-    /// The peak demand one season ago (`scaling.cap_history_s`, a week) over the next
-    /// `scaling.cap_horizon_s` (a day): what the coming day asked for last week. `None`
-    /// until that much history has been recorded, or when off.
-    fn history_peak_demand_mb(&self) -> Option<u64> {
-        let s = &self.cfg.scaling;
-        let season_h = s.cap_history_s / 3600;
+    /// The peak demand one season ago (`scaling.cap_history_s`, a week) over the hours
+    /// from now to `horizon_ms` ahead: what that stretch asked for last week. `None` until
+    /// a season has been recorded, or when off.
+    fn season_peak_mb(&self, horizon_ms: u64) -> Option<u64> {
+        let season_h = self.cfg.scaling.cap_history_s / 3600;
         let hour = self.now.0 / 3_600_000;
         let first = self.first_demand_hour?;
         if season_h == 0 || hour < first + season_h {
             return None;
         }
         let from = hour - season_h;
-        let to = from + s.cap_horizon_s.div_ceil(3600).max(1);
-        self.hourly_peaks.iter().filter(|&&(h, _)| h >= from && h < to).map(|&(_, d)| d).max()
+        let to = self.now.plus(horizon_ms).0 / 3_600_000 - season_h;
+        self.hourly_peaks.iter().filter(|&&(h, _)| h >= from && h <= to).map(|&(_, d)| d).max()
     }
 
     /// The minutes a sale must look back over: the rebuy cooldown, or the hold learned from
@@ -2766,7 +2766,7 @@ mod tests {
             let d = if h % 24 == 20 { peak(h / 24) } else { 1000 };
             c.record_demand(d);
         }
-        c.history_peak_demand_mb()
+        c.season_peak_mb(c.cfg.scaling.cap_horizon_s * 1000)
     }
 
     #[test]

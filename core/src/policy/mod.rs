@@ -96,6 +96,9 @@ pub struct ScalingContext<'a> {
     pub recent_peak_demand_mb: u64,
     /// Peak demand over the last `scaling.cap_history_s`, once a day of it is known.
     pub history_peak_demand_mb: Option<u64>,
+    /// Peak demand one season ago over the hours from now to `spare_pool.trend_lead_s`
+    /// ahead, once a season is known.
+    pub season_ahead_mb: Option<u64>,
     /// The mean RAM of all start requests so far (0: none).
     pub mean_start_mb: u64,
     /// The last time a node's health changed.
@@ -169,6 +172,7 @@ impl<'a> ScalingContext<'a> {
             demand_at_last_sale_mb,
             recent_peak_demand_mb: allocated + queue.total_ram_mb(),
             history_peak_demand_mb: None,
+            season_ahead_mb: None,
             mean_start_mb: 0,
             last_health_change: None,
             consolidating: &NO_NODES,

@@ -64,7 +64,12 @@ impl SparePool {
         let growth = Self::booked_mb(ctx).saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
         let lead_ms = self.cfg.trend_lead_s * 1000;
         let trend = u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX);
-        let cap = (Self::booked_mb(ctx) as f64 * self.cfg.trend_max_percent / 100.0) as u64;
+        let booked = Self::booked_mb(ctx);
+        let mut cap = (booked as f64 * self.cfg.trend_max_percent / 100.0) as u64;
+        if let (Some(ahead), true) = (ctx.season_ahead_mb, self.cfg.trend_season_margin > 0.0) {
+            // Last week's demand over the lead time says how far the rise goes.
+            cap = cap.min(((ahead as f64 * self.cfg.trend_season_margin) as u64).saturating_sub(booked));
+        }
         trend.min(cap)
     }
 
@@ -352,6 +357,20 @@ mod tests {
         k1.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
         c.observe(&k1.ctx(Millis::ZERO));
         assert_eq!(c.trend_mb(&ctx), 4000, "25 % of 16000, not 9000");
+        // Last week's demand over the lead time caps it: at most 0.9 x 20000 = 18000 MB
+        // of load, i.e. 2000 MB above the 16000 booked and queued now; no history, no cap.
+        let mut seasonal = k.ctx(Millis(5 * MIN));
+        seasonal.season_ahead_mb = Some(20_000);
+        assert_eq!(p.trend_mb(&seasonal), 2000, "the rise stops where it stopped last week");
+        seasonal.season_ahead_mb = Some(15_000);
+        assert_eq!(p.trend_mb(&seasonal), 0, "already past last week's demand");
+        let mut unseasonal = p.cfg.clone();
+        unseasonal.trend_season_margin = 0.0;
+        let mut u = SparePool::new(unseasonal);
+        let mut kz = Kit::new(k.cfg.clone());
+        kz.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
+        u.observe(&kz.ctx(Millis::ZERO));
+        assert_eq!(u.trend_mb(&seasonal), 9000, "margin 0: the cap is off");
         // With 2000 MB of it noise: 4000 MB in 300 s.
         let mut noisy = p.cfg.clone();
         noisy.trend_noise_mb = 2000;
