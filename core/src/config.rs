@@ -877,8 +877,20 @@ impl Config {
         if !(sc.cap_headroom.is_finite() && sc.cap_headroom >= 0.0 && sc.cap_headroom <= 100.0) {
             return Err(err("scaling.cap_headroom", "must be a number from 0 to 100"));
         }
-        if !(sc.cap_history_margin.is_finite() && sc.cap_history_margin >= 0.0 && sc.cap_history_margin <= 100.0) {
-            return Err(err("scaling.cap_history_margin", "must be a number from 0 to 100"));
+        if !(sc.cap_history_margin.is_finite() && sc.cap_history_margin >= 0.5 && sc.cap_history_margin <= 100.0) {
+            return Err(err(
+                "scaling.cap_history_margin",
+                "must be a number from 0.5 to 100 (turn the history off with cap_history_s = 0)",
+            ));
+        }
+        if sc.cap_history_s % 3600 != 0 {
+            return Err(err("scaling.cap_history_s", "must be whole hours (demand is kept per hour); 0 turns it off"));
+        }
+        if sc.cap_history_s > 0 && sc.cap_horizon_s > sc.cap_history_s {
+            return Err(err(
+                "scaling.cap_horizon_s",
+                format!("{} s reaches past the season ({} s of cap_history_s)", sc.cap_horizon_s, sc.cap_history_s),
+            ));
         }
         if self.spare_pool.trend_lead_s > 0 && self.spare_pool.trend_window_s == 0 {
             return Err(err("spare_pool.trend_window_s", "must be at least 1 when spare_pool.trend_lead_s is set"));
@@ -1087,6 +1099,26 @@ mod tests {
             let mut c = Config::default();
             c.placement.owned_low_water_percent = bad;
             assert_eq!(c.validate().unwrap_err().field, "placement.owned_low_water_percent");
+        }
+
+        // The demand history is kept per hour, and its horizon stays within the season.
+        let mut c = Config::default();
+        c.scaling.cap_history_s = 1800;
+        assert_eq!(c.validate().unwrap_err().field, "scaling.cap_history_s");
+        let mut c = Config::default();
+        c.scaling.cap_horizon_s = 8 * 86_400;
+        assert_eq!(c.validate().unwrap_err().field, "scaling.cap_horizon_s");
+        c.scaling.cap_history_s = 0;
+        assert!(c.validate().is_ok(), "off: the horizon is not used");
+        for bad in [0.0, 0.4, 101.0, f64::INFINITY] {
+            let mut c = Config::default();
+            c.scaling.cap_history_margin = bad;
+            assert_eq!(c.validate().unwrap_err().field, "scaling.cap_history_margin");
+        }
+        for bad in [-0.1, 101.0, f64::NAN] {
+            let mut c = Config::default();
+            c.spare_pool.trend_season_margin = bad;
+            assert_eq!(c.validate().unwrap_err().field, "spare_pool.trend_season_margin");
         }
     }
 

@@ -2192,7 +2192,8 @@ impl Conductor {
             return None;
         }
         let from = hour - season_h;
-        let to = self.now.plus(horizon_ms).0 / 3_600_000 - season_h;
+        // The hour the horizon ends in (an end on the hour is the hour before it).
+        let to = (self.now.plus(horizon_ms).0.saturating_sub(1) / 3_600_000).max(hour) - season_h;
         self.hourly_peaks.iter().filter(|&&(h, _)| h >= from && h <= to).map(|&(_, d)| d).max()
     }
 
@@ -2278,6 +2279,10 @@ impl Conductor {
         if !self.operator_drained.is_empty() {
             self.return_drained();
         }
+        // Demand history is kept while scaling is paused too: a week later the seasonal
+        // peaks must not have a hole where the pause was.
+        let demand_now = self.queue.total_ram_mb() + self.allocated_mb();
+        self.record_demand(demand_now);
         if !self.cfg.scaling.enabled || self.scaling_paused {
             return;
         }
@@ -2757,33 +2762,55 @@ pub(crate) struct MigrationView {
 mod tests {
     use super::*;
 
-    /// Demand recorded every hour up to hour `at_h` (hour 20 of day d peaks at
-    /// `peak(d)`), then the seasonal peak the engine would size node slots by.
-    fn history_at(cfg: Config, peak: impl Fn(u64) -> u64, at_h: u64) -> Option<u64> {
+    /// Demand recorded every hour up to hour `at_h` (`demand(h)` in hour h), then the
+    /// seasonal peak over `horizon_h` hours ahead and how many hours are kept.
+    fn history_at(cfg: Config, demand: impl Fn(u64) -> u64, at_h: u64, horizon_h: u64) -> (Option<u64>, usize) {
         let mut c = Conductor::new(cfg, Millis(0)).expect("valid config");
         for h in 0..=at_h {
             c.now = Millis(h * 3_600_000);
-            let d = if h % 24 == 20 { peak(h / 24) } else { 1000 };
-            c.record_demand(d);
+            c.record_demand(demand(h));
         }
-        c.season_peak_mb(c.cfg.scaling.cap_horizon_s * 1000)
+        (c.season_peak_mb(horizon_h * 3_600_000), c.hourly_peaks.len())
     }
 
     #[test]
-    fn the_seasonal_peak_is_the_coming_day_one_week_ago() {
-        // Day d peaks at 10,000 + d MB at 20:00.
-        let peak = |d: u64| 10_000 + d;
+    fn the_seasonal_peak_is_the_coming_hours_one_week_ago() {
+        let week = 7 * 24;
         let cfg = Config::default();
-        assert_eq!(history_at(cfg.clone(), peak, 7 * 24 - 1), None, "less than a week recorded");
-        // At day 8, 06:00: the next 24 h a week ago are day 1, 06:00 to day 2, 06:00,
-        // which hold day 1's evening only.
-        assert_eq!(history_at(cfg.clone(), peak, 8 * 24 + 6), Some(10_001));
-        // At day 8, 21:00: day 1, 21:00 to day 2, 21:00 hold day 2's evening.
-        assert_eq!(history_at(cfg.clone(), peak, 8 * 24 + 21), Some(10_002));
-        // Thirty days on, the window still is the coming day one week ago (day 22's).
-        assert_eq!(history_at(cfg.clone(), peak, 29 * 24 + 6), Some(10_022));
+        // For now = day 8, 06:00 the window is the 24 hours from day 1, 06:00. Spikes in
+        // the hour before it and the hour after it never count; spikes in its first and
+        // its last hour do.
+        let now = 8 * 24 + 6;
+        let (first, last) = (now - week, now - week + 23);
+        let spikes = |at_first: bool, at_last: bool| {
+            move |h: u64| match h {
+                _ if h == first - 1 => 9_000,
+                _ if h == last + 1 => 8_000,
+                _ if h == first && at_first => 5_000,
+                _ if h == last && at_last => 6_000,
+                _ => 1,
+            }
+        };
+        assert_eq!(history_at(cfg.clone(), spikes(false, false), now, 24).0, Some(1), "outside the window");
+        assert_eq!(history_at(cfg.clone(), spikes(true, false), now, 24).0, Some(5_000), "its first hour");
+        assert_eq!(history_at(cfg.clone(), spikes(false, true), now, 24).0, Some(6_000), "its last hour");
+        let (_, kept) = history_at(cfg.clone(), |h| h, now, 24);
+        assert_eq!(kept, week as usize + 1, "a week and the current hour");
+        // A horizon ending on the next hour looks at this hour of last week alone.
+        assert_eq!(history_at(cfg.clone(), |h| if h == first + 1 { 7_000 } else { 1 }, now, 1).0, Some(1));
+        assert_eq!(history_at(cfg.clone(), |h| if h == first { 7_000 } else { 1 }, now, 1).0, Some(7_000));
+        assert_eq!(history_at(cfg.clone(), |h| h, week - 1, 24).0, None, "less than a week recorded");
         let mut off = cfg;
         off.scaling.cap_history_s = 0;
-        assert_eq!(history_at(off, peak, 8 * 24 + 6), None, "turned off");
+        assert_eq!(history_at(off, |h| h, now, 24).0, None, "turned off");
+    }
+
+    #[test]
+    fn demand_history_is_kept_while_scaling_is_paused() {
+        let mut c = Conductor::new(Config::default(), Millis(0)).expect("valid config");
+        c.scaling_paused = true;
+        c.now = Millis(3 * 3_600_000);
+        c.evaluate_scaling();
+        assert_eq!(c.hourly_peaks.back(), Some(&(3, 0)), "the paused hour is recorded");
     }
 }

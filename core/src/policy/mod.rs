@@ -94,7 +94,8 @@ pub struct ScalingContext<'a> {
     /// Peak demand (allocated + queued RAM) over the sale window: the last
     /// `scaling.rebuy_cooldown_s`, or the longer hold learned from a flap while it lasts.
     pub recent_peak_demand_mb: u64,
-    /// Peak demand over the last `scaling.cap_history_s`, once a day of it is known.
+    /// Peak demand one season (`scaling.cap_history_s`, a week) ago over the hours from
+    /// now to `scaling.cap_horizon_s` ahead, once a whole season has been recorded.
     pub history_peak_demand_mb: Option<u64>,
     /// Peak demand one season ago over the hours from now to `spare_pool.trend_lead_s`
     /// ahead, once a season is known.
@@ -504,9 +505,10 @@ pub fn best_per_gb(
 /// `scaling.cap_headroom` times today's demand (allocated + queued, or the recent peak) and
 /// this request's demand. When the best-scoring type cannot, the choice is restricted to
 /// types that can (the best score among them), or else the type with the most usable RAM.
-/// Once the engine has a day of demand history (`scaling.cap_history_s`), the fleet must
-/// instead hold `scaling.cap_history_margin` times the peak of that history (or of today,
-/// if higher): the peak that comes back is known, so no guess about it is needed.
+/// Once the engine has a season of demand history (`scaling.cap_history_s`, a week), the
+/// fleet must instead hold `scaling.cap_history_margin` times the peak demand the coming
+/// `scaling.cap_horizon_s` had one season ago (or today's, if higher): the peak that comes
+/// back is known, so no guess about it is needed.
 pub fn choose_for_demand(ctx: &ScalingContext, demand_mb: u64, largest_mb: u32) -> Option<usize> {
     let need = demand_mb.max(u64::from(largest_mb)).max(1);
     let slots = u64::from(ctx.max_cloud_nodes.saturating_sub(ctx.cloud_nodes).max(1));
