@@ -202,9 +202,9 @@ pub struct Conductor {
     /// `scaling.flap_hold_max_s` when flaps are learned, oldest first (bounded by the
     /// minutes in that window).
     demand_peaks: VecDeque<(u64, u64)>,
-    /// Peak demand per hour over the last `scaling.cap_history_s` and an hour, oldest first, and the
-    /// first hour demand was recorded in: the history type choice under the node maximum
-    /// sizes the remaining slots by.
+    /// Peak demand per hour over the last `scaling.cap_history_s` and an hour, oldest
+    /// first, and the first hour demand was recorded in: the history that type choice
+    /// under the node maximum and the spare pool's trend look a season back into.
     hourly_peaks: VecDeque<(u64, u64)>,
     first_demand_hour: Option<u64>,
     /// The hold learned from the last flaps, in minutes (0: none), and when it last kept a
@@ -2197,6 +2197,12 @@ impl Conductor {
         self.hourly_peaks.iter().filter(|&&(h, _)| h >= from && h <= to).map(|&(_, d)| d).max()
     }
 
+    /// Drop the sales older than the rebuy cooldown: no purchase can be a flap of them.
+    fn forget_old_sales(&mut self) {
+        let (now, cooldown_ms) = (self.now, s_to_ms(self.cfg.scaling.rebuy_cooldown_s));
+        self.recent_sales.retain(|&t| now.since(t) < cooldown_ms);
+    }
+
     /// The minutes a sale must look back over: the rebuy cooldown, or the hold learned from
     /// a flap while it lasts.
     fn peak_window_min(&self) -> u64 {
@@ -2231,9 +2237,8 @@ impl Conductor {
     /// high, plus 5 minutes), so that the same oscillation does not flap again.
     fn learn_flap(&mut self, sold: Millis, demand_mb: u64, bought: u32) {
         // Each VM bought back for a node sold within the cooldown counts once.
-        let cooldown_ms = s_to_ms(self.cfg.scaling.rebuy_cooldown_s);
+        self.forget_old_sales();
         let now = self.now;
-        self.recent_sales.retain(|&t| now.since(t) < cooldown_ms);
         let back = self.recent_sales.len().min(bought as usize);
         self.counters.rebuys += back as u64;
         self.recent_sales.drain(..back);
@@ -2304,8 +2309,8 @@ impl Conductor {
         let mut policies = std::mem::take(&mut self.policies);
         let mut refusals = Vec::new();
         let mut vetoes = 0;
+        // Recorded once per evaluation by `evaluate_scaling`; a sale changes neither.
         let demand_now = self.queue.total_ram_mb() + self.allocated_mb();
-        self.record_demand(demand_now);
         // What the cooldown's window alone would keep: a node kept beyond it is kept by
         // the learned hold, which then stays.
         let cooldown_peak = self.peak_demand_mb(self.cfg.scaling.rebuy_cooldown_s.div_ceil(60)).max(demand_now);
@@ -2413,10 +2418,8 @@ impl Conductor {
             }
             Some((name, Decision::Down(down))) => {
                 if self.scale_down(name, down) {
-                    let cooldown_ms = s_to_ms(self.cfg.scaling.rebuy_cooldown_s);
-                    let now = self.now;
-                    self.recent_sales.retain(|&t| now.since(t) < cooldown_ms);
-                    self.recent_sales.push_back(now);
+                    self.forget_old_sales();
+                    self.recent_sales.push_back(self.now);
                     self.demand_at_last_sale_mb = Some(demand);
                     return Some(name);
                 }

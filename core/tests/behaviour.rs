@@ -200,23 +200,12 @@ fn a_timed_out_start_that_never_ran_leaves_the_world_where_it_was() {
     assert!(start_cmds(&h.take()).contains(&(ServerId(1), a, WorldAction::InPlace)));
 }
 
-/// The VMs the engine asked for since the last take: (name, server type).
-fn provisioned(h: &mut H) -> Vec<(String, String)> {
-    h.take()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::ProvisionNode { name, server_type, .. } => Some((name, server_type)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn zero_worker_rule_buys_exactly_one_vm_sized_for_the_largest_server() {
     let mut h = H::new(cfg());
     assert!(matches!(h.start(1, 16384), StartReply::Queued { .. }));
     assert!(matches!(h.start(2, 1024), StartReply::Queued { .. }));
-    let provisions: Vec<String> = provisioned(&mut h).into_iter().map(|(_, server_type)| server_type).collect();
+    let provisions: Vec<String> = h.bought_all().into_iter().map(|(_, server_type)| server_type).collect();
     // 17 GB queued: cpx52 (24 GB, 20890 usable) holds both (82 % of it, below the
     // threshold). Only one VM: the placeholder counts as capacity that is coming.
     assert_eq!(provisions, vec!["cpx52".to_string()]);
@@ -920,14 +909,7 @@ fn spare_pool_min_nodes_holds_even_when_several_nodes_are_sold_in_one_evaluation
     h.node("d", NodeKind::Dedicated, 65536, false);
     let clouds: Vec<NodeId> = (0..3).map(|i| h.node(&format!("cloud-{i}"), NodeKind::Cloud, 16384, false)).collect();
     h.at(3 * 60 * MIN);
-    let sold: Vec<NodeId> = h
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::ScaleDown { node, .. } => Some(*node),
-            _ => None,
-        })
-        .collect();
+    let sold = h.sold();
     assert_eq!(sold.len(), 1, "one above the minimum: {sold:?}");
     assert!(clouds.contains(&sold[0]));
     let kept = clouds.iter().filter(|&&n| h.c.fleet().get(n).unwrap().status() != NodeStatus::Draining).count();
@@ -1037,14 +1019,7 @@ fn karpenter_moves_idle_servers_off_an_underutilized_node_and_deletes_it_at_once
     h.at(29 * MIN);
     assert!(h.events().iter().all(|e| !matches!(e, Event::ScaleDown { .. })));
     h.at(32 * MIN);
-    let deleted: Vec<NodeId> = h
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::ScaleDown { node, .. } => Some(*node),
-            _ => None,
-        })
-        .collect();
+    let deleted = h.sold();
     assert_eq!(deleted, vec![nodes[0]]);
     // The busy server is never moved, however long it runs.
     h.at(h.now + 3 * 60 * MIN);
@@ -1524,7 +1499,8 @@ fn a_new_vm_never_takes_a_name_recovery_reports_in_use() {
     let names_in_use = vec!["cloud-7".to_string(), "other-3".to_string()];
     h.input(Input::Recover(Snapshot { names_in_use, ..Default::default() }));
     assert!(matches!(h.start(1, 1024), StartReply::Queued { .. }));
-    let names: Vec<String> = provisioned(&mut h).into_iter().map(|(name, _)| name).collect();
+    let bought = h.bought_all();
+    let names: Vec<String> = bought.iter().map(|&(node, _)| h.c.fleet().get(node).unwrap().name.clone()).collect();
     assert_eq!(names, vec!["cloud-8".to_string()], "cloud-7 exists (a VM that is no node)");
 }
 

@@ -9,11 +9,14 @@
 //! growth of queued plus booked RAM since the newest evaluation at least `trend_window_s`
 //! ago, less `trend_noise_mb`, as a rate over at least the window, times `trend_lead_s`
 //! (what arrives while a VM boots): it buys ahead of a rise instead of keeping a share of
-//! the whole fleet idle.
+//! the whole fleet idle. The trend is at most `trend_max_percent` of the load and, once a
+//! week of demand is recorded, stops at `trend_season_margin` times last week's peak over
+//! the lead time.
 //!
 //! Buys while headroom is below the target or fewer than `min_nodes` cloud nodes exist
-//! (up to `max_nodes` cloud nodes), as many VMs as the deficit (or the minimum) needs. Releases an empty cloud node once headroom without it has stayed
-//! at or above the target, and no less than the highest trend target of the last
+//! (up to `max_nodes` cloud nodes), as many VMs as the deficit (or the minimum) needs.
+//! Releases an empty cloud node once headroom without it has stayed at or above the
+//! target, and no less than the highest trend target of the last
 //! `scaling.rebuy_cooldown_s`, for `scale_down_sustain_s`; vetoes other policies' sales
 //! that would take headroom below that.
 
@@ -61,10 +64,10 @@ impl SparePool {
         // Never a rate over less than the window: a burst right after the first sample
         // (at start, after a pause) would otherwise be extrapolated many times over.
         let elapsed = ctx.now.since(t0).max(self.cfg.trend_window_s * 1000).max(1);
-        let growth = Self::booked_mb(ctx).saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
+        let booked = Self::booked_mb(ctx);
+        let growth = booked.saturating_sub(d0).saturating_sub(self.cfg.trend_noise_mb);
         let lead_ms = self.cfg.trend_lead_s * 1000;
         let trend = u64::try_from(u128::from(growth) * u128::from(lead_ms) / u128::from(elapsed)).unwrap_or(u64::MAX);
-        let booked = Self::booked_mb(ctx);
         let mut cap = (booked as f64 * self.cfg.trend_max_percent / 100.0) as u64;
         if let (Some(ahead), true) = (ctx.season_ahead_mb, self.cfg.trend_season_margin > 0.0) {
             // Last week's demand over the lead time says how far the rise goes.
@@ -216,9 +219,12 @@ impl Policy for SparePool {
     }
 
     fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
-        let cloud = Self::kept_cloud_nodes(ctx);
-        if node.kind == NodeKind::Cloud && node.lifecycle != Lifecycle::Draining && cloud <= self.cfg.min_nodes {
-            return Some(format!("spare_pool: {cloud} cloud node(s), min_nodes {}", self.cfg.min_nodes));
+        // Counting the cloud nodes walks the fleet: only when a minimum is set.
+        if self.cfg.min_nodes > 0 && node.kind == NodeKind::Cloud && node.lifecycle != Lifecycle::Draining {
+            let cloud = Self::kept_cloud_nodes(ctx);
+            if cloud <= self.cfg.min_nodes {
+                return Some(format!("spare_pool: {cloud} cloud node(s), min_nodes {}", self.cfg.min_nodes));
+            }
         }
         let target = self.keep_target_mb(ctx);
         let without = Self::headroom_mb(ctx) - ctx.node_usable_mb(node) as i64;
@@ -346,6 +352,9 @@ mod tests {
         let ctx = k.ctx(Millis(5 * MIN));
         assert_eq!(p.trend_mb(&ctx), 9000);
         assert_eq!(p.target_mb(&ctx), 9000);
+        // The same fleet before the queue, for policies that first observe it then.
+        let mut k0 = Kit::new(k.cfg.clone());
+        k0.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
         // Never more than trend_max_percent of the load (16000 MB booked and queued).
         let mut capped = p.cfg.clone();
         capped.trend_max_percent = 25.0;
@@ -353,9 +362,7 @@ mod tests {
         c.observe(&k.ctx(Millis::ZERO));
         assert_eq!(c.trend_mb(&ctx), 0, "the queue was there at 0 in this kit");
         let mut c = SparePool::new(c.cfg.clone());
-        let mut k1 = Kit::new(k.cfg.clone());
-        k1.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
-        c.observe(&k1.ctx(Millis::ZERO));
+        c.observe(&k0.ctx(Millis::ZERO));
         assert_eq!(c.trend_mb(&ctx), 4000, "25 % of 16000, not 9000");
         // Last week's demand over the lead time caps it: at most 0.9 x 20000 = 18000 MB
         // of load, i.e. 2000 MB above the 16000 booked and queued now; no history, no cap.
@@ -367,9 +374,7 @@ mod tests {
         let mut unseasonal = p.cfg.clone();
         unseasonal.trend_season_margin = 0.0;
         let mut u = SparePool::new(unseasonal);
-        let mut kz = Kit::new(k.cfg.clone());
-        kz.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
-        u.observe(&kz.ctx(Millis::ZERO));
+        u.observe(&k0.ctx(Millis::ZERO));
         assert_eq!(u.trend_mb(&seasonal), 9000, "margin 0: the cap is off");
         // With 2000 MB of it noise: 4000 MB in 300 s.
         let mut noisy = p.cfg.clone();
@@ -377,8 +382,6 @@ mod tests {
         let mut q = SparePool::new(noisy);
         q.observe(&k.ctx(Millis::ZERO));
         assert_eq!(q.trend_mb(&ctx), 0, "the queue was there at 0 in this kit");
-        let mut k0 = Kit::new(k.cfg.clone());
-        k0.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
         let mut q = SparePool::new(q.cfg.clone());
         q.observe(&k0.ctx(Millis::ZERO));
         assert_eq!(q.trend_mb(&ctx), 6000);

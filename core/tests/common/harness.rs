@@ -136,6 +136,18 @@ impl H {
         self.input(Input::ContainerStarted { server: ServerId(server), node });
     }
 
+    /// Every node sold (a `ScaleDown` event) since the last `take` (other commands are dropped).
+    #[allow(dead_code)] // regressions.rs sells no node
+    fn sold(&mut self) -> Vec<NodeId> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ScaleDown { node, .. } => Some(node),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every VM bought since the last `take`, with its type (other commands are dropped).
     #[allow(dead_code)] // regressions.rs buys no VM
     fn bought_all(&mut self) -> Vec<(NodeId, String)> {
