@@ -1,27 +1,32 @@
-//! A map from `ServerId` that is a plain vector for small ids and an ordered map for
-//! the rest. Drivers hand out dense ids (the simulator interns trace names, the live
-//! driver numbers servers as it learns them), so lookups are an index, not a tree
-//! walk; any id still works. Iteration is in ascending id order (every dense id is
-//! below every sparse one), so it is as deterministic as the `BTreeMap` it replaces.
+//! A map from `ServerId` that is a slab indexed through a plain vector for small ids
+//! and an ordered map for the rest. Drivers hand out dense ids (the simulator interns
+//! trace names, the live driver numbers servers as it learns them), so lookups are an
+//! index, not a tree walk; any id still works. The index costs 4 bytes per id ever
+//! seen; the values themselves sit packed in the slab, one per entry present, so a
+//! month of servers that came and went does not keep a slot of a server's size each.
+//! Iteration is in ascending id order (every dense id is below every sparse one), so it
+//! is as deterministic as the `BTreeMap` it replaces.
 
 use crate::model::ServerId;
 use std::collections::BTreeMap;
 use std::ops::Index;
 
-/// Ids below this are stored by index. 2^22 slots of `Option<V>` bound the vector's
-/// growth; a driver with more servers than that falls back to the tree.
+/// Ids below this are stored by index. 2^22 index entries bound the vector's growth; a
+/// driver with more servers than that falls back to the tree.
 const DENSE_MAX: u64 = 1 << 22;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdMap<V> {
-    dense: Vec<Option<V>>,
+    /// For each dense id, its position in `slab` plus one; 0 when absent.
+    index: Vec<u32>,
+    /// The dense entries in no particular order (removal swaps the last one in).
+    slab: Vec<(ServerId, V)>,
     sparse: BTreeMap<ServerId, V>,
-    len: usize,
 }
 
 impl<V> Default for IdMap<V> {
     fn default() -> Self {
-        IdMap { dense: Vec::new(), sparse: BTreeMap::new(), len: 0 }
+        IdMap { index: Vec::new(), slab: Vec::new(), sparse: BTreeMap::new() }
     }
 }
 
@@ -31,12 +36,20 @@ impl<V> IdMap<V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slab.len() + self.sparse.len()
+    }
+
+    /// The slab position of a dense id, if present.
+    fn pos(&self, id: u64) -> Option<usize> {
+        match self.index.get(id as usize) {
+            Some(&p) if p > 0 => Some(p as usize - 1),
+            _ => None,
+        }
     }
 
     pub(crate) fn get(&self, id: &ServerId) -> Option<&V> {
         if id.0 < DENSE_MAX {
-            self.dense.get(id.0 as usize).and_then(Option::as_ref)
+            self.pos(id.0).map(|p| &self.slab[p].1)
         } else {
             self.sparse.get(id)
         }
@@ -44,7 +57,7 @@ impl<V> IdMap<V> {
 
     pub(crate) fn get_mut(&mut self, id: &ServerId) -> Option<&mut V> {
         if id.0 < DENSE_MAX {
-            self.dense.get_mut(id.0 as usize).and_then(Option::as_mut)
+            self.pos(id.0).map(|p| &mut self.slab[p].1)
         } else {
             self.sparse.get_mut(id)
         }
@@ -55,31 +68,33 @@ impl<V> IdMap<V> {
     }
 
     pub(crate) fn insert(&mut self, id: ServerId, v: V) -> Option<V> {
-        let old = if id.0 < DENSE_MAX {
-            let i = id.0 as usize;
-            if self.dense.len() <= i {
-                self.dense.resize_with(i + 1, || None);
-            }
-            self.dense[i].replace(v)
-        } else {
-            self.sparse.insert(id, v)
-        };
-        if old.is_none() {
-            self.len += 1;
+        if id.0 >= DENSE_MAX {
+            return self.sparse.insert(id, v);
         }
-        old
+        if let Some(p) = self.pos(id.0) {
+            return Some(std::mem::replace(&mut self.slab[p].1, v));
+        }
+        let i = id.0 as usize;
+        if self.index.len() <= i {
+            self.index.resize(i + 1, 0);
+        }
+        self.slab.push((id, v));
+        // At most DENSE_MAX entries, so the position fits.
+        self.index[i] = self.slab.len() as u32;
+        None
     }
 
     pub(crate) fn remove(&mut self, id: &ServerId) -> Option<V> {
-        let old = if id.0 < DENSE_MAX {
-            self.dense.get_mut(id.0 as usize).and_then(Option::take)
-        } else {
-            self.sparse.remove(id)
-        };
-        if old.is_some() {
-            self.len -= 1;
+        if id.0 >= DENSE_MAX {
+            return self.sparse.remove(id);
         }
-        old
+        let p = self.pos(id.0)?;
+        self.index[id.0 as usize] = 0;
+        let (_, v) = self.slab.swap_remove(p);
+        if let Some(&(moved, _)) = self.slab.get(p) {
+            self.index[moved.0 as usize] = p as u32 + 1;
+        }
+        Some(v)
     }
 
     /// The value for `id`, inserted by `f` if absent.
@@ -92,7 +107,12 @@ impl<V> IdMap<V> {
 
     /// In ascending id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ServerId, &V)> + '_ {
-        let dense = self.dense.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (ServerId(i as u64), v)));
+        let dense = self
+            .index
+            .iter()
+            .enumerate()
+            .filter(|&(_, &p)| p > 0)
+            .map(|(i, &p)| (ServerId(i as u64), &self.slab[p as usize - 1].1));
         dense.chain(self.sparse.iter().map(|(&id, v)| (id, v)))
     }
 }
@@ -127,5 +147,29 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(m[&ServerId(u64::MAX)], 7);
         assert!(m.get(&ServerId(1 << 40)).is_none());
+    }
+
+    #[test]
+    fn removals_that_move_slab_entries_keep_every_id_findable() {
+        // Inserts and removals in a fixed pseudo-random order (an LCG): every removal
+        // but the last entry's moves another entry in the slab.
+        let (mut m, mut reference) = (IdMap::new(), BTreeMap::new());
+        let mut x: u64 = 7;
+        for step in 0..20_000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let id = ServerId((x >> 33) % 500);
+            if (x >> 20) % 3 == 0 {
+                assert_eq!(m.remove(&id), reference.remove(&id), "step {step}");
+            } else {
+                assert_eq!(m.insert(id, step), reference.insert(id, step), "step {step}");
+            }
+            assert_eq!(m.len(), reference.len());
+        }
+        for id in 0..500 {
+            assert_eq!(m.get(&ServerId(id)), reference.get(&ServerId(id)), "id {id}");
+        }
+        let got: Vec<(ServerId, u64)> = m.iter().map(|(id, &v)| (id, v)).collect();
+        let want: Vec<(ServerId, u64)> = reference.iter().map(|(&id, &v)| (id, v)).collect();
+        assert_eq!(got, want);
     }
 }

@@ -1,10 +1,11 @@
-//! A map from a dense id to a value: a vector indexed by the id. The simulator's ids are
-//! dense by construction (the trace interner numbers servers from 0, the engine numbers
-//! nodes from 0), so a lookup per event is an index, not a hash or a tree walk.
-//! Iteration is in id order, as with the ordered maps this replaces.
+//! A map from a dense id to a value: a vector indexed by the id pointing into a packed
+//! slab of the values present. The simulator's ids are dense by construction (the trace
+//! interner numbers servers from 0, the engine numbers nodes from 0), so a lookup per
+//! event is an index, not a hash or a tree walk; an id ever seen costs 4 bytes, a value
+//! only while it is present. Iteration is in id order, as with the ordered maps this
+//! replaces.
 
 use conductor_core::{NodeId, ServerId};
-use std::marker::PhantomData;
 
 pub trait DenseKey: Copy {
     fn index(self) -> usize;
@@ -33,39 +34,67 @@ impl DenseKey for NodeId {
 }
 
 pub struct Dense<K, V> {
-    slots: Vec<Option<V>>,
-    _key: PhantomData<K>,
+    /// For each id, its position in `slab` plus one; 0 when absent.
+    index: Vec<u32>,
+    /// The values present with their ids, in no particular order (removal swaps the
+    /// last one in).
+    slab: Vec<(K, V)>,
 }
 
 impl<K, V> Default for Dense<K, V> {
     fn default() -> Self {
-        Dense { slots: Vec::new(), _key: PhantomData }
+        Dense { index: Vec::new(), slab: Vec::new() }
     }
 }
 
 impl<K: DenseKey, V> Dense<K, V> {
+    fn pos(&self, k: K) -> Option<usize> {
+        match self.index.get(k.index()) {
+            Some(&p) if p > 0 => Some(p as usize - 1),
+            _ => None,
+        }
+    }
+
     pub fn get(&self, k: &K) -> Option<&V> {
-        self.slots.get(k.index()).and_then(Option::as_ref)
+        self.pos(*k).map(|p| &self.slab[p].1)
     }
 
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.slots.get_mut(k.index()).and_then(Option::as_mut)
+        self.pos(*k).map(|p| &mut self.slab[p].1)
     }
 
-    fn slot(&mut self, k: K) -> &mut Option<V> {
-        let i = k.index();
-        if self.slots.len() <= i {
-            self.slots.resize_with(i + 1, || None);
+    /// The slab position for `k`, with `f`'s value pushed if absent.
+    fn pos_or_insert_with(&mut self, k: K, f: impl FnOnce() -> V) -> usize {
+        if let Some(p) = self.pos(k) {
+            return p;
         }
-        &mut self.slots[i]
+        let i = k.index();
+        if self.index.len() <= i {
+            self.index.resize(i + 1, 0);
+        }
+        self.slab.push((k, f()));
+        self.index[i] = u32::try_from(self.slab.len()).expect("fewer than 2^32 entries");
+        self.slab.len() - 1
     }
 
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
-        self.slot(k).replace(v)
+        match self.pos(k) {
+            Some(p) => Some(std::mem::replace(&mut self.slab[p].1, v)),
+            None => {
+                self.pos_or_insert_with(k, || v);
+                None
+            }
+        }
     }
 
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        self.slots.get_mut(k.index()).and_then(Option::take)
+        let p = self.pos(*k)?;
+        self.index[k.index()] = 0;
+        let (_, v) = self.slab.swap_remove(p);
+        if let Some(&(moved, _)) = self.slab.get(p) {
+            self.index[moved.index()] = p as u32 + 1;
+        }
+        Some(v)
     }
 
     /// The value for `k`, a default one inserted if absent.
@@ -73,17 +102,22 @@ impl<K: DenseKey, V> Dense<K, V> {
     where
         V: Default,
     {
-        self.slot(k).get_or_insert_with(V::default)
+        let p = self.pos_or_insert_with(k, V::default);
+        &mut self.slab[p].1
     }
 
     /// In id order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.slots.iter().filter_map(Option::as_ref)
+        self.iter().map(|(_, v)| v)
     }
 
     /// In id order.
     pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
-        self.slots.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (K::from_index(i), v)))
+        self.index
+            .iter()
+            .enumerate()
+            .filter(|&(_, &p)| p > 0)
+            .map(|(i, &p)| (K::from_index(i), &self.slab[p as usize - 1].1))
     }
 }
 
@@ -106,6 +140,28 @@ mod tests {
         assert_eq!(d.get(&ServerId(9)), r.get(&ServerId(9)));
         assert_eq!(d.get(&ServerId(100)), None);
         assert_eq!(d.values().copied().collect::<Vec<_>>(), r.values().copied().collect::<Vec<_>>());
+        assert_eq!(d.iter().map(|(k, &v)| (k, v)).collect::<Vec<_>>(), r.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn removals_that_move_slab_entries_keep_every_id_findable() {
+        let (mut d, mut r) = (Dense::<ServerId, u64>::default(), BTreeMap::new());
+        let mut x: u64 = 11;
+        for step in 0..20_000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let id = ServerId((x >> 33) % 300);
+            match (x >> 20) % 4 {
+                0 => assert_eq!(d.remove(&id), r.remove(&id), "step {step}"),
+                1 => {
+                    *d.entry_or_default(id) += step;
+                    *r.entry(id).or_default() += step;
+                }
+                _ => assert_eq!(d.insert(id, step), r.insert(id, step), "step {step}"),
+            }
+        }
+        for id in 0..300 {
+            assert_eq!(d.get(&ServerId(id)), r.get(&ServerId(id)), "id {id}");
+        }
         assert_eq!(d.iter().map(|(k, &v)| (k, v)).collect::<Vec<_>>(), r.into_iter().collect::<Vec<_>>());
     }
 }
