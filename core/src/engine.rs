@@ -2194,7 +2194,10 @@ impl Conductor {
         let from = hour - season_h;
         // The hour the horizon ends in (an end on the hour is the hour before it).
         let to = (self.now.plus(horizon_ms).0.saturating_sub(1) / 3_600_000).max(hour) - season_h;
-        self.hourly_peaks.iter().filter(|&&(h, _)| h >= from && h <= to).map(|&(_, d)| d).max()
+        // Hours ascend: a binary search finds the window (called at every evaluation).
+        let lo = self.hourly_peaks.partition_point(|&(h, _)| h < from);
+        let hi = self.hourly_peaks.partition_point(|&(h, _)| h <= to);
+        self.hourly_peaks.range(lo..hi.max(lo)).map(|&(_, d)| d).max()
     }
 
     /// Drop the sales older than the rebuy cooldown: no purchase can be a flap of them.

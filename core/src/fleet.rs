@@ -18,7 +18,7 @@
 
 use crate::config::{PlacementStrategy, ReserveConfig};
 use crate::model::{NodeId, NodeKind};
-use crate::node::{Node, NodeSpec};
+use crate::node::{Lifecycle, Node, NodeSpec};
 use crate::time::Millis;
 use std::collections::BTreeSet;
 
@@ -33,6 +33,32 @@ pub struct Fleet {
     index: [KindIndex; 2],
     reserve: ReserveConfig,
     strategy: PlacementStrategy,
+    /// What the scaling context reads about the fleet's shape, kept current here so a
+    /// scaling evaluation (one per queued start) does not walk every node.
+    shape: Shape,
+    /// Empty (no server, no world) non-system cloud nodes, ascending: the only nodes a
+    /// policy may sell, so a sale decision walks these instead of the fleet.
+    empty_cloud: BTreeSet<NodeId>,
+}
+
+/// Sums and maxima over the nodes that change only when a node is registered, removed
+/// or updated (health, lifecycle), or when something is booked on a node that is not
+/// placeable: [`Fleet::shape`]. Recomputed in node order, so the float sum is the one a
+/// walk over the nodes gives.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Shape {
+    /// Rented (cloud) nodes, in any state.
+    pub cloud_nodes: u32,
+    /// Rented nodes not being deleted (draining).
+    pub cloud_kept: u32,
+    /// Their hourly prices, summed.
+    pub cloud_eur_per_hour: f64,
+    /// Usable RAM of worker nodes still coming up (health unknown, not draining).
+    pub coming_usable_mb: u64,
+    /// The largest usable RAM an empty placeable or coming worker node would have.
+    pub largest_holdable_mb: u64,
+    /// The largest usable RAM an empty coming worker node would have.
+    pub largest_coming_mb: u64,
 }
 
 #[derive(Default)]
@@ -40,9 +66,11 @@ struct KindIndex {
     /// Empty unless the strategy is `Spread`.
     by_util: BTreeSet<(u64, NodeId)>,
     by_avail: BTreeSet<(u64, NodeId)>,
-    /// Sums over the indexed nodes, for [`Fleet::owned_free_below`].
+    /// Sums over the indexed nodes, for [`Fleet::owned_free_below`] and the scaling
+    /// context.
     avail_sum: u64,
     usable_sum: u64,
+    alloc_sum: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,6 +79,7 @@ struct IndexKey {
     util_ppm: u64,
     avail_mb: u64,
     usable_mb: u64,
+    alloc_mb: u64,
 }
 
 fn slot(kind: NodeKind) -> usize {
@@ -70,6 +99,8 @@ impl Fleet {
             index: Default::default(),
             reserve,
             strategy,
+            shape: Shape::default(),
+            empty_cloud: BTreeSet::new(),
         }
     }
 
@@ -88,6 +119,8 @@ impl Fleet {
         self.live.push(id);
         self.keys.push(None);
         self.reindex(id);
+        self.reshape();
+        self.refile(id);
         id
     }
 
@@ -103,6 +136,71 @@ impl Fleet {
     /// RAM booked over all nodes (the sum of their allocations), O(1).
     pub fn allocated_mb(&self) -> u64 {
         self.allocated_mb
+    }
+
+    /// Usable RAM of the placeable nodes (healthy, active workers), O(1).
+    pub fn placeable_usable_mb(&self) -> u64 {
+        self.index.iter().map(|i| i.usable_sum).sum()
+    }
+
+    /// RAM booked on the placeable nodes, O(1).
+    pub fn placeable_allocated_mb(&self) -> u64 {
+        self.index.iter().map(|i| i.alloc_sum).sum()
+    }
+
+    /// Empty non-system cloud nodes in id order (those a policy may sell).
+    pub fn empty_cloud_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.empty_cloud.iter().map(|&id| self.node(id))
+    }
+
+    /// The empty-cloud-node set computed afresh (for the invariant check).
+    pub(crate) fn empty_cloud_agrees(&self) -> bool {
+        self.iter().filter(|n| Self::empty_cloud_member(n)).map(|n| n.id).eq(self.empty_cloud.iter().copied())
+    }
+
+    fn empty_cloud_member(n: &Node) -> bool {
+        n.kind == NodeKind::Cloud && !n.system && n.is_empty()
+    }
+
+    /// File a node in or out of the empty-cloud-node set after a change.
+    fn refile(&mut self, id: NodeId) {
+        match self.get(id).map(Self::empty_cloud_member) {
+            Some(true) => self.empty_cloud.insert(id),
+            _ => self.empty_cloud.remove(&id),
+        };
+    }
+
+    /// The fleet's shape for the scaling context, O(1).
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The shape computed afresh by a walk over the nodes (for the invariant check).
+    pub(crate) fn walk_shape(&self) -> Shape {
+        let mut s = Shape::default();
+        for n in self.iter() {
+            if n.kind == NodeKind::Cloud {
+                s.cloud_nodes += 1;
+                s.cloud_eur_per_hour += n.hourly_eur;
+                s.cloud_kept += u32::from(n.lifecycle != Lifecycle::Draining);
+            }
+            if n.system {
+                continue;
+            }
+            let fresh = crate::node::usable_mb(n.total_ram_mb, 1, &self.reserve);
+            if n.placeable() {
+                s.largest_holdable_mb = s.largest_holdable_mb.max(fresh);
+            } else if n.coming() {
+                s.coming_usable_mb += n.usable_mb(&self.reserve);
+                s.largest_holdable_mb = s.largest_holdable_mb.max(fresh);
+                s.largest_coming_mb = s.largest_coming_mb.max(fresh);
+            }
+        }
+        s
+    }
+
+    fn reshape(&mut self) {
+        self.shape = self.walk_shape();
     }
 
     pub fn len(&self) -> usize {
@@ -124,6 +222,8 @@ impl Fleet {
             "Fleet::update must not write bookkeeping"
         );
         self.reindex(id);
+        self.reshape();
+        self.refile(id);
         Some(out)
     }
 
@@ -141,8 +241,14 @@ impl Fleet {
         let node = self.node_mut(id);
         node.allocated_mb += u64::from(ram_mb);
         node.containers += 1;
+        let coming = node.coming();
         self.allocated_mb += u64::from(ram_mb);
         self.reindex(id);
+        if coming {
+            // A coming node's usable RAM depends on what it holds.
+            self.reshape();
+        }
+        self.empty_cloud.remove(&id);
     }
 
     pub(crate) fn unbind(&mut self, id: NodeId, ram_mb: u32, now: Millis) {
@@ -153,12 +259,18 @@ impl Fleet {
         if node.is_empty() {
             node.empty_since = now;
         }
+        let coming = node.coming();
         self.allocated_mb -= u64::from(ram_mb);
         self.reindex(id);
+        if coming {
+            self.reshape();
+        }
+        self.refile(id);
     }
 
     pub(crate) fn add_world(&mut self, id: NodeId) {
         self.node_mut(id).worlds += 1;
+        self.empty_cloud.remove(&id);
     }
 
     pub(crate) fn remove_world(&mut self, id: NodeId, now: Millis) {
@@ -168,6 +280,7 @@ impl Fleet {
         if node.is_empty() {
             node.empty_since = now;
         }
+        self.refile(id);
     }
 
     /// Remove a node for good. Panics if it still holds anything: callers check first.
@@ -177,6 +290,8 @@ impl Fleet {
         assert!(node.is_empty() && node.allocated_mb == 0, "removing {id} that still holds servers or worlds");
         let i = self.live.binary_search(&id).expect("a registered node is in the live list");
         self.live.remove(i);
+        self.reshape();
+        self.empty_cloud.remove(&id);
         node
     }
 
@@ -248,6 +363,7 @@ impl Fleet {
             idx.by_avail.remove(&(k.avail_mb, id));
             idx.avail_sum -= k.avail_mb;
             idx.usable_sum -= k.usable_mb;
+            idx.alloc_sum -= k.alloc_mb;
         }
     }
 
@@ -259,7 +375,13 @@ impl Fleet {
                 PlacementStrategy::Spread if usable == 0 => u64::MAX,
                 PlacementStrategy::Spread => n.allocated_mb.saturating_mul(1_000_000) / usable,
             };
-            IndexKey { slot: slot(n.kind), util_ppm, avail_mb: n.available_mb(&self.reserve), usable_mb: usable }
+            IndexKey {
+                slot: slot(n.kind),
+                util_ppm,
+                avail_mb: n.available_mb(&self.reserve),
+                usable_mb: usable,
+                alloc_mb: n.allocated_mb,
+            }
         });
         if self.keys[id.0 as usize] == key {
             return;
@@ -273,6 +395,7 @@ impl Fleet {
             idx.by_avail.insert((k.avail_mb, id));
             idx.avail_sum += k.avail_mb;
             idx.usable_sum += k.usable_mb;
+            idx.alloc_sum += k.alloc_mb;
             self.keys[id.0 as usize] = Some(k);
         }
     }
@@ -303,6 +426,58 @@ mod tests {
         let id = f.register(s, Millis::ZERO);
         f.update(id, |n| n.health = Health::Healthy);
         id
+    }
+
+    #[test]
+    fn kept_totals_follow_every_kind_of_change() {
+        let mut f = Fleet::new(ReserveConfig::default(), PlacementStrategy::BestFit);
+        let agree = |f: &Fleet, what: &str| {
+            assert_eq!(*f.shape(), f.walk_shape(), "{what}");
+            assert!(f.empty_cloud_agrees(), "{what}");
+            let placeable: Vec<&Node> = f.iter().filter(|n| n.placeable()).collect();
+            let usable: u64 = placeable.iter().map(|n| n.usable_mb(f.reserve())).sum();
+            let booked: u64 = placeable.iter().map(|n| n.allocated_mb()).sum();
+            assert_eq!((f.placeable_usable_mb(), f.placeable_allocated_mb()), (usable, booked), "{what}");
+        };
+        let d = healthy(&mut f, spec("d", NodeKind::Dedicated, 65536));
+        let mut c = spec("c", NodeKind::Cloud, 16384);
+        c.hourly_eur = 0.05;
+        let coming = f.register(c.clone(), Millis::ZERO);
+        agree(&f, "a coming cloud node");
+        assert_eq!((f.shape().cloud_nodes, f.shape().cloud_kept), (1, 1));
+        assert!(f.shape().coming_usable_mb > 0);
+        assert_eq!(f.empty_cloud_nodes().map(|n| n.id).collect::<Vec<_>>(), vec![coming]);
+        // Booked on while coming (a recovered reserved server): its usable RAM shrinks.
+        f.bind(coming, 2048);
+        agree(&f, "booked on a coming node");
+        assert_eq!(f.empty_cloud_nodes().count(), 0);
+        f.unbind(coming, 2048, Millis(1));
+        agree(&f, "freed again");
+        f.update(coming, |n| n.health = Health::Healthy);
+        agree(&f, "probed healthy");
+        assert_eq!(f.shape().coming_usable_mb, 0);
+        f.bind(d, 8192);
+        f.bind(coming, 4096);
+        agree(&f, "booked on both");
+        f.add_world(d);
+        f.unbind(coming, 4096, Millis(2));
+        f.add_world(coming);
+        agree(&f, "a world keeps the cloud node from being empty");
+        assert_eq!(f.empty_cloud_nodes().count(), 0);
+        f.remove_world(coming, Millis(3));
+        agree(&f, "its world archived");
+        let second = f.register(c, Millis(4));
+        f.update(second, |n| n.lifecycle = Lifecycle::Draining);
+        agree(&f, "a second one draining");
+        assert_eq!((f.shape().cloud_nodes, f.shape().cloud_kept), (2, 1));
+        assert!((f.shape().cloud_eur_per_hour - 0.10).abs() < 1e-12);
+        f.update(coming, |n| n.health = Health::Unhealthy);
+        agree(&f, "one lost");
+        f.remove(second);
+        f.remove(coming);
+        agree(&f, "both gone");
+        assert_eq!(f.empty_cloud_nodes().count(), 0);
+        assert_eq!(*f.shape(), Shape { largest_holdable_mb: f.shape().largest_holdable_mb, ..Shape::default() });
     }
 
     #[test]

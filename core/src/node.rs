@@ -199,6 +199,12 @@ impl Node {
         !self.system && self.health == Health::Healthy && self.lifecycle == Lifecycle::Active
     }
 
+    /// A worker still coming up: not yet probed healthy, not being deleted. Its usable RAM
+    /// counts as capacity on the way.
+    pub fn coming(&self) -> bool {
+        !self.system && self.health == Health::Unknown && self.lifecycle != Lifecycle::Draining
+    }
+
     /// Holds nothing: no server's RAM and no un-archived world.
     pub fn is_empty(&self) -> bool {
         self.containers == 0 && self.worlds == 0

@@ -127,28 +127,9 @@ impl<'a> ScalingContext<'a> {
         demand_at_last_sale_mb: Option<u64>,
     ) -> ScalingContext<'a> {
         let reserve = fleet.reserve();
-        let (mut healthy, mut coming, mut allocated, mut holdable) = (0u64, 0u64, 0u64, 0u64);
-        let (mut cloud_nodes, mut cloud_eur) = (0u32, 0.0f64);
-        let mut fit = fleet.max_available_mb();
-        for n in fleet.iter() {
-            if n.kind == NodeKind::Cloud {
-                cloud_nodes += 1;
-                cloud_eur += n.hourly_eur;
-            }
-            if n.system {
-                continue;
-            }
-            let fresh = usable_mb(n.total_ram_mb, 1, reserve);
-            if n.placeable() {
-                healthy += n.usable_mb(reserve);
-                allocated += n.allocated_mb();
-                holdable = holdable.max(fresh);
-            } else if n.health == Health::Unknown && n.lifecycle != Lifecycle::Draining {
-                coming += n.usable_mb(reserve);
-                holdable = holdable.max(fresh);
-                fit = fit.max(fresh);
-            }
-        }
+        // The fleet keeps these current as nodes change: O(1), not a walk per evaluation.
+        let shape = fleet.shape();
+        let allocated = fleet.placeable_allocated_mb();
         ScalingContext {
             now,
             fleet,
@@ -157,17 +138,17 @@ impl<'a> ScalingContext<'a> {
             catalogue: &cfg.catalogue,
             scaling: &cfg.scaling,
             type_backoff_until,
-            healthy_usable_mb: healthy,
-            coming_usable_mb: coming,
+            healthy_usable_mb: fleet.placeable_usable_mb(),
+            coming_usable_mb: shape.coming_usable_mb,
             allocated_mb: allocated,
             queued_count: queue.len(),
             queued_ram_mb: queue.total_ram_mb(),
             largest_queued_mb: queue.max_ram_mb(),
-            largest_holdable_mb: holdable,
-            largest_fit_mb: fit,
-            cloud_nodes,
+            largest_holdable_mb: shape.largest_holdable_mb,
+            largest_fit_mb: fleet.max_available_mb().max(shape.largest_coming_mb),
+            cloud_nodes: shape.cloud_nodes,
             max_cloud_nodes: cfg.scaling.max_cloud_nodes,
-            cloud_eur_per_hour: cloud_eur,
+            cloud_eur_per_hour: shape.cloud_eur_per_hour,
             last_scale_up,
             last_scale_down,
             demand_at_last_sale_mb,
@@ -278,13 +259,13 @@ impl<'a> ScalingContext<'a> {
 
     /// Nodes a policy may release now: deletable and in their release window.
     pub fn releasable(&self) -> impl Iterator<Item = &'a Node> + '_ {
-        self.fleet.iter().filter(|n| self.deletable(n) && self.release_window_open(n))
+        self.fleet.empty_cloud_nodes().filter(|n| self.deletable(n) && self.release_window_open(n))
     }
 
     /// Nodes the engine would delete now, whatever their billing: what the peer baselines
     /// release (no reference autoscaler waits for the end of a billed hour).
     pub fn deletable_nodes(&self) -> impl Iterator<Item = &'a Node> + '_ {
-        self.fleet.iter().filter(|n| self.deletable(n))
+        self.fleet.empty_cloud_nodes().filter(|n| self.deletable(n))
     }
 
     /// Worker usable RAM without `node`, less half a server of `server_mb` on each node

@@ -49,7 +49,7 @@ impl SparePool {
     /// Cloud nodes that count towards `min_nodes`: coming and active ones, not those
     /// already being deleted (several sales in one evaluation would sell through it).
     fn kept_cloud_nodes(ctx: &ScalingContext) -> u32 {
-        ctx.fleet.iter().filter(|n| n.kind == NodeKind::Cloud && n.lifecycle != Lifecycle::Draining).count() as u32
+        ctx.fleet.shape().cloud_kept
     }
 
     /// Headroom for the demand's recent rise: its growth since the newest sample at least
@@ -123,7 +123,7 @@ impl SparePool {
     fn spare<'a>(&self, ctx: &ScalingContext<'a>, target: u64, now: bool) -> Option<&'a Node> {
         let headroom = Self::headroom_mb(ctx);
         ctx.fleet
-            .iter()
+            .empty_cloud_nodes()
             .filter(|n| ctx.deletable(n) && (!now || ctx.release_window_open(n)))
             .filter(|n| headroom - ctx.node_usable_mb(n) as i64 >= target as i64)
             .min_by_key(|n| (n.empty_since, n.id))
@@ -219,7 +219,6 @@ impl Policy for SparePool {
     }
 
     fn keep(&self, ctx: &ScalingContext, node: &Node) -> Option<String> {
-        // Counting the cloud nodes walks the fleet: only when a minimum is set.
         if self.cfg.min_nodes > 0 && node.kind == NodeKind::Cloud && node.lifecycle != Lifecycle::Draining {
             let cloud = Self::kept_cloud_nodes(ctx);
             if cloud <= self.cfg.min_nodes {
