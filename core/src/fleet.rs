@@ -19,6 +19,7 @@
 use crate::config::{PlacementStrategy, ReserveConfig};
 use crate::model::{NodeId, NodeKind};
 use crate::node::{Lifecycle, Node, NodeSpec};
+use crate::sorted::SortedSet;
 use crate::time::Millis;
 use std::collections::BTreeSet;
 
@@ -64,8 +65,8 @@ pub struct Shape {
 #[derive(Default)]
 struct KindIndex {
     /// Empty unless the strategy is `Spread`.
-    by_util: BTreeSet<(u64, NodeId)>,
-    by_avail: BTreeSet<(u64, NodeId)>,
+    by_util: SortedSet<(u64, NodeId)>,
+    by_avail: SortedSet<(u64, NodeId)>,
     /// Sums over the indexed nodes, for [`Fleet::owned_free_below`] and the scaling
     /// context.
     avail_sum: u64,
@@ -256,7 +257,8 @@ impl Fleet {
         assert!(node.allocated_mb >= u64::from(ram_mb) && node.containers > 0, "unbind below zero on {id}");
         node.allocated_mb -= u64::from(ram_mb);
         node.containers -= 1;
-        if node.is_empty() {
+        let emptied = node.is_empty();
+        if emptied {
             node.empty_since = now;
         }
         let coming = node.coming();
@@ -265,7 +267,9 @@ impl Fleet {
         if coming {
             self.reshape();
         }
-        self.refile(id);
+        if emptied {
+            self.refile(id);
+        }
     }
 
     pub(crate) fn add_world(&mut self, id: NodeId) {
@@ -318,7 +322,7 @@ impl Fleet {
                 }
                 PlacementStrategy::BestFit => idx
                     .by_avail
-                    .range((u64::from(ram_mb), NodeId(0))..)
+                    .range_from((u64::from(ram_mb), NodeId(0)))
                     .map(|&(_, id)| id)
                     .find(|&id| self.node(id).fits(ram_mb, &self.reserve)),
             };
@@ -383,8 +387,26 @@ impl Fleet {
                 alloc_mb: n.allocated_mb,
             }
         });
-        if self.keys[id.0 as usize] == key {
+        let old = self.keys[id.0 as usize];
+        if old == key {
             return;
+        }
+        if let (Some(o), Some(k)) = (old, key) {
+            if o.slot == k.slot {
+                // The common case, a booking: move the node's entries, no removal.
+                let idx = &mut self.index[k.slot];
+                if self.strategy == PlacementStrategy::Spread && o.util_ppm != k.util_ppm {
+                    idx.by_util.replace((o.util_ppm, id), (k.util_ppm, id));
+                }
+                if o.avail_mb != k.avail_mb {
+                    idx.by_avail.replace((o.avail_mb, id), (k.avail_mb, id));
+                }
+                idx.avail_sum = idx.avail_sum - o.avail_mb + k.avail_mb;
+                idx.usable_sum = idx.usable_sum - o.usable_mb + k.usable_mb;
+                idx.alloc_sum = idx.alloc_sum - o.alloc_mb + k.alloc_mb;
+                self.keys[id.0 as usize] = key;
+                return;
+            }
         }
         self.unindex(id);
         if let Some(k) = key {

@@ -27,6 +27,7 @@ pub mod model;
 pub mod node;
 pub mod policy;
 pub mod queue;
+mod sorted;
 pub mod time;
 mod timers;
 
