@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, IdSet};
 use crate::io::*;
 use crate::log::DebugLog;
 use crate::model::{NodeId, NodeKind, Plan, ServerId, Storage, UserId, WorldAction};
@@ -224,7 +224,7 @@ pub struct Conductor {
     overcommitted: BTreeSet<NodeId>,
     /// Servers whose world has an archive copy. Kept after their record is dropped (it
     /// grows with customers, not with the trace), so a restart restores it.
-    archived: IdMap<()>,
+    archived: IdSet,
     world_gen_next: u64,
     // Timers.
     startup_pending: bool,
@@ -307,7 +307,7 @@ impl Conductor {
             type_backoff_next_ms: vec![s_to_ms(cfg.scaling.type_backoff_s); cfg.catalogue.len()],
             type_backoff_since: vec![None; cfg.catalogue.len()],
             overcommitted: BTreeSet::new(),
-            archived: IdMap::new(),
+            archived: IdSet::new(),
             world_gen_next: 1,
             startup_pending: true,
             next_queue_tick: now.plus(s_to_ms(cfg.queue_tick_s)),
@@ -500,7 +500,7 @@ impl Conductor {
 
     /// Its world is in the archive (a start restores it from there unless a node holds a newer copy).
     pub fn is_archived(&self, id: ServerId) -> bool {
-        self.archived.contains_key(&id)
+        self.archived.contains(&id)
     }
 
     /// RAM of placed servers (starting, running, stopping, booked), over all nodes.
@@ -905,7 +905,7 @@ impl Conductor {
             let world = match s.world {
                 Some(w) if w != m.to => WorldAction::MoveFrom(w),
                 Some(_) => WorldAction::InPlace,
-                None if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal => {
+                None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
                     WorldAction::RestoreFromArchive
                 }
                 None => WorldAction::InPlace,
@@ -1040,7 +1040,7 @@ impl Conductor {
             // A stopped server whose world is only in the archive is no longer tracked,
             // but it is remembered as archived: deleting it forgets that (the driver
             // deletes the archive).
-            if self.archived.remove(&id).is_some() {
+            if self.archived.remove(&id) {
                 self.publish(Event::ServerDeleted { server: id });
                 return Reply::Ok;
             }
@@ -1186,11 +1186,11 @@ impl Conductor {
                 Some((node, WorldAction::MoveFrom(w)))
             }
             None => {
-                if self.awaiting_archive(s) && !self.archived.contains_key(&id) {
+                if self.awaiting_archive(s) && !self.archived.contains(&id) {
                     return None;
                 }
                 let node = self.place(ram_mb)?;
-                let world = if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal {
+                let world = if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal {
                     WorldAction::RestoreFromArchive
                 } else {
                     WorldAction::InPlace
@@ -1218,7 +1218,7 @@ impl Conductor {
             Some(w) if w == node => WorldAction::InPlace,
             Some(w) if self.fleet.get(w).is_some_and(|n| n.health == Health::Healthy) => WorldAction::MoveFrom(w),
             Some(_) => return None,
-            None if self.archived.contains_key(&id) && self.cfg.storage == Storage::NodeLocal => {
+            None if self.archived.contains(&id) && self.cfg.storage == Storage::NodeLocal => {
                 WorldAction::RestoreFromArchive
             }
             None if self.awaiting_archive(&self.servers[&id]) => return None,
@@ -1405,13 +1405,13 @@ impl Conductor {
         let Some(s) = self.servers.get(&id) else {
             // Forgotten while the report was on its way (the copy it was made from went
             // with its node): the archive is the newest copy there is.
-            self.archived.insert(id, ());
+            self.archived.insert(id);
             return Reply::Ok;
         };
         if s.world_gen != generation {
             return Reply::Ignored("archive report for an older copy of the world");
         }
-        self.archived.insert(id, ());
+        self.archived.insert(id);
         self.servers.get_mut(&id).expect("known").archive_sent = None;
         let s = &self.servers[&id];
         if s.world.is_none() {
@@ -1941,7 +1941,7 @@ impl Conductor {
             self.name_in_use(name);
         }
         for id in snap.archived {
-            self.archived.insert(id, ());
+            self.archived.insert(id);
         }
         let mut containers = snap.containers;
         containers.sort_by_key(|c| (c.server, !c.running, c.node));
@@ -2098,7 +2098,7 @@ impl Conductor {
                 continue;
             }
             last = Some(w.server);
-            if !w.current && self.archived.contains_key(&w.server) {
+            if !w.current && self.archived.contains(&w.server) {
                 // Possibly an interrupted restore: the archive is the authority.
                 self.log.add(
                     self.now,

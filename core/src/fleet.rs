@@ -1,16 +1,16 @@
 //! The node registry and its placement index.
 //!
 //! Placement must not scan and sort every node per request, so the fleet keeps, per
-//! node kind (dedicated, cloud), ordered sets over the *placeable* nodes (healthy,
+//! node kind (dedicated, cloud), sorted sets over the *placeable* nodes (healthy,
 //! active, non-system): by available RAM always (best fit's range query, and the
 //! largest free block), and by utilization only when the configured strategy is
-//! `Spread` (an index nobody reads would cost two B-tree updates per start and stop).
-//! Every change to a node that could move it in those sets goes through a method here
-//! that re-indexes it.
+//! `Spread` (an index nobody reads would cost a move per start and stop). Every change to
+//! a node that could move it in those sets goes through a method here that re-indexes
+//! it; a booking moves its entry in place.
 //!
 //! - `Spread` (the design's default): dedicated before cloud; within a kind, walk the
 //!   nodes by ascending utilization (ties by node id) and take the first that fits. A
-//!   kind whose largest available RAM is too small is skipped in O(log n), so the walk
+//!   kind whose largest available RAM is too small is skipped at once, so the walk
 //!   only passes nodes that are less utilized *and* too small for this server, which
 //!   takes a fleet of mixed sizes; in a fleet of one size the first node fits or none does.
 //! - `BestFit`: dedicated before cloud; the node with the least available RAM that
@@ -43,9 +43,9 @@ pub struct Fleet {
 }
 
 /// Sums and maxima over the nodes that change only when a node is registered, removed
-/// or updated (health, lifecycle), or when something is booked on a node that is not
-/// placeable: [`Fleet::shape`]. Recomputed in node order, so the float sum is the one a
-/// walk over the nodes gives.
+/// or updated (kind, health, lifecycle, price, size), or when a booking on a coming node
+/// changes its usable RAM: [`Fleet::shape`]. Recomputed in node order, so the float sum
+/// is the one a walk over the nodes gives.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Shape {
     /// Rented (cloud) nodes, in any state.
@@ -56,9 +56,10 @@ pub struct Shape {
     pub cloud_eur_per_hour: f64,
     /// Usable RAM of worker nodes still coming up (health unknown, not draining).
     pub coming_usable_mb: u64,
-    /// The largest usable RAM an empty placeable or coming worker node would have.
+    /// The largest usable RAM a placeable or coming worker node would have holding one
+    /// server (the reserve's one-container tier): what the largest server may need.
     pub largest_holdable_mb: u64,
-    /// The largest usable RAM an empty coming worker node would have.
+    /// The same over coming worker nodes only.
     pub largest_coming_mb: u64,
 }
 
@@ -200,6 +201,12 @@ impl Fleet {
         s
     }
 
+    /// The node's fields the shape and the empty-cloud set read, besides its bookings
+    /// (an update that changes none of them, e.g. a CPU reading, walks nothing).
+    fn shaping(n: &Node) -> (NodeKind, bool, crate::node::Health, Lifecycle, u64, u32) {
+        (n.kind, n.system, n.health, n.lifecycle, n.hourly_eur.to_bits(), n.total_ram_mb)
+    }
+
     fn reshape(&mut self) {
         self.shape = self.walk_shape();
     }
@@ -217,14 +224,18 @@ impl Fleet {
     pub fn update<T>(&mut self, id: NodeId, f: impl FnOnce(&mut Node) -> T) -> Option<T> {
         let node = self.nodes.get_mut(id.0 as usize)?.as_mut()?;
         let (alloc, count, worlds) = (node.allocated_mb, node.containers, node.worlds);
+        let shaped = Self::shaping(node);
         let out = f(node);
         debug_assert!(
             (alloc, count, worlds) == (node.allocated_mb, node.containers, node.worlds),
             "Fleet::update must not write bookkeeping"
         );
+        let reshape = Self::shaping(node) != shaped;
         self.reindex(id);
-        self.reshape();
-        self.refile(id);
+        if reshape {
+            self.reshape();
+            self.refile(id);
+        }
         Some(out)
     }
 
@@ -499,7 +510,11 @@ mod tests {
         f.remove(coming);
         agree(&f, "both gone");
         assert_eq!(f.empty_cloud_nodes().count(), 0);
-        assert_eq!(*f.shape(), Shape { largest_holdable_mb: f.shape().largest_holdable_mb, ..Shape::default() });
+        let d_holds = crate::node::usable_mb(65536, 1, f.reserve());
+        assert_eq!(*f.shape(), Shape { largest_holdable_mb: d_holds, ..Shape::default() });
+        // An update that changes nothing the shape reads (a CPU reading) keeps it.
+        f.update(d, |n| n.cpu_percent = 50.0);
+        agree(&f, "a CPU reading");
     }
 
     #[test]

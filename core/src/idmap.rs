@@ -117,6 +117,63 @@ impl<V> IdMap<V> {
     }
 }
 
+/// A set of `ServerId`s: one bit per dense id, an ordered set for the rest. For sets that
+/// grow with customers (the archived worlds), an id costs a bit, not a slab entry.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct IdSet {
+    bits: Vec<u64>,
+    sparse: std::collections::BTreeSet<ServerId>,
+}
+
+impl IdSet {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn contains(&self, id: &ServerId) -> bool {
+        if id.0 < DENSE_MAX {
+            self.bits.get((id.0 / 64) as usize).is_some_and(|w| w >> (id.0 % 64) & 1 == 1)
+        } else {
+            self.sparse.contains(id)
+        }
+    }
+
+    /// Add `id`; false if it was there.
+    pub(crate) fn insert(&mut self, id: ServerId) -> bool {
+        if id.0 >= DENSE_MAX {
+            return self.sparse.insert(id);
+        }
+        let w = (id.0 / 64) as usize;
+        if self.bits.len() <= w {
+            self.bits.resize(w + 1, 0);
+        }
+        let was = self.bits[w] >> (id.0 % 64) & 1 == 1;
+        self.bits[w] |= 1 << (id.0 % 64);
+        !was
+    }
+
+    /// Remove `id`; false if it was not there.
+    pub(crate) fn remove(&mut self, id: &ServerId) -> bool {
+        if id.0 >= DENSE_MAX {
+            return self.sparse.remove(id);
+        }
+        let was = self.contains(id);
+        if was {
+            self.bits[(id.0 / 64) as usize] &= !(1 << (id.0 % 64));
+        }
+        was
+    }
+
+    /// In ascending id order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ServerId> + '_ {
+        let dense = self.bits.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64u64).filter(move |b| bits >> b & 1 == 1).map(move |b| ServerId(w as u64 * 64 + b))
+        });
+        dense.chain(self.sparse.iter().copied())
+    }
+}
+
 impl<V> Index<&ServerId> for IdMap<V> {
     type Output = V;
 
@@ -147,6 +204,23 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(m[&ServerId(u64::MAX)], 7);
         assert!(m.get(&ServerId(1 << 40)).is_none());
+    }
+
+    #[test]
+    fn id_set_behaves_like_an_ordered_set() {
+        let (mut s, mut r) = (IdSet::new(), std::collections::BTreeSet::new());
+        let mut x: u64 = 9;
+        for step in 0..10_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let id = ServerId(if (x >> 60) == 0 { DENSE_MAX + (x >> 40) % 5 } else { (x >> 33) % 700 });
+            if (x >> 20) % 3 == 0 {
+                assert_eq!(s.remove(&id), r.remove(&id), "step {step}");
+            } else {
+                assert_eq!(s.insert(id), r.insert(id), "step {step}");
+            }
+            assert_eq!(s.contains(&id), r.contains(&id));
+        }
+        assert!(s.iter().eq(r.iter().copied()));
     }
 
     #[test]
