@@ -191,7 +191,6 @@ pub struct Conductor {
     out: VecDeque<Command>,
     log: DebugLog,
     counters: Counters,
-    cloud_nodes: u32,
     cloud_seq: u64,
     largest_holdable_mb: u64,
     last_scale_up: Option<Millis>,
@@ -290,7 +289,6 @@ impl Conductor {
             out: VecDeque::new(),
             log: DebugLog::new(cfg.debug_log_len),
             counters: Counters::default(),
-            cloud_nodes: 0,
             cloud_seq: 0,
             largest_holdable_mb: largest,
             last_scale_up: None,
@@ -463,7 +461,7 @@ impl Conductor {
     }
 
     pub fn cloud_nodes(&self) -> u32 {
-        self.cloud_nodes
+        self.fleet.shape().cloud_nodes
     }
 
     /// Servers the engine tracks (queued, placed, running, stopping, lost, or stopped
@@ -1450,16 +1448,12 @@ impl Conductor {
     fn register(&mut self, spec: NodeSpec) -> NodeId {
         // A VM bought before a restart keeps its name: new ones must not reuse it.
         self.name_in_use(&spec.name);
-        let kind = spec.kind;
         let system = spec.system;
         let total = spec.total_ram_mb;
         let id = self.fleet.register(spec, self.now);
         let slot = id.0 as usize;
         if self.probes.len() <= slot {
             self.probes.resize(slot + 1, ProbeState::default());
-        }
-        if kind == NodeKind::Cloud {
-            self.cloud_nodes += 1;
         }
         if !system {
             let usable = crate::node::usable_mb(total, 1, self.fleet.reserve());
@@ -1490,9 +1484,6 @@ impl Conductor {
 
     fn remove_node(&mut self, id: NodeId) {
         let node = self.fleet.remove(id);
-        if node.kind == NodeKind::Cloud {
-            self.cloud_nodes -= 1;
-        }
         self.unschedule_probe(id);
         self.probes[id.0 as usize].failures = 0;
         self.grace.retain(|&(_, n)| n != id);
@@ -2197,7 +2188,7 @@ impl Conductor {
         // Hours ascend: a binary search finds the window (called at every evaluation).
         let lo = self.hourly_peaks.partition_point(|&(h, _)| h < from);
         let hi = self.hourly_peaks.partition_point(|&(h, _)| h <= to);
-        self.hourly_peaks.range(lo..hi.max(lo)).map(|&(_, d)| d).max()
+        self.hourly_peaks.range(lo..hi).map(|&(_, d)| d).max()
     }
 
     /// Drop the sales older than the rebuy cooldown: no purchase can be a flap of them.
@@ -2458,7 +2449,7 @@ impl Conductor {
     }
 
     fn scale_up(&mut self, policy: &'static str, up: policy::ScaleUp) {
-        assert!(self.cloud_nodes < self.cfg.scaling.max_cloud_nodes, "scale-up past the cloud node maximum");
+        assert!(self.cloud_nodes() < self.cfg.scaling.max_cloud_nodes, "scale-up past the cloud node maximum");
         let t = self.cfg.catalogue[up.server_type].clone();
         self.cloud_seq += 1;
         let name = format!("{}-{}", self.cfg.cloud_name_prefix, self.cloud_seq);
@@ -2683,7 +2674,6 @@ impl Conductor {
             fleet: &self.fleet,
             queue: &self.queue,
             cfg: &self.cfg,
-            cloud_nodes: self.cloud_nodes,
             overcommitted: &self.overcommitted,
             servers: self
                 .servers
@@ -2746,7 +2736,6 @@ pub(crate) struct InvariantView<'a> {
     pub fleet: &'a Fleet,
     pub queue: &'a StartQueue,
     pub cfg: &'a Config,
-    pub cloud_nodes: u32,
     pub overcommitted: &'a BTreeSet<NodeId>,
     pub servers: Vec<ServerView>,
     pub reservations: Vec<ServerId>,

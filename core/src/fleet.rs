@@ -177,6 +177,13 @@ impl Fleet {
         &self.shape
     }
 
+    /// Usable and booked RAM of the placeable nodes, summed afresh by a walk over them
+    /// (for the invariant check).
+    pub(crate) fn walk_placeable_mb(&self) -> (u64, u64) {
+        let placeable = self.iter().filter(|n| n.placeable());
+        placeable.fold((0, 0), |(u, b), n| (u + n.usable_mb(&self.reserve), b + n.allocated_mb()))
+    }
+
     /// The shape computed afresh by a walk over the nodes (for the invariant check).
     pub(crate) fn walk_shape(&self) -> Shape {
         let mut s = Shape::default();
@@ -467,10 +474,7 @@ mod tests {
         let agree = |f: &Fleet, what: &str| {
             assert_eq!(*f.shape(), f.walk_shape(), "{what}");
             assert!(f.empty_cloud_agrees(), "{what}");
-            let placeable: Vec<&Node> = f.iter().filter(|n| n.placeable()).collect();
-            let usable: u64 = placeable.iter().map(|n| n.usable_mb(f.reserve())).sum();
-            let booked: u64 = placeable.iter().map(|n| n.allocated_mb()).sum();
-            assert_eq!((f.placeable_usable_mb(), f.placeable_allocated_mb()), (usable, booked), "{what}");
+            assert_eq!((f.placeable_usable_mb(), f.placeable_allocated_mb()), f.walk_placeable_mb(), "{what}");
         };
         let d = healthy(&mut f, spec("d", NodeKind::Dedicated, 65536));
         let mut c = spec("c", NodeKind::Cloud, 16384);
