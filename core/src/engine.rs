@@ -10,7 +10,7 @@ use crate::node::{Health, Lifecycle, NodeSpec};
 use crate::policy::{self, Consolidate, Policy, ScalingContext, ServerInfo};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::time::Millis;
-use crate::timers::{Rounds, TimerSet};
+use crate::timers::{FifoTimers, Rounds, Ticket, TimerSet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Stop commands are repeated this often until the container reports its exit.
@@ -35,6 +35,24 @@ pub enum Timer {
     Archive,
     Provision,
     Delete,
+}
+
+impl Timer {
+    pub const ALL: [Timer; 13] = [
+        Timer::StartupDelay,
+        Timer::QueueTick,
+        Timer::QueueDeadline,
+        Timer::Scaling,
+        Timer::Probe,
+        Timer::ProbeTimeout,
+        Timer::LostGrace,
+        Timer::Reservation,
+        Timer::StopRetry,
+        Timer::IdleShutdown,
+        Timer::Archive,
+        Timer::Provision,
+        Timer::Delete,
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +98,7 @@ struct Server {
     queued_at: Millis,
     deadline: Millis,
     zero_players_since: Option<Millis>,
-    archive_due: Option<Millis>,
+    archive_due: Option<Ticket>,
     /// Its entry in `stop_retries` (only while awaiting its exit).
     stop_retry_at: Option<Millis>,
     /// Requeue it once its exit is confirmed (a move whose start timed out: it was
@@ -250,7 +268,7 @@ pub struct Conductor {
     reservations: TimerSet<ServerId>,
     stop_retries: TimerSet<ServerId>,
     idle: TimerSet<ServerId>,
-    archives: TimerSet<ServerId>,
+    archives: FifoTimers<ServerId>,
     provisions: TimerSet<NodeId>,
     deletes: TimerSet<NodeId>,
     queue_pass_wanted: bool,
@@ -321,7 +339,7 @@ impl Conductor {
             reservations: TimerSet::new(),
             stop_retries: TimerSet::new(),
             idle: TimerSet::new(),
-            archives: TimerSet::new(),
+            archives: FifoTimers::new(),
             provisions: TimerSet::new(),
             deletes: TimerSet::new(),
             queue_pass_wanted: false,
@@ -390,31 +408,29 @@ impl Conductor {
     /// The earliest moment the engine wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Millis> {
         // Every timer keeps its earliest deadline in a field, so this is a few loads and
-        // compares (it runs once per simulator event); `deadline` inlines per timer.
-        const TIMERS: [Timer; 13] = [
-            Timer::StartupDelay,
-            Timer::QueueTick,
-            Timer::QueueDeadline,
-            Timer::Scaling,
-            Timer::Probe,
-            Timer::ProbeTimeout,
-            Timer::LostGrace,
-            Timer::Reservation,
-            Timer::StopRetry,
-            Timer::IdleShutdown,
-            Timer::Archive,
-            Timer::Provision,
-            Timer::Delete,
-        ];
-        let mut earliest = u64::MAX;
-        let mut any = false;
-        for t in TIMERS {
-            if let Some(d) = self.deadline(t) {
-                any = true;
-                earliest = earliest.min(d.0);
-            }
-        }
-        any.then_some(Millis(earliest))
+        // compares, straight-line (it runs once per simulator event); must agree with
+        // `deadline` for every `Timer` (a unit test checks).
+        let at = |d: Option<Millis>| d.map_or(u64::MAX, |m| m.0);
+        let earliest = at(self.startup_pending.then(|| self.startup_end()))
+            .min(self.next_queue_tick.0)
+            .min(at(self.queue.next_deadline()))
+            .min(at(self.cfg.scaling.enabled.then_some(self.next_scaling)))
+            .min(at(self.probe_rounds.first()))
+            .min(at(self.probe_timeouts.first()))
+            .min(at(self.grace.first()))
+            .min(at(self.reservations.first()))
+            .min(at(self.stop_retries.first()))
+            .min(at(self.idle.first()))
+            .min(at(self.archives.first()))
+            .min(at(self.provisions.first()))
+            .min(at(self.deletes.first()));
+        debug_assert_eq!(
+            Some(Millis(earliest)),
+            Timer::ALL.into_iter().filter_map(|t| self.deadline(t)).min(),
+            "poll_timeout disagrees with the timers' deadlines"
+        );
+        // The queue tick is always set, so there is always a deadline.
+        Some(Millis(earliest))
     }
 
     #[inline]
@@ -1370,9 +1386,8 @@ impl Conductor {
         }
         let Some(n) = self.fleet.get(node) else { return };
         let delay = if n.kind == NodeKind::Cloud { 0 } else { s_to_ms(self.cfg.archive_after_s) };
-        let due = self.now.plus(delay);
-        self.servers.get_mut(&id).expect("known").archive_due = Some(due);
-        self.archives.insert(due, id);
+        let ticket = self.archives.insert(self.now.plus(delay), id);
+        self.servers.get_mut(&id).expect("known").archive_due = Some(ticket);
     }
 
     fn unschedule_stop_retry(&mut self, id: ServerId) {
@@ -1382,8 +1397,8 @@ impl Conductor {
     }
 
     fn unschedule_archive(&mut self, id: ServerId) {
-        if let Some(due) = self.servers.get_mut(&id).and_then(|s| s.archive_due.take()) {
-            self.archives.remove(due, id);
+        if let Some(ticket) = self.servers.get_mut(&id).and_then(|s| s.archive_due.take()) {
+            self.archives.remove(ticket, id);
         }
     }
 
@@ -2604,8 +2619,7 @@ impl Conductor {
             s.archive_due = None;
             if let (Some(node), State::Stopped, None) = (s.world, &s.state, s.bound) {
                 let retry = now.plus(ARCHIVE_RETRY_MS);
-                s.archive_due = Some(retry);
-                self.archives.insert(retry, id);
+                s.archive_due = Some(self.archives.insert(retry, id));
                 let generation = s.world_gen;
                 s.archive_sent = Some((generation, now));
                 self.out.push_back(Command::ArchiveWorld { server: id, node, generation });

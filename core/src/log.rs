@@ -3,7 +3,6 @@
 
 use crate::io::Event;
 use crate::time::Millis;
-use std::collections::VecDeque;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum LogMessage {
@@ -19,13 +18,16 @@ pub struct LogEntry {
 }
 
 pub struct DebugLog {
-    entries: VecDeque<LogEntry>,
+    /// A ring: once full, `head` is the oldest entry and a new one overwrites it in
+    /// place (one move, not a pop and a push).
+    entries: Vec<LogEntry>,
+    head: usize,
     cap: usize,
 }
 
 impl DebugLog {
     pub fn new(cap: usize) -> DebugLog {
-        DebugLog { entries: VecDeque::with_capacity(cap), cap }
+        DebugLog { entries: Vec::with_capacity(cap), head: 0, cap }
     }
 
     pub fn add(&mut self, at: Millis, level: &'static str, text: String) {
@@ -41,15 +43,18 @@ impl DebugLog {
     }
 
     fn push(&mut self, e: LogEntry) {
-        if self.entries.len() == self.cap {
-            self.entries.pop_front();
+        if self.entries.len() < self.cap {
+            self.entries.push(e);
+        } else if self.cap > 0 {
+            self.entries[self.head] = e;
+            self.head = (self.head + 1) % self.cap;
         }
-        self.entries.push_back(e);
     }
 
     /// Oldest first.
     pub fn entries(&self) -> impl DoubleEndedIterator<Item = &LogEntry> {
-        self.entries.iter()
+        let (newer, older) = self.entries.split_at(self.head);
+        older.iter().chain(newer)
     }
 
     pub fn len(&self) -> usize {
@@ -73,5 +78,16 @@ mod tests {
         }
         let at: Vec<u64> = log.entries().map(|e| e.at.0).collect();
         assert_eq!(at, vec![2, 3, 4]);
+        let newest_first: Vec<u64> = log.entries().rev().map(|e| e.at.0).collect();
+        assert_eq!(newest_first, vec![4, 3, 2]);
+        assert_eq!(log.len(), 3);
+        // Before it fills, and after wrapping exactly once round.
+        let mut log = DebugLog::new(3);
+        log.add(Millis(0), "info", "a".into());
+        assert_eq!(log.entries().map(|e| e.at.0).collect::<Vec<_>>(), vec![0]);
+        for i in 1..6 {
+            log.add(Millis(i), "info", format!("m{i}"));
+        }
+        assert_eq!(log.entries().map(|e| e.at.0).collect::<Vec<_>>(), vec![3, 4, 5]);
     }
 }

@@ -4,12 +4,15 @@
 //!
 //! - [`TimerSet`]: `(deadline, key)` pairs in order, for timers with one entry per key
 //!   (servers, nodes) and spread-out deadlines.
+//! - [`FifoTimers`]: the same for timers whose deadlines mostly arrive in order (one
+//!   long constant delay, e.g. archiving a world two days after its server stopped):
+//!   inserting in order and cancelling are O(1), however many are pending.
 //! - [`Rounds`]: keys grouped by deadline, for timers where many keys share the same
 //!   moment (health probes: a fleet registered together is probed in lockstep, so one
 //!   round per interval holds every node and costs one map entry, not one per node).
 
 use crate::time::Millis;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `(deadline, key)` pairs, ordered; the earliest deadline is cached.
 #[derive(Clone, Debug)]
@@ -78,6 +81,130 @@ impl<K: Ord + Copy> TimerSet<K> {
 
     fn refresh(&mut self) {
         self.first = self.set.first().map(|&(t, _)| t);
+    }
+}
+
+/// Where a [`FifoTimers`] entry is: its deadline, and its absolute position in the
+/// deque (or [`Ticket::SIDE`] when it went to the side tree). The caller keeps it to
+/// cancel the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    at: Millis,
+    slot: u64,
+}
+
+impl Ticket {
+    const SIDE: u64 = u64::MAX;
+
+    #[cfg(test)]
+    pub(crate) fn at(&self) -> Millis {
+        self.at
+    }
+}
+
+/// `(deadline, key)` pairs popped in `(deadline, key)` order, like [`TimerSet`], built
+/// for deadlines that mostly arrive in order: an entry that sorts after every other
+/// goes to the back of a deque (O(1)); the rest go to a small B-tree beside it.
+/// Cancelling a deque entry marks it dead through its [`Ticket`] (O(1)), and dead
+/// entries leave when they reach the front, so the front is always live and the
+/// earliest deadline is always a real one.
+#[derive(Clone, Debug)]
+pub(crate) struct FifoTimers<K: Ord + Copy> {
+    /// In `(deadline, key)` order; `false` marks a cancelled entry.
+    queue: VecDeque<(Millis, K, bool)>,
+    /// The absolute position of `queue[0]`.
+    base: u64,
+    side: BTreeSet<(Millis, K)>,
+    first: Option<Millis>,
+}
+
+impl<K: Ord + Copy> Default for FifoTimers<K> {
+    fn default() -> Self {
+        FifoTimers { queue: VecDeque::new(), base: 0, side: BTreeSet::new(), first: None }
+    }
+}
+
+impl<K: Ord + Copy> FifoTimers<K> {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn insert(&mut self, at: Millis, key: K) -> Ticket {
+        if self.first.is_none_or(|f| at < f) {
+            self.first = Some(at);
+        }
+        if self.queue.back().is_none_or(|&(t, k, _)| (t, k) <= (at, key)) {
+            self.queue.push_back((at, key, true));
+            Ticket { at, slot: self.base + self.queue.len() as u64 - 1 }
+        } else {
+            self.side.insert((at, key));
+            Ticket { at, slot: Ticket::SIDE }
+        }
+    }
+
+    /// Cancel the entry `ticket` names for `key`; false if it is not pending.
+    pub(crate) fn remove(&mut self, ticket: Ticket, key: K) -> bool {
+        let removed = if ticket.slot == Ticket::SIDE {
+            self.side.remove(&(ticket.at, key))
+        } else {
+            match ticket.slot.checked_sub(self.base).and_then(|i| self.queue.get_mut(i as usize)) {
+                Some(e) if e.2 && (e.0, e.1) == (ticket.at, key) => {
+                    e.2 = false;
+                    self.drop_dead_front();
+                    true
+                }
+                _ => false,
+            }
+        };
+        if removed && self.first == Some(ticket.at) {
+            self.refresh();
+        }
+        removed
+    }
+
+    pub(crate) fn first(&self) -> Option<Millis> {
+        self.first
+    }
+
+    /// Remove and return the earliest entry if it is due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Millis) -> Option<(Millis, K)> {
+        if self.first? > now {
+            return None;
+        }
+        let front = self.queue.front().map(|&(t, k, _)| (t, k));
+        let e = match (front, self.side.first().copied()) {
+            (Some(q), Some(s)) if s < q => self.side.pop_first(),
+            (Some(_), _) => {
+                let (t, k, _) = self.queue.pop_front().expect("front exists");
+                self.base += 1;
+                self.drop_dead_front();
+                Some((t, k))
+            }
+            (None, _) => self.side.pop_first(),
+        };
+        self.refresh();
+        e
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.iter().filter(|e| e.2).count() + self.side.len()
+    }
+
+    fn drop_dead_front(&mut self) {
+        while self.queue.front().is_some_and(|e| !e.2) {
+            self.queue.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn refresh(&mut self) {
+        let q = self.queue.front().map(|e| e.0);
+        let s = self.side.first().map(|e| e.0);
+        self.first = match (q, s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -204,6 +331,59 @@ mod tests {
         assert_eq!(s.pop_due(Millis(20)), Some((Millis(20), 1)));
         s.retain(|&(_, k)| k != 3);
         assert_eq!(s.first(), None);
+    }
+
+    /// Random inserts (mostly in order, as a long constant delay gives), cancels and pops
+    /// against a `BTreeSet`: the same entries come out in the same order.
+    #[test]
+    fn fifo_timers_pop_what_a_btree_would() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..50 {
+            let mut f: FifoTimers<u32> = FifoTimers::new();
+            let mut model: BTreeSet<(Millis, u32)> = BTreeSet::new();
+            let mut tickets: BTreeMap<u32, Ticket> = BTreeMap::new();
+            let mut now = 0u64;
+            for _ in 0..2000 {
+                let key = rnd(64) as u32;
+                match rnd(10) {
+                    0..=4 => {
+                        if tickets.contains_key(&key) {
+                            continue;
+                        }
+                        // Most at a long constant delay, some due at once, some in between.
+                        let at = Millis(now + [1000, 1000, 1000, 0, rnd(1000)][rnd(5) as usize]);
+                        tickets.insert(key, f.insert(at, key));
+                        model.insert((at, key));
+                    }
+                    5..=6 => {
+                        if let Some(t) = tickets.remove(&key) {
+                            assert!(f.remove(t, key));
+                            assert!(model.remove(&(t.at(), key)));
+                            assert!(!f.remove(t, key), "a cancelled entry is gone");
+                        }
+                    }
+                    _ => {
+                        now += rnd(50);
+                        loop {
+                            let want = model.first().copied().filter(|&(t, _)| t.0 <= now);
+                            let got = f.pop_due(Millis(now));
+                            assert_eq!(got, want);
+                            let Some(e) = got else { break };
+                            model.remove(&e);
+                            tickets.remove(&e.1);
+                        }
+                    }
+                }
+                assert_eq!(f.first(), model.first().map(|e| e.0));
+                assert_eq!(f.len(), model.len());
+            }
+        }
     }
 
     #[test]
