@@ -9,6 +9,7 @@ use crate::model::{NodeId, NodeKind, Plan, ServerId, Storage, UserId, WorldActio
 use crate::node::{Health, Lifecycle, NodeSpec};
 use crate::policy::{self, Consolidate, Policy, ScalingContext, ServerInfo};
 use crate::queue::{QueueEntry, StartQueue};
+use crate::sorted::SortedSet;
 use crate::time::Millis;
 use crate::timers::{FifoTimers, Rounds, Ticket, TimerSet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -99,8 +100,10 @@ struct Server {
     deadline: Millis,
     zero_players_since: Option<Millis>,
     archive_due: Option<Ticket>,
+    /// Its entry in `reservations` (only while awaiting its start).
+    reservation: Option<Ticket>,
     /// Its entry in `stop_retries` (only while awaiting its exit).
-    stop_retry_at: Option<Millis>,
+    stop_retry_at: Option<Ticket>,
     /// Requeue it once its exit is confirmed (a move whose start timed out: it was
     /// running and nobody asked it to stop).
     requeue_after_exit: bool,
@@ -127,6 +130,7 @@ impl Server {
             deadline: now,
             zero_players_since: None,
             archive_due: None,
+            reservation: None,
             stop_retry_at: None,
             requeue_after_exit: false,
             archive_sent: None,
@@ -252,7 +256,7 @@ pub struct Conductor {
     probes: Vec<ProbeState>,
     /// The servers booked on each node (indexed by node id), in id order: kept by
     /// `bind`/`unbind`, so that reconciling a node does not scan every server.
-    booked_on: Vec<BTreeSet<ServerId>>,
+    booked_on: Vec<SortedSet<ServerId>>,
     /// Nodes by the time their next probe is due: nodes that came up together are probed
     /// in one round per `health.interval_s`; a node that failed is retried on its own.
     probe_rounds: Rounds<NodeId>,
@@ -265,8 +269,8 @@ pub struct Conductor {
     /// Autoscaling paused by an operator.
     scaling_paused: bool,
     grace: TimerSet<NodeId>,
-    reservations: TimerSet<ServerId>,
-    stop_retries: TimerSet<ServerId>,
+    reservations: FifoTimers<ServerId>,
+    stop_retries: FifoTimers<ServerId>,
     idle: TimerSet<ServerId>,
     archives: FifoTimers<ServerId>,
     provisions: TimerSet<NodeId>,
@@ -336,8 +340,8 @@ impl Conductor {
             operator_drained: BTreeSet::new(),
             scaling_paused: false,
             grace: TimerSet::new(),
-            reservations: TimerSet::new(),
-            stop_retries: TimerSet::new(),
+            reservations: FifoTimers::new(),
+            stop_retries: FifoTimers::new(),
             idle: TimerSet::new(),
             archives: FifoTimers::new(),
             provisions: TimerSet::new(),
@@ -572,6 +576,7 @@ impl Conductor {
             deadline,
             zero_players_since: None,
             archive_due: None,
+            reservation: None,
             stop_retry_at: None,
             requeue_after_exit: false,
             archive_sent: None,
@@ -691,18 +696,15 @@ impl Conductor {
 
     /// Send the stop command and wait for the exit, keeping the RAM booked meanwhile.
     fn request_exit(&mut self, id: ServerId, node: NodeId, kind: ExitKind) {
+        self.unreserve(id);
         let s = self.servers.get_mut(&id).expect("known server");
-        if let State::AwaitingStart { since, .. } = s.state {
-            self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
-        }
         s.state = State::AwaitingExit { node, kind };
         let retry = self.now.plus(STOP_RETRY_MS);
         debug_assert!(s.stop_retry_at.is_none(), "{id} has a stop retry already");
-        s.stop_retry_at = Some(retry);
+        s.stop_retry_at = Some(self.stop_retries.insert(retry, id));
         self.clear_idle(id);
         let reason = stop_reason(kind);
         self.out.push_back(Command::StopContainer { server: id, node, reason });
-        self.stop_retries.insert(retry, id);
     }
 
     // ---------------------------------------------------------------- container completions
@@ -710,8 +712,8 @@ impl Conductor {
     fn on_container_started(&mut self, id: ServerId, node: NodeId) -> Reply {
         let state = self.servers.get(&id).map(|s| s.state.clone());
         match state {
-            Some(State::AwaitingStart { node: n, since }) if n == node => {
-                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
+            Some(State::AwaitingStart { node: n, .. }) if n == node => {
+                self.unreserve(id);
                 self.servers.get_mut(&id).expect("known").state = State::Running { node };
                 self.world_started(id, node);
                 if let Some(m) = self.migrations.remove(&id) {
@@ -770,8 +772,8 @@ impl Conductor {
     fn on_container_failed(&mut self, id: ServerId, node: NodeId, reason: String) -> Reply {
         let state = self.servers.get(&id).map(|s| s.state.clone());
         match state {
-            Some(State::AwaitingStart { node: n, since }) if n == node => {
-                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
+            Some(State::AwaitingStart { node: n, .. }) if n == node => {
+                self.unreserve(id);
                 // A reserved server keeps its booking while it waits for the retry.
                 if self.servers[&id].plan != Plan::Reserved || self.migrations.contains_key(&id) {
                     self.unbind(id);
@@ -890,7 +892,8 @@ impl Conductor {
         s.queued_at = now;
         s.deadline = now.plus(s_to_ms(self.cfg.queue.timeout_s));
         let (ram_mb, plan) = (s.ram_mb, s.plan);
-        self.reservations.insert(now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
+        debug_assert!(s.reservation.is_none(), "{id} reserved twice");
+        s.reservation = Some(self.reservations.insert(now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
         self.out.push_back(Command::StartContainer { server: id, node, ram_mb, plan, world });
     }
 
@@ -1004,7 +1007,7 @@ impl Conductor {
     fn running_servers(&self) -> Vec<ServerInfo> {
         let mut v = Vec::new();
         for (i, booked) in self.booked_on.iter().enumerate() {
-            for &id in booked {
+            for &id in booked.iter() {
                 let s = &self.servers[&id];
                 if let State::Running { node } = s.state {
                     if node.0 as usize == i {
@@ -1256,7 +1259,8 @@ impl Conductor {
         let s = self.servers.get_mut(&id).expect("known");
         s.state = State::AwaitingStart { node, since: self.now };
         let (ram_mb, plan) = (s.ram_mb, s.plan);
-        self.reservations.insert(self.now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id);
+        debug_assert!(s.reservation.is_none(), "{id} reserved twice");
+        s.reservation = Some(self.reservations.insert(self.now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));
         self.publish(Event::Placed { server: id, node, waited_ms, world });
         self.out.push_back(Command::StartContainer { server: id, node, ram_mb, plan, world });
     }
@@ -1339,14 +1343,14 @@ impl Conductor {
         self.fleet.bind(node, s.ram_mb);
         let slot = node.0 as usize;
         if self.booked_on.len() <= slot {
-            self.booked_on.resize(slot + 1, BTreeSet::new());
+            self.booked_on.resize_with(slot + 1, SortedSet::default);
         }
         self.booked_on[slot].insert(id);
     }
 
     /// The servers booked on `node`, in id order.
     fn booked_on(&self, node: NodeId) -> impl Iterator<Item = ServerId> + '_ {
-        self.booked_on.get(node.0 as usize).into_iter().flatten().copied()
+        self.booked_on.get(node.0 as usize).into_iter().flat_map(SortedSet::iter).copied()
     }
 
     fn unbind(&mut self, id: ServerId) {
@@ -1391,8 +1395,15 @@ impl Conductor {
     }
 
     fn unschedule_stop_retry(&mut self, id: ServerId) {
-        if let Some(at) = self.servers.get_mut(&id).and_then(|s| s.stop_retry_at.take()) {
-            self.stop_retries.remove(at, id);
+        if let Some(ticket) = self.servers.get_mut(&id).and_then(|s| s.stop_retry_at.take()) {
+            self.stop_retries.remove(ticket, id);
+        }
+    }
+
+    /// Withdraw its start reservation's timeout (it started, failed, or is stopping).
+    fn unreserve(&mut self, id: ServerId) {
+        if let Some(ticket) = self.servers.get_mut(&id).and_then(|s| s.reservation.take()) {
+            self.reservations.remove(ticket, id);
         }
     }
 
@@ -1623,8 +1634,8 @@ impl Conductor {
             return;
         }
         {
-            if let State::AwaitingStart { since, .. } = state {
-                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid);
+            if let State::AwaitingStart { .. } = state {
+                self.unreserve(sid);
             }
             self.unbind(sid);
         }
@@ -1839,10 +1850,10 @@ impl Conductor {
             return;
         }
         for sid in affected {
-            let s = self.servers.get_mut(&sid).expect("known");
-            if let State::AwaitingStart { since, .. } = s.state {
-                self.reservations.remove(since.plus(s_to_ms(self.cfg.reservation_timeout_s)), sid);
+            if let State::AwaitingStart { .. } = self.servers[&sid].state {
+                self.unreserve(sid);
             }
+            let s = self.servers.get_mut(&sid).expect("known");
             let starting = matches!(s.state, State::AwaitingStart { .. });
             s.state = State::Lost { node: id, starting };
             self.clear_idle(sid);
@@ -2044,6 +2055,7 @@ impl Conductor {
                 deadline,
                 zero_players_since: None,
                 archive_due: None,
+                reservation: None,
                 stop_retry_at: None,
                 requeue_after_exit: false,
                 archive_sent: None,
@@ -2578,6 +2590,9 @@ impl Conductor {
             self.node_lost(id);
         }
         while let Some((_, id)) = self.reservations.pop_due(now) {
+            if let Some(s) = self.servers.get_mut(&id) {
+                s.reservation = None;
+            }
             if let Some(State::AwaitingStart { node, .. }) = self.servers.get(&id).map(|s| s.state.clone()) {
                 // It may be up there without having reported (and then its newest world
                 // is there): its RAM stays booked and it is stopped, repeatedly until the
@@ -2600,10 +2615,8 @@ impl Conductor {
             s.stop_retry_at = None;
             if let State::AwaitingExit { node, kind } = s.state {
                 let reason = stop_reason(kind);
-                let retry = now.plus(STOP_RETRY_MS);
-                s.stop_retry_at = Some(retry);
+                s.stop_retry_at = Some(self.stop_retries.insert(now.plus(STOP_RETRY_MS), id));
                 self.out.push_back(Command::StopContainer { server: id, node, reason });
-                self.stop_retries.insert(retry, id);
             }
         }
         while let Some((t, id)) = self.idle.pop_due(now) {
@@ -2701,7 +2714,7 @@ impl Conductor {
                     status: Self::status_of(s),
                 })
                 .collect(),
-            reservations: self.reservations.iter().map(|&(_, s)| s).collect(),
+            reservations: self.reservations.keys().collect(),
             migrations: self
                 .migrations
                 .iter()
@@ -2755,7 +2768,7 @@ pub(crate) struct InvariantView<'a> {
     pub reservations: Vec<ServerId>,
     pub migrations: Vec<MigrationView>,
     pub consolidating: &'a BTreeSet<NodeId>,
-    pub booked_on: &'a [BTreeSet<ServerId>],
+    pub booked_on: &'a [SortedSet<ServerId>],
 }
 
 pub(crate) struct MigrationView {

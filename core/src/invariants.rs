@@ -4,6 +4,7 @@
 use crate::engine::{Conductor, ServerStatus};
 use crate::model::NodeId;
 use crate::node::Lifecycle;
+use crate::sorted::SortedSet;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) fn check(c: &Conductor) -> Vec<String> {
@@ -14,7 +15,7 @@ pub(crate) fn check(c: &Conductor) -> Vec<String> {
     let reserve = v.fleet.reserve();
     let mut sums: BTreeMap<NodeId, (u64, u32, u32)> = BTreeMap::new();
     // The per-node booking index agrees with the servers' own bookings.
-    let indexed: usize = v.booked_on.iter().map(BTreeSet::len).sum();
+    let indexed: usize = v.booked_on.iter().map(SortedSet::len).sum();
     let bound = v.servers.iter().filter(|s| s.bound.is_some()).count();
     if indexed != bound {
         bad.push(format!("booking index holds {indexed} servers, {bound} are bound"));

@@ -1,6 +1,6 @@
 //! A small ordered set kept as a sorted vector: the placement index's per-kind sets hold
 //! one entry per node (tens to a few hundred), and every booking moves one entry a short
-//! way. A move is two binary searches and a rotation of the entries between the old and
+//! way; the engine's per-node booking index holds the servers of one node. A move is two binary searches and a rotation of the entries between the old and
 //! the new place, not a tree removal and insertion.
 
 #[derive(Clone, Debug)]
@@ -60,6 +60,14 @@ impl<T: Ord + Copy> SortedSet<T> {
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.v.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    pub(crate) fn contains(&self, x: &T) -> bool {
+        self.v.binary_search(x).is_ok()
     }
 
     /// In order.

@@ -75,10 +75,6 @@ impl<K: Ord + Copy> TimerSet<K> {
         self.refresh();
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &(Millis, K)> {
-        self.set.iter()
-    }
-
     fn refresh(&mut self) {
         self.first = self.set.first().map(|&(t, _)| t);
     }
@@ -184,6 +180,11 @@ impl<K: Ord + Copy> FifoTimers<K> {
         };
         self.refresh();
         e
+    }
+
+    /// The pending keys, in no particular order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.queue.iter().filter(|e| e.2).map(|e| e.1).chain(self.side.iter().map(|e| e.1))
     }
 
     #[cfg(test)]

@@ -113,7 +113,7 @@ struct Item {
 /// from a trusted trace, so SipHash's flooding resistance buys nothing here. Iteration
 /// order never reaches an output (the few walks over these maps sort first).
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -166,6 +166,7 @@ impl FxHasher {
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
 
 impl PartialEq for Item {
     fn eq(&self, o: &Self) -> bool {
@@ -855,7 +856,8 @@ impl Sim<'_> {
             }
             Ev::List(node) => {
                 if let Some(h) = self.world.hosts.get(&node).filter(|h| h.up) {
-                    let servers = h.containers.iter().copied().collect();
+                    let mut servers: Vec<ServerId> = h.containers.iter().copied().collect();
+                    servers.sort_unstable();
                     self.deliver(t, Input::NodeContainers { node, servers });
                 }
             }

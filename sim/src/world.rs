@@ -4,11 +4,11 @@
 //! random stream, so changing one knob does not reshuffle the others.
 
 use crate::dense::Dense;
+use crate::harness::FastSet;
 use crate::scenario::{Faults, Timing};
 use conductor_core::model::{NodeId, NodeKind, ServerId, ServerType, WorldAction};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeSet;
 
 pub const HOUR_MS: u64 = 3_600_000;
 /// Hours in a billing month (Hetzner and the design document use 730).
@@ -59,7 +59,8 @@ pub struct Host {
     pub kind: NodeKind,
     /// Booted (for VMs) and not crashed: answers probes, runs containers.
     pub up: bool,
-    pub containers: BTreeSet<ServerId>,
+    /// Unordered: whoever lists them sorts.
+    pub containers: FastSet<ServerId>,
     pub vm: Option<Vm>,
 }
 
