@@ -380,23 +380,23 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         let mut pending = rows.next()?;
         let mut last_row_ms = 0u64;
         loop {
-            let t_engine = sim.engine.poll_timeout().map(|m| m.0);
-            let t_heap = sim.next_world_t();
-            let t_row = pending.as_ref().map(|r| r.at_ms + warmup_ms);
+            // u64::MAX stands for "none" (no simulated run reaches it).
+            let t_engine = sim.engine.poll_timeout().map_or(u64::MAX, |m| m.0);
+            let t_heap = sim.next_world_t().unwrap_or(u64::MAX);
+            let t_row = pending.as_ref().map_or(u64::MAX, |r| r.at_ms + warmup_ms);
             let end = warmup_ms + duration_ms.max(last_row_ms);
-            let t = [t_engine, t_heap, t_row].into_iter().flatten().min();
-            let Some(t) = t else { break };
-            if pending.is_none() && t > end {
+            let t = t_engine.min(t_heap).min(t_row);
+            if t == u64::MAX || (pending.is_none() && t > end) {
                 break;
             }
             sim.clock = t;
-            if t >= warmup_ms {
+            if t >= warmup_ms && t - warmup_ms >= sampler.next_ms {
                 sampler.take_until(&mut sim, (t - warmup_ms).min(end - warmup_ms));
             }
-            if t_engine == Some(t) {
+            if t_engine == t {
                 sim.engine.handle_timeout(Millis(t));
                 sim.drain(t);
-            } else if t_heap == Some(t) {
+            } else if t_heap == t {
                 let item = sim.pop_world().expect("peeked");
                 sim.world_event(item.t, item.ev);
             } else {
