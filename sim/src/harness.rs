@@ -280,7 +280,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
             std::fs::create_dir_all(dir).map_err(|e| SimError::Run(format!("{}: {e}", dir.display())))?;
             let p = dir.join("decisions.csv");
             let f = std::fs::File::create(&p).map_err(|e| SimError::Run(format!("{}: {e}", p.display())))?;
-            Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+            Box::new(WriterThread::spawn(f).map_err(|e| SimError::Run(format!("{}: {e}", p.display())))?)
         }
         None => Box::new(std::io::sink()),
     };
@@ -532,6 +532,116 @@ fn place_line(l: &mut Vec<u8>, at: u64, server: u64, name: &str, waited_ms: u64,
         }
     }
     l.push(b'\n');
+}
+
+/// Bytes collected before a buffer is handed to the writing thread.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A file written on a thread of its own (decisions.csv, tens of MB on a large run): the
+/// event loop fills a buffer and hands it over when full, so the write system calls and
+/// the kernel's copy overlap the loop. Buffers come back for reuse. `flush` waits until
+/// everything handed over is written; the first write error is returned from then on.
+struct WriterThread {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    in_flight: usize,
+    failed: Option<std::io::ErrorKind>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriterThread {
+    fn spawn(mut f: std::fs::File) -> std::io::Result<WriterThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new().name("decisions-writer".into()).spawn(move || {
+            for mut b in rx {
+                let r = f.write_all(&b).map(|()| {
+                    b.clear();
+                    b
+                });
+                if back_tx.send(r).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(WriterThread {
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            tx: Some(tx),
+            back,
+            in_flight: 0,
+            failed: None,
+            handle: Some(handle),
+        })
+    }
+
+    /// Note a buffer's return (or the writer's error).
+    fn returned(&mut self, r: Option<std::io::Result<Vec<u8>>>) -> Option<Vec<u8>> {
+        self.in_flight -= 1;
+        match r {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                self.failed = self.failed.or(Some(e.kind()));
+                None
+            }
+            None => {
+                self.failed = self.failed.or(Some(std::io::ErrorKind::BrokenPipe));
+                None
+            }
+        }
+    }
+
+    /// Hand the buffer over, continuing in a returned one (or a new one).
+    fn ship(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() || self.failed.is_some() {
+            return self.failed.map_or(Ok(()), |kind| Err(kind.into()));
+        }
+        let mut spare = None;
+        while let Ok(r) = self.back.try_recv() {
+            spare = self.returned(Some(r)).or(spare);
+        }
+        let next = spare.unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER));
+        let full = std::mem::replace(&mut self.buf, next);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+        if !sent {
+            self.failed = self.failed.or(Some(std::io::ErrorKind::BrokenPipe));
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+}
+
+impl Write for WriterThread {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.ship()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.ship()?;
+        while self.in_flight > 0 {
+            let r = self.back.recv().ok();
+            self.returned(r);
+        }
+        match self.failed {
+            Some(kind) => Err(kind.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let _ = self.ship();
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Rows per batch handed from the parsing thread to the event loop.
@@ -1362,6 +1472,33 @@ fn placement_problem(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything written, in chunks small and large across buffer boundaries, is in the
+    /// file after a flush, in order; a write error (a full disk) comes back from `flush`.
+    #[test]
+    fn the_writer_thread_writes_everything_in_order_and_reports_errors() {
+        let path = std::env::temp_dir().join(format!("conductor-writer-{}.txt", std::process::id()));
+        let mut w = WriterThread::spawn(std::fs::File::create(&path).unwrap()).unwrap();
+        let mut want = Vec::new();
+        for i in 0..200_000u32 {
+            let chunk = if i % 1000 == 0 { vec![b'x'; 70_000] } else { format!("{i},").into_bytes() };
+            w.write_all(&chunk).unwrap();
+            want.extend_from_slice(&chunk);
+        }
+        w.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want, "after flush");
+        w.write_all(b"tail").unwrap();
+        drop(w);
+        want.extend_from_slice(b"tail");
+        assert_eq!(std::fs::read(&path).unwrap(), want, "after drop");
+        std::fs::remove_file(&path).unwrap();
+
+        let mut full = WriterThread::spawn(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap()).unwrap();
+        for _ in 0..3 {
+            let _ = full.write_all(&vec![b'y'; WRITE_BUFFER]);
+        }
+        assert!(full.flush().is_err(), "a full disk is reported");
+    }
 
     #[test]
     fn the_reproduce_line_names_the_path_and_every_override() {
