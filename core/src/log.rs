@@ -1,4 +1,4 @@
-//! The debug log: a bounded ring of the last decisions, O(1) insert. Events are kept
+//! The debug log: a bounded ring of the last fleet decisions and failures, O(1) insert. Events are kept
 //! structured and only formatted when someone reads the log.
 
 use crate::io::Event;
@@ -35,8 +35,21 @@ impl DebugLog {
     }
 
     pub fn event(&mut self, at: Millis, e: &Event) {
-        // Player-facing churn (queue positions) would push decisions out of a 200-entry log.
-        if matches!(e, Event::Queued { .. }) {
+        // The log is for the fleet's decisions (scaling, health, provisioning, moves) and for
+        // what went wrong. A server's routine life (queued, placed, started, stopped, its
+        // world's whereabouts) happens thousands of times an hour on a large fleet and would
+        // push every decision out of a 200-entry log within seconds; the event stream and
+        // the journal keep it. (The original's debug log held only fleet decisions too.)
+        if matches!(
+            e,
+            Event::Queued { .. }
+                | Event::Placed { .. }
+                | Event::Started { .. }
+                | Event::Cancelled { .. }
+                | Event::Stopped { .. }
+                | Event::WorldOn { .. }
+                | Event::WorldArchived { .. }
+        ) {
             return;
         }
         self.push(LogEntry { at, level: "info", message: LogMessage::Event(e.clone()) });
@@ -69,6 +82,20 @@ impl DebugLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{NodeId, ServerId};
+
+    #[test]
+    fn keeps_decisions_and_failures_not_a_servers_routine_life() {
+        let mut log = DebugLog::new(10);
+        let (server, node) = (ServerId(1), NodeId(2));
+        log.event(Millis(1), &Event::Started { server, node });
+        log.event(Millis(2), &Event::Queued { server, position: 1 });
+        assert!(log.is_empty());
+        log.event(Millis(3), &Event::ServerLost { server, node });
+        log.event(Millis(4), &Event::NodeProvisioned { node });
+        let at: Vec<u64> = log.entries().map(|e| e.at.0).collect();
+        assert_eq!(at, vec![3, 4]);
+    }
 
     #[test]
     fn keeps_the_newest_entries_up_to_its_capacity() {
