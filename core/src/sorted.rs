@@ -1,7 +1,8 @@
 //! A small ordered set kept as a sorted vector: the placement index's per-kind sets hold
 //! one entry per node (tens to a few hundred), and every booking moves one entry a short
-//! way; the engine's per-node booking index holds the servers of one node. A move is two binary searches and a rotation of the entries between the old and
-//! the new place, not a tree removal and insertion.
+//! way; the engine's per-node booking index holds the servers of one node. A move is a
+//! binary search and a walk over the entries between the old and the new place, not a
+//! tree removal and insertion.
 
 #[derive(Clone, Debug)]
 pub(crate) struct SortedSet<T: Ord + Copy> {
@@ -38,19 +39,23 @@ impl<T: Ord + Copy> SortedSet<T> {
     }
 
     /// Replace `old` (which must be present) with `new` (which must not be), moving
-    /// only the entries between their places.
+    /// only the entries between their places: one binary search for `old`, then an
+    /// insertion-sort walk (a booking moves an entry a few places, so the walk is shorter
+    /// than a second search and a rotation).
     pub(crate) fn replace(&mut self, old: T, new: T) {
-        let i = self.v.binary_search(&old).expect("replacing an entry that is in the set");
+        let mut i = self.v.binary_search(&old).expect("replacing an entry that is in the set");
         if new > old {
-            // Its place among the others (those after `old` shift down by one).
-            let j = self.v.partition_point(|x| *x < new) - 1;
-            self.v[i..=j].rotate_left(1);
-            self.v[j] = new;
-        } else if new < old {
-            let j = self.v.partition_point(|x| *x < new);
-            self.v[j..=i].rotate_right(1);
-            self.v[j] = new;
+            while i + 1 < self.v.len() && self.v[i + 1] < new {
+                self.v[i] = self.v[i + 1];
+                i += 1;
+            }
+        } else {
+            while i > 0 && self.v[i - 1] > new {
+                self.v[i] = self.v[i - 1];
+                i -= 1;
+            }
         }
+        self.v[i] = new;
     }
 
     pub(crate) fn last(&self) -> Option<&T> {
