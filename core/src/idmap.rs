@@ -2,8 +2,9 @@
 //! and an ordered map for the rest. Drivers hand out dense ids (the simulator interns
 //! trace names, the live driver numbers servers as it learns them), so lookups are an
 //! index, not a tree walk; any id still works. The index costs 4 bytes per id ever
-//! seen; the values themselves sit packed in the slab, one per entry present, so a
-//! month of servers that came and went does not keep a slot of a server's size each.
+//! seen; the values themselves sit in a slab as large as the most entries present at
+//! once (holes are reused), so a month of servers that came and went does not keep a
+//! slot of a server's size each.
 //! Iteration is in ascending id order (every dense id is below every sparse one), so it
 //! is as deterministic as the `BTreeMap` it replaces.
 
@@ -19,14 +20,17 @@ const DENSE_MAX: u64 = 1 << 22;
 pub(crate) struct IdMap<V> {
     /// For each dense id, its position in `slab` plus one; 0 when absent.
     index: Vec<u32>,
-    /// The dense entries in no particular order (removal swaps the last one in).
-    slab: Vec<(ServerId, V)>,
+    /// The dense entries in no particular order; a removed entry leaves a hole that the
+    /// next insertion fills (nothing moves, so a removal touches only its own entry).
+    slab: Vec<Option<V>>,
+    /// Holes in `slab`.
+    free: Vec<u32>,
     sparse: BTreeMap<ServerId, V>,
 }
 
 impl<V> Default for IdMap<V> {
     fn default() -> Self {
-        IdMap { index: Vec::new(), slab: Vec::new(), sparse: BTreeMap::new() }
+        IdMap { index: Vec::new(), slab: Vec::new(), free: Vec::new(), sparse: BTreeMap::new() }
     }
 }
 
@@ -36,7 +40,7 @@ impl<V> IdMap<V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slab.len() + self.sparse.len()
+        self.slab.len() - self.free.len() + self.sparse.len()
     }
 
     /// The slab position of a dense id, if present.
@@ -49,7 +53,7 @@ impl<V> IdMap<V> {
 
     pub(crate) fn get(&self, id: &ServerId) -> Option<&V> {
         if id.0 < DENSE_MAX {
-            self.pos(id.0).map(|p| &self.slab[p].1)
+            self.pos(id.0).and_then(|p| self.slab[p].as_ref())
         } else {
             self.sparse.get(id)
         }
@@ -57,7 +61,7 @@ impl<V> IdMap<V> {
 
     pub(crate) fn get_mut(&mut self, id: &ServerId) -> Option<&mut V> {
         if id.0 < DENSE_MAX {
-            self.pos(id.0).map(|p| &mut self.slab[p].1)
+            self.pos(id.0).and_then(|p| self.slab[p].as_mut())
         } else {
             self.sparse.get_mut(id)
         }
@@ -72,15 +76,24 @@ impl<V> IdMap<V> {
             return self.sparse.insert(id, v);
         }
         if let Some(p) = self.pos(id.0) {
-            return Some(std::mem::replace(&mut self.slab[p].1, v));
+            return self.slab[p].replace(v);
         }
         let i = id.0 as usize;
         if self.index.len() <= i {
             self.index.resize(i + 1, 0);
         }
-        self.slab.push((id, v));
-        // At most DENSE_MAX entries, so the position fits.
-        self.index[i] = self.slab.len() as u32;
+        // At most DENSE_MAX entries, so a position fits.
+        let p = match self.free.pop() {
+            Some(p) => {
+                self.slab[p as usize] = Some(v);
+                p as usize
+            }
+            None => {
+                self.slab.push(Some(v));
+                self.slab.len() - 1
+            }
+        };
+        self.index[i] = p as u32 + 1;
         None
     }
 
@@ -90,11 +103,8 @@ impl<V> IdMap<V> {
         }
         let p = self.pos(id.0)?;
         self.index[id.0 as usize] = 0;
-        let (_, v) = self.slab.swap_remove(p);
-        if let Some(&(moved, _)) = self.slab.get(p) {
-            self.index[moved.0 as usize] = p as u32 + 1;
-        }
-        Some(v)
+        self.free.push(p as u32);
+        self.slab[p].take()
     }
 
     /// The value for `id`, inserted by `f` if absent.
@@ -112,7 +122,7 @@ impl<V> IdMap<V> {
             .iter()
             .enumerate()
             .filter(|&(_, &p)| p > 0)
-            .map(|(i, &p)| (ServerId(i as u64), &self.slab[p as usize - 1].1));
+            .filter_map(|(i, &p)| Some((ServerId(i as u64), self.slab[p as usize - 1].as_ref()?)));
         dense.chain(self.sparse.iter().map(|(&id, v)| (id, v)))
     }
 }
@@ -224,11 +234,13 @@ mod tests {
     }
 
     #[test]
-    fn removals_that_move_slab_entries_keep_every_id_findable() {
-        // Inserts and removals in a fixed pseudo-random order (an LCG): every removal
-        // but the last entry's moves another entry in the slab.
+    fn removals_and_reused_holes_keep_every_id_findable() {
+        // Inserts and removals in a fixed pseudo-random order (an LCG): removals leave
+        // holes in the slab that later insertions fill. The slab never outgrows the most
+        // entries present at once.
         let (mut m, mut reference) = (IdMap::new(), BTreeMap::new());
         let mut x: u64 = 7;
+        let mut peak = 0;
         for step in 0..20_000u64 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let id = ServerId((x >> 33) % 500);
@@ -238,6 +250,8 @@ mod tests {
                 assert_eq!(m.insert(id, step), reference.insert(id, step), "step {step}");
             }
             assert_eq!(m.len(), reference.len());
+            peak = peak.max(reference.len());
+            assert!(m.slab.len() <= peak, "step {step}: slab {} for at most {peak} entries", m.slab.len());
         }
         for id in 0..500 {
             assert_eq!(m.get(&ServerId(id)), reference.get(&ServerId(id)), "id {id}");
