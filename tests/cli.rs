@@ -35,6 +35,22 @@ fn simulate_writes_results_and_exits_zero() {
 }
 
 #[test]
+fn a_decisions_file_that_cannot_be_written_fails_the_run() {
+    // decisions.csv on a full disk (/dev/full): exit 1 naming the file, not a silent success.
+    let d = tmp("fulldisk");
+    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n60,a,stop,\n").unwrap();
+    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink("/dev/full", out.join("decisions.csv")).unwrap();
+    let o = bin().arg("simulate").arg(d.join("s.toml")).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("decisions.csv"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn malformed_trace_exits_two_with_file_and_line() {
     let d = tmp("badtrace");
     std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n-5,b,start,1024\n").unwrap();

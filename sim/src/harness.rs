@@ -422,8 +422,10 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
     let end = warmup_ms + duration_ms.max(last_row_ms);
     sim.check(end);
     sampler.take_until(&mut sim, end - warmup_ms);
-    let result = sim.finish(end, &sc.name, &sc.policy, seed, sampler.samples);
+    let (result, written) = sim.finish(end, &sc.name, &sc.policy, seed, sampler.samples);
     if let Some(dir) = &opts.out {
+        // A decisions.csv cut short (a full disk) fails the run rather than passing silently.
+        written.map_err(|e| SimError::Run(format!("{}: {e}", dir.join("decisions.csv").display())))?;
         write_outputs(dir, &result, loaded, seed)?;
     }
     Ok(result)
@@ -1263,7 +1265,15 @@ impl Sim<'_> {
         }
     }
 
-    fn finish(mut self, end: u64, scenario: &str, policy: &str, seed: u64, samples: Vec<Sample>) -> RunResult {
+    /// The run's result, and whether `decisions.csv` was written in full.
+    fn finish(
+        mut self,
+        end: u64,
+        scenario: &str,
+        policy: &str,
+        seed: u64,
+        samples: Vec<Sample>,
+    ) -> (RunResult, std::io::Result<()>) {
         // Requests still open wait until the end; servers still served are served to the end.
         // In server id order (the map iterates that way).
         let open: Vec<(ServerId, u64, bool)> =
@@ -1339,14 +1349,15 @@ impl Sim<'_> {
             invariant_violations: self.violations,
             events: self.events,
         };
-        let _ = self.decisions.flush();
-        RunResult {
+        let written = self.decisions.flush();
+        let result = RunResult {
             summary,
             violations: self.violation_lines,
             demanded_ms: self.demanded_ms,
             served_ms: self.served_ms,
             samples,
-        }
+        };
+        (result, written)
     }
 }
 
