@@ -81,8 +81,9 @@ impl<K: Ord + Copy> TimerSet<K> {
 }
 
 /// Where a [`FifoTimers`] entry is: its deadline, and its absolute position in the
-/// deque (or [`Ticket::SIDE`] when it went to the side tree). The caller keeps it to
-/// cancel the entry.
+/// deque, or (with [`Ticket::SIDE`] set) its unique number in the side tree. The caller
+/// keeps it to cancel the entry; a ticket names one insertion, so a stale one never
+/// cancels a later entry with the same deadline and key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ticket {
     at: Millis,
@@ -90,7 +91,7 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    const SIDE: u64 = u64::MAX;
+    const SIDE: u64 = 1 << 63;
 
     #[cfg(test)]
     pub(crate) fn at(&self) -> Millis {
@@ -110,13 +111,15 @@ pub(crate) struct FifoTimers<K: Ord + Copy> {
     queue: VecDeque<(Millis, K, bool)>,
     /// The absolute position of `queue[0]`.
     base: u64,
-    side: BTreeSet<(Millis, K)>,
+    /// `(deadline, key, insertion number)`.
+    side: BTreeSet<(Millis, K, u64)>,
+    side_next: u64,
     first: Option<Millis>,
 }
 
 impl<K: Ord + Copy> Default for FifoTimers<K> {
     fn default() -> Self {
-        FifoTimers { queue: VecDeque::new(), base: 0, side: BTreeSet::new(), first: None }
+        FifoTimers { queue: VecDeque::new(), base: 0, side: BTreeSet::new(), side_next: 0, first: None }
     }
 }
 
@@ -133,15 +136,17 @@ impl<K: Ord + Copy> FifoTimers<K> {
             self.queue.push_back((at, key, true));
             Ticket { at, slot: self.base + self.queue.len() as u64 - 1 }
         } else {
-            self.side.insert((at, key));
-            Ticket { at, slot: Ticket::SIDE }
+            let n = self.side_next;
+            self.side_next += 1;
+            self.side.insert((at, key, n));
+            Ticket { at, slot: Ticket::SIDE | n }
         }
     }
 
     /// Cancel the entry `ticket` names for `key`; false if it is not pending.
     pub(crate) fn remove(&mut self, ticket: Ticket, key: K) -> bool {
-        let removed = if ticket.slot == Ticket::SIDE {
-            self.side.remove(&(ticket.at, key))
+        let removed = if ticket.slot & Ticket::SIDE != 0 {
+            self.side.remove(&(ticket.at, key, ticket.slot & !Ticket::SIDE))
         } else {
             match ticket.slot.checked_sub(self.base).and_then(|i| self.queue.get_mut(i as usize)) {
                 Some(e) if e.2 && (e.0, e.1) == (ticket.at, key) => {
@@ -168,15 +173,16 @@ impl<K: Ord + Copy> FifoTimers<K> {
             return None;
         }
         let front = self.queue.front().map(|&(t, k, _)| (t, k));
-        let e = match (front, self.side.first().copied()) {
-            (Some(q), Some(s)) if s < q => self.side.pop_first(),
+        let side = self.side.first().map(|&(t, k, _)| (t, k));
+        let e = match (front, side) {
+            (Some(q), Some(s)) if s < q => self.side.pop_first().map(|(t, k, _)| (t, k)),
             (Some(_), _) => {
                 let (t, k, _) = self.queue.pop_front().expect("front exists");
                 self.base += 1;
                 self.drop_dead_front();
                 Some((t, k))
             }
-            (None, _) => self.side.pop_first(),
+            (None, _) => self.side.pop_first().map(|(t, k, _)| (t, k)),
         };
         self.refresh();
         e
@@ -385,6 +391,34 @@ mod tests {
                 assert_eq!(f.len(), model.len());
             }
         }
+    }
+
+    /// A ticket names one insertion: once its entry is popped or cancelled, it cancels
+    /// nothing, not even a later entry with the same deadline and key (deque or side).
+    #[test]
+    fn a_stale_ticket_never_cancels_a_later_entry() {
+        let mut f: FifoTimers<u32> = FifoTimers::new();
+        f.insert(Millis(500), 9); // the deque's back: what follows goes to the side tree
+        let side = f.insert(Millis(100), 1);
+        assert_eq!(f.pop_due(Millis(100)), Some((Millis(100), 1)));
+        let again = f.insert(Millis(100), 1);
+        assert!(!f.remove(side, 1), "popped: stale");
+        assert_eq!(f.first(), Some(Millis(100)));
+        assert!(f.remove(again, 1));
+        assert!(!f.remove(again, 1), "cancelled: stale");
+        let later = f.insert(Millis(100), 1);
+        assert!(!f.remove(again, 1));
+        assert_eq!(f.pop_due(Millis(100)), Some((Millis(100), 1)));
+        assert!(!f.remove(later, 1));
+        // The deque: a popped slot's ticket stays stale when the same deadline and key return.
+        let back = f.insert(Millis(600), 2);
+        assert_eq!(f.pop_due(Millis(500)), Some((Millis(500), 9)));
+        assert_eq!(f.pop_due(Millis(600)), Some((Millis(600), 2)));
+        let back_again = f.insert(Millis(600), 2);
+        assert!(!f.remove(back, 2));
+        assert_eq!(f.first(), Some(Millis(600)));
+        assert!(f.remove(back_again, 2));
+        assert_eq!(f.first(), None);
     }
 
     #[test]

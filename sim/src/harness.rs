@@ -595,8 +595,13 @@ impl WriterThread {
 
     /// Hand the buffer over, continuing in a returned one (or a new one).
     fn ship(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() || self.failed.is_some() {
-            return self.failed.map_or(Ok(()), |kind| Err(kind.into()));
+        if let Some(kind) = self.failed {
+            // The file is incomplete already: what follows is dropped, not hoarded.
+            self.buf.clear();
+            return Err(kind.into());
+        }
+        if self.buf.is_empty() {
+            return Ok(());
         }
         let mut spare = None;
         while let Ok(r) = self.back.try_recv() {
