@@ -39,6 +39,7 @@ pub enum Timer {
 }
 
 impl Timer {
+    /// Every timer, in declaration order.
     pub const ALL: [Timer; 13] = [
         Timer::StartupDelay,
         Timer::QueueTick,
@@ -59,10 +60,10 @@ impl Timer {
 #[derive(Clone, Debug, PartialEq)]
 enum State {
     Queued,
-    /// Placed; the start command is out and its RAM is booked.
+    /// Placed; the start command is out and its RAM is booked (its start timeout is the
+    /// server's `reservation`).
     AwaitingStart {
         node: NodeId,
-        since: Millis,
     },
     Running {
         node: NodeId,
@@ -413,7 +414,7 @@ impl Conductor {
     pub fn poll_timeout(&self) -> Option<Millis> {
         // Every timer keeps its earliest deadline in a field, so this is a few loads and
         // compares, straight-line (it runs once per simulator event); must agree with
-        // `deadline` for every `Timer` (a unit test checks).
+        // `deadline` for every `Timer` (debug builds check at every call).
         let at = |d: Option<Millis>| d.map_or(u64::MAX, |m| m.0);
         let earliest = at(self.startup_pending.then(|| self.startup_end()))
             .min(self.next_queue_tick.0)
@@ -887,7 +888,7 @@ impl Conductor {
         self.unschedule_archive(id);
         let now = self.now;
         let s = self.servers.get_mut(&id).expect("known");
-        s.state = State::AwaitingStart { node, since: now };
+        s.state = State::AwaitingStart { node };
         // Should it be requeued later, it waits from now, with a fresh deadline.
         s.queued_at = now;
         s.deadline = now.plus(s_to_ms(self.cfg.queue.timeout_s));
@@ -1257,7 +1258,7 @@ impl Conductor {
         }
         self.unschedule_archive(id);
         let s = self.servers.get_mut(&id).expect("known");
-        s.state = State::AwaitingStart { node, since: self.now };
+        s.state = State::AwaitingStart { node };
         let (ram_mb, plan) = (s.ram_mb, s.plan);
         debug_assert!(s.reservation.is_none(), "{id} reserved twice");
         s.reservation = Some(self.reservations.insert(self.now.plus(s_to_ms(self.cfg.reservation_timeout_s)), id));

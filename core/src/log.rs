@@ -1,5 +1,5 @@
-//! The debug log: a bounded ring of the last fleet decisions and failures, O(1) insert. Events are kept
-//! structured and only formatted when someone reads the log.
+//! The debug log: a bounded ring of the last fleet decisions and failures, O(1) insert.
+//! Events are kept structured and only formatted when someone reads the log.
 
 use crate::io::Event;
 use crate::time::Millis;
