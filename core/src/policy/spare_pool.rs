@@ -39,11 +39,19 @@ pub struct SparePool {
     /// the engine's anti-flapping window, so an oscillating load is not bought and sold
     /// each cycle.
     trend_seen: VecDeque<(Millis, u64)>,
+    /// The first evaluation seen.
+    first_seen: Option<Millis>,
 }
 
 impl SparePool {
     pub fn new(cfg: SparePoolConfig) -> SparePool {
-        SparePool { cfg, surplus_since: None, demand_seen: VecDeque::new(), trend_seen: VecDeque::new() }
+        SparePool {
+            cfg,
+            surplus_since: None,
+            demand_seen: VecDeque::new(),
+            trend_seen: VecDeque::new(),
+            first_seen: None,
+        }
     }
 
     /// Cloud nodes that count towards `min_nodes`: coming and active ones, not those
@@ -58,6 +66,9 @@ impl SparePool {
     /// off.
     pub fn trend_mb(&self, ctx: &ScalingContext) -> u64 {
         if self.cfg.trend_lead_s == 0 {
+            return 0;
+        }
+        if self.first_seen.is_some_and(|t| ctx.now.since(t) < self.cfg.trend_warmup_s * 1000) {
             return 0;
         }
         let Some(&(t0, d0)) = self.demand_seen.front() else { return 0 };
@@ -149,6 +160,7 @@ impl Policy for SparePool {
     }
 
     fn observe(&mut self, ctx: &ScalingContext) {
+        self.first_seen.get_or_insert(ctx.now);
         if self.cfg.trend_lead_s > 0 {
             // Keep the newest sample at least a window old as the reference.
             let window_ms = self.cfg.trend_window_s * 1000;
@@ -341,6 +353,7 @@ mod tests {
         cfg.spare_pool.trend_window_s = 300;
         cfg.spare_pool.trend_noise_mb = 0;
         cfg.spare_pool.trend_max_percent = 100.0;
+        cfg.spare_pool.trend_warmup_s = 0;
         let mut k = Kit::new(cfg);
         k.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
         let mut p = SparePool::new(k.cfg.spare_pool.clone());
@@ -433,6 +446,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.spare_pool.buffer_mb = 0;
         cfg.spare_pool.overrides.clear();
+        cfg.spare_pool.trend_warmup_s = 0;
         let mut k = Kit::new(cfg);
         // Usable 40000 - 6000 = 34000.
         k.node(NodeKind::Dedicated, 40000, 4000, Millis::ZERO);
@@ -449,5 +463,49 @@ mod tests {
         let mut k3 = Kit::new(k.cfg.clone());
         k3.node(NodeKind::Dedicated, 40000, 12000, Millis::ZERO);
         assert_eq!(p.scale_up(&k3.ctx(Millis(5 * MIN))), None);
+    }
+
+    #[test]
+    fn the_standing_load_coming_up_after_a_start_is_no_trend() {
+        let mut cfg = Config::default();
+        cfg.spare_pool.buffer_mb = 1000;
+        cfg.spare_pool.overrides.clear();
+        cfg.spare_pool.trend_lead_s = 450;
+        cfg.spare_pool.trend_window_s = 300;
+        cfg.spare_pool.trend_noise_mb = 0;
+        cfg.spare_pool.trend_max_percent = 100.0;
+        assert_eq!(cfg.spare_pool.trend_warmup_s, 30 * 60, "the shipped default");
+        let at = |m: u64, allocated: u32| {
+            let mut k = Kit::new(cfg.clone());
+            k.node(NodeKind::Dedicated, 200_000, allocated, Millis::ZERO);
+            (Millis(m * MIN), k)
+        };
+        // The pool first looks at 10 min (an engine started then); servers come up from
+        // nothing: 6000 MB in 5 minutes, the same rise that is worth 9000 MB later on.
+        let mut p = SparePool::new(cfg.spare_pool.clone());
+        let (t, k) = at(10, 0);
+        p.observe(&k.ctx(t));
+        let (t, k) = at(15, 6000);
+        p.observe(&k.ctx(t));
+        assert_eq!(p.trend_mb(&k.ctx(t)), 0, "within the warm-up");
+        assert_eq!(p.target_mb(&k.ctx(t)), 1000, "the buffer alone");
+        assert_eq!(p.keep_target_mb(&k.ctx(t)), 1000, "and nothing held for later");
+        let (t, k) = at(39, 6000);
+        p.observe(&k.ctx(t));
+        let (t, k) = at(40, 6000);
+        p.observe(&k.ctx(t));
+        assert_eq!(p.trend_mb(&k.ctx(t)), 0, "warm from 40 min, but flat");
+        // Once warm, the same rise is a trend.
+        let (t, k) = at(45, 12_000);
+        p.observe(&k.ctx(t));
+        assert_eq!(p.trend_mb(&k.ctx(t)), 9000);
+        // Off: the rise in the first minutes counts.
+        let mut off = cfg.spare_pool.clone();
+        off.trend_warmup_s = 0;
+        let mut p = SparePool::new(off);
+        let (t, k) = at(10, 0);
+        p.observe(&k.ctx(t));
+        let (t, k) = at(15, 6000);
+        assert_eq!(p.trend_mb(&k.ctx(t)), 6000, "9000, capped at the load itself");
     }
 }
