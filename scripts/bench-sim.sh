@@ -17,7 +17,7 @@ rows=$(( $(wc -l < "$dir/large.csv") - 1 ))
 echo "trace rows: $rows"
 for run in 1 2 3; do
   out=$(/usr/bin/time -f "process %e s, max RSS %M KB" $bin simulate scenarios/large-hoster.toml \
-    --set trace="$dir/large.csv" --set duration='"30d"' --out "$dir/out" --quiet 2>&1)
+    --set trace="$dir/large.csv" --set duration='"30d"' --out "$dir/out" --quiet 2>&1) || { echo "$out" >&2; exit 1; }
   # The CLI's own line: the run (parsing, core, simulated world, report and plots) and
   # every simulated event it handled (trace rows, container and VM completions, timers).
   echo "$out" | grep -E "^wall time" || true

@@ -408,8 +408,9 @@ pub struct SparePoolConfig {
     /// never lifts the target past this multiple of last week's peak demand over the lead
     /// time: the rise stops where it stopped last week. 0 turns it off.
     pub trend_season_margin: f64,
-    /// No trend headroom until the pool has watched demand this long: what arrives in
-    /// the first minutes after a (re)start is the standing load, not a rise.
+    /// When the pool's first look finds an empty fleet (demand within `trend_noise_mb`),
+    /// no trend headroom for this long after it: what arrives then is the standing load
+    /// coming up, not a rise. 0 turns it off.
     pub trend_warmup_s: u64,
     pub priority: i32,
 }

@@ -791,11 +791,12 @@ fn a_slower_oscillation_flaps_once_then_the_engine_holds_its_nodes() {
             let (buys, sales) = oscillate(c, 32768, 12, 4096, period, 20, 24 * 60 / period);
             let flapped = flaps(&buys, &sales, cooldown_ms);
             assert!(buys.len() >= 2, "{period} {stack:?}: the bursts need cloud capacity");
-            // Counted by buy-back: the first burst (with the engine's start, before the
-            // spare pool's trend is warm) may be bought, and sold, in two steps.
+            // Counted by buy-back: the first burst comes with the engine's start, before
+            // the spare pool's trend is warm, so it may be bought, and sold, in two steps
+            // (two sales, one buy-back).
             let buy_backs: BTreeSet<u64> = flapped.iter().map(|&(_, bought)| bought).collect();
             assert!(
-                buy_backs.len() <= 1,
+                buy_backs.len() <= 1 && flapped.len() <= 2,
                 "{period} min, {stack:?}: sold and bought again {flapped:?}\n{buys:?}\n{sales:?}"
             );
             // The hold keeps nodes only while the bursts come back.
@@ -817,8 +818,9 @@ fn a_slower_oscillation_flaps_once_then_the_engine_holds_its_nodes() {
     let (buys, sales) = bursts(c, 32768, 12, 4096, &starts, 20, resume + 6 * 70 + 180);
     let flapped = flaps(&buys, &sales, cooldown_ms);
     let first_flap_at = |from: u64| flapped.iter().find(|&&(_, b)| b >= from * MIN).map(|&(_, b)| b);
+    // Two buy-backs; the first may follow two sales (see above).
     let buy_backs: BTreeSet<u64> = flapped.iter().map(|&(_, bought)| bought).collect();
-    assert_eq!(buy_backs.len(), 2, "once per learning: {flapped:?}");
+    assert!(buy_backs.len() == 2 && flapped.len() <= 3, "once per learning: {flapped:?}");
     assert!(first_flap_at(0).unwrap() < 6 * 70 * MIN && first_flap_at(resume).is_some(), "{flapped:?}");
     assert!(sales.iter().any(|&(t, _)| t > 6 * 70 * MIN && t < resume * MIN), "sold in the quiet spell");
 

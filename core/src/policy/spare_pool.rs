@@ -9,9 +9,10 @@
 //! growth of queued plus booked RAM since the newest evaluation at least `trend_window_s`
 //! ago, less `trend_noise_mb`, as a rate over at least the window, times `trend_lead_s`
 //! (what arrives while a VM boots): it buys ahead of a rise instead of keeping a share of
-//! the whole fleet idle. The trend is at most `trend_max_percent` of the load and, once a
-//! week of demand is recorded, stops at `trend_season_margin` times last week's peak over
-//! the lead time.
+//! the whole fleet idle. The trend is at most `trend_max_percent` of the load, is 0 for
+//! `trend_warmup_s` after a first look at an empty fleet (the standing load coming up is
+//! no rise) and, once a week of demand is recorded, stops at `trend_season_margin` times
+//! last week's peak over the lead time.
 //!
 //! Buys while headroom is below the target or fewer than `min_nodes` cloud nodes exist
 //! (up to `max_nodes` cloud nodes), as many VMs as the deficit (or the minimum) needs.
@@ -39,8 +40,11 @@ pub struct SparePool {
     /// the engine's anti-flapping window, so an oscillating load is not bought and sold
     /// each cycle.
     trend_seen: VecDeque<(Millis, u64)>,
-    /// The first evaluation seen.
-    first_seen: Option<Millis>,
+    /// Whether an evaluation was seen yet.
+    looked: bool,
+    /// No trend before this: the pool's first look found an empty fleet (demand within
+    /// `trend_noise_mb`), so what arrives next is the standing load coming up.
+    cold_until: Millis,
 }
 
 impl SparePool {
@@ -50,7 +54,8 @@ impl SparePool {
             surplus_since: None,
             demand_seen: VecDeque::new(),
             trend_seen: VecDeque::new(),
-            first_seen: None,
+            looked: false,
+            cold_until: Millis::ZERO,
         }
     }
 
@@ -68,7 +73,7 @@ impl SparePool {
         if self.cfg.trend_lead_s == 0 {
             return 0;
         }
-        if self.first_seen.is_some_and(|t| ctx.now.since(t) < self.cfg.trend_warmup_s * 1000) {
+        if ctx.now < self.cold_until {
             return 0;
         }
         let Some(&(t0, d0)) = self.demand_seen.front() else { return 0 };
@@ -160,7 +165,12 @@ impl Policy for SparePool {
     }
 
     fn observe(&mut self, ctx: &ScalingContext) {
-        self.first_seen.get_or_insert(ctx.now);
+        if !self.looked {
+            self.looked = true;
+            if Self::booked_mb(ctx) <= self.cfg.trend_noise_mb {
+                self.cold_until = Millis(ctx.now.0 + self.cfg.trend_warmup_s * 1000);
+            }
+        }
         if self.cfg.trend_lead_s > 0 {
             // Keep the newest sample at least a window old as the reference.
             let window_ms = self.cfg.trend_window_s * 1000;
@@ -466,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn the_standing_load_coming_up_after_a_start_is_no_trend() {
+    fn the_standing_load_coming_up_on_an_empty_fleet_is_no_trend() {
         let mut cfg = Config::default();
         cfg.spare_pool.buffer_mb = 1000;
         cfg.spare_pool.overrides.clear();
@@ -480,26 +490,32 @@ mod tests {
             k.node(NodeKind::Dedicated, 200_000, allocated, Millis::ZERO);
             (Millis(m * MIN), k)
         };
-        // The pool first looks at 10 min (an engine started then); servers come up from
-        // nothing: 6000 MB in 5 minutes, the same rise that is worth 9000 MB later on.
+        // The pool first looks at 10 min (an engine started then) at an empty fleet;
+        // servers come up: 6000 MB in 5 minutes, a rise worth 9000 MB once warm.
         let mut p = SparePool::new(cfg.spare_pool.clone());
-        let (t, k) = at(10, 0);
+        for (m, mb, trend) in [
+            (10, 0, 0),
+            (15, 6000, 0),      // within the warm-up
+            (35, 12_000, 0),    // 25 minutes after the first look: still
+            (40, 18_000, 9000), // 30 minutes after it: the rise since 35 min counts
+            (45, 18_000, 0),    // flat
+        ] {
+            let (t, k) = at(m, mb);
+            p.observe(&k.ctx(t));
+            assert_eq!(p.trend_mb(&k.ctx(t)), trend, "at {m} min");
+            if m < 40 {
+                assert_eq!(p.keep_target_mb(&k.ctx(t)), 1000, "at {m} min: the buffer alone, nothing held");
+            }
+        }
+        // A first look at a loaded fleet (an engine restarted with its servers
+        // recovered): the same rise counts at once.
+        let mut p = SparePool::new(cfg.spare_pool.clone());
+        let (t, k) = at(10, 6000);
         p.observe(&k.ctx(t));
-        let (t, k) = at(15, 6000);
-        p.observe(&k.ctx(t));
-        assert_eq!(p.trend_mb(&k.ctx(t)), 0, "within the warm-up");
-        assert_eq!(p.target_mb(&k.ctx(t)), 1000, "the buffer alone");
-        assert_eq!(p.keep_target_mb(&k.ctx(t)), 1000, "and nothing held for later");
-        let (t, k) = at(39, 6000);
-        p.observe(&k.ctx(t));
-        let (t, k) = at(40, 6000);
-        p.observe(&k.ctx(t));
-        assert_eq!(p.trend_mb(&k.ctx(t)), 0, "warm from 40 min, but flat");
-        // Once warm, the same rise is a trend.
-        let (t, k) = at(45, 12_000);
+        let (t, k) = at(15, 12_000);
         p.observe(&k.ctx(t));
         assert_eq!(p.trend_mb(&k.ctx(t)), 9000);
-        // Off: the rise in the first minutes counts.
+        // Off: the first minutes on an empty fleet count too.
         let mut off = cfg.spare_pool.clone();
         off.trend_warmup_s = 0;
         let mut p = SparePool::new(off);
