@@ -396,7 +396,14 @@ fn simulate(
         eprintln!("violation: {v}");
     }
     let wall = started.elapsed().as_secs_f64();
-    eprintln!("wall time {wall:.3} s ({} events, {:.2} M events/s)", s.events, s.events as f64 / wall.max(1e-9) / 1e6);
+    let per_s = |n: u64| n as f64 / wall.max(1e-9) / 1e6;
+    eprintln!(
+        "wall time {wall:.3} s ({} trace rows, {:.2} M rows/s; {} events, {:.2} M events/s)",
+        result.trace_rows,
+        per_s(result.trace_rows),
+        s.events,
+        per_s(s.events)
+    );
     if s.invariant_violations > 0 {
         ExitCode::from(1)
     } else {

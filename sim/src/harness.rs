@@ -69,6 +69,8 @@ pub struct RunResult {
     /// Server-milliseconds from each placement to its stop.
     pub served_ms: u128,
     pub samples: Vec<Sample>,
+    /// Trace rows replayed (the header not counted).
+    pub trace_rows: u64,
 }
 
 enum Ev {
@@ -239,6 +241,7 @@ struct Sim<'a> {
     peak_cloud: u32,
     served_mb: u64,
     served_ms: u128,
+    trace_rows: u64,
     demanded_ms: u128,
     bound: Bound,
     events: u64,
@@ -331,6 +334,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
         peak_cloud: 0,
         served_mb: 0,
         served_ms: 0,
+        trace_rows: 0,
         demanded_ms: 0,
         bound: Bound { owned_usable_mb, eur_per_mb_ms, last_ms: warmup_ms, acc_eur: 0.0 },
         events: 0,
@@ -402,6 +406,7 @@ pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError>
             } else {
                 let row = pending.take().expect("row is next");
                 last_row_ms = row.at_ms;
+                sim.trace_rows += 1;
                 sim.row(t, row);
                 pending = rows.next()?;
             }
@@ -1360,6 +1365,7 @@ impl Sim<'_> {
             violations: self.violation_lines,
             demanded_ms: self.demanded_ms,
             served_ms: self.served_ms,
+            trace_rows: self.trace_rows,
             samples,
         };
         (result, written)

@@ -62,6 +62,7 @@ fn exactly_three_one_gb_servers_fit_on_a_4_gb_host() {
     // 105..3600 s; demanded: s4 from 0.
     assert_eq!(r.served_ms, (100 + 3600 + 3600 + 3495) * 1000);
     assert_eq!(r.demanded_ms, (100 + 3600 * 3) * 1000);
+    assert_eq!(r.trace_rows, 5, "the header is not a row");
 }
 
 #[test]
