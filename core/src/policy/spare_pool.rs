@@ -354,8 +354,9 @@ mod tests {
         assert!(p.keep(&ctx, node).is_some());
     }
 
-    #[test]
-    fn a_rise_is_extrapolated_over_the_lead_time_and_a_fall_or_a_lull_asks_nothing() {
+    /// A 1000 MB buffer and a trend of growth over 5 minutes, 7.5 minutes ahead, no
+    /// noise, capped at the load itself.
+    fn trend_cfg() -> Config {
         let mut cfg = Config::default();
         cfg.spare_pool.buffer_mb = 1000;
         cfg.spare_pool.overrides.clear();
@@ -363,6 +364,12 @@ mod tests {
         cfg.spare_pool.trend_window_s = 300;
         cfg.spare_pool.trend_noise_mb = 0;
         cfg.spare_pool.trend_max_percent = 100.0;
+        cfg
+    }
+
+    #[test]
+    fn a_rise_is_extrapolated_over_the_lead_time_and_a_fall_or_a_lull_asks_nothing() {
+        let mut cfg = trend_cfg();
         cfg.spare_pool.trend_warmup_s = 0;
         let mut k = Kit::new(cfg);
         k.node(NodeKind::Dedicated, 100_000, 10_000, Millis::ZERO);
@@ -477,13 +484,7 @@ mod tests {
 
     #[test]
     fn the_standing_load_coming_up_on_an_empty_fleet_is_no_trend() {
-        let mut cfg = Config::default();
-        cfg.spare_pool.buffer_mb = 1000;
-        cfg.spare_pool.overrides.clear();
-        cfg.spare_pool.trend_lead_s = 450;
-        cfg.spare_pool.trend_window_s = 300;
-        cfg.spare_pool.trend_noise_mb = 0;
-        cfg.spare_pool.trend_max_percent = 100.0;
+        let cfg = trend_cfg();
         assert_eq!(cfg.spare_pool.trend_warmup_s, 30 * 60, "the shipped default");
         let at = |m: u64, allocated: u32| {
             let mut k = Kit::new(cfg.clone());
