@@ -1634,12 +1634,9 @@ impl Conductor {
             }
             return;
         }
-        {
-            if let State::AwaitingStart { .. } = state {
-                self.unreserve(sid);
-            }
-            self.unbind(sid);
-        }
+        // A start under way has its timeout withdrawn (a no-op otherwise).
+        self.unreserve(sid);
+        self.unbind(sid);
         if world_here {
             self.set_world(sid, None);
             self.unschedule_archive(sid);
@@ -1851,9 +1848,7 @@ impl Conductor {
             return;
         }
         for sid in affected {
-            if let State::AwaitingStart { .. } = self.servers[&sid].state {
-                self.unreserve(sid);
-            }
+            self.unreserve(sid);
             let s = self.servers.get_mut(&sid).expect("known");
             let starting = matches!(s.state, State::AwaitingStart { .. });
             s.state = State::Lost { node: id, starting };
