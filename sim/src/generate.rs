@@ -159,6 +159,8 @@ const PLAY_P_MAX: f64 = 0.95;
 /// Largest number of days, keeping every time within the reader's limit.
 /// A flash crowd is hundreds or thousands of starts; a million is far beyond any.
 const FLASH_STARTS_MAX: u32 = 1_000_000;
+/// Each customer costs a few words of memory up front: ten million is about 200 MB.
+pub const CUSTOMERS_MAX: u32 = 10_000_000;
 const DAYS_MAX: u32 = (crate::trace::AT_S_MAX / 86_400) as u32;
 
 /// Relative rate of casual session starts per clock hour (00:00 first):
@@ -283,7 +285,8 @@ fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
 }
 
-fn validate(p: &GenParams) -> io::Result<()> {
+/// The parameters' checks, also run when a scenario is loaded (bad input, not a failed run).
+pub fn validate(p: &GenParams) -> io::Result<()> {
     if p.days > DAYS_MAX {
         return Err(invalid("days: too many"));
     }
@@ -299,8 +302,11 @@ fn validate(p: &GenParams) -> io::Result<()> {
     if !(p.weekend_boost.is_finite() && p.weekend_boost >= 0.0) {
         return Err(invalid("weekend_boost: must be a finite non-negative number"));
     }
-    if p.customers > u32::MAX / 2 {
-        return Err(invalid("customers: too many"));
+    if p.customers > CUSTOMERS_MAX {
+        return Err(invalid(&format!("customers: {} is more than {CUSTOMERS_MAX}", p.customers)));
+    }
+    if let Some(f) = p.flash_crowds.iter().find(|f| f.at_s >= u64::from(p.days) * 86_400) {
+        return Err(invalid(&format!("flash_crowds: at_s {} is after the trace's {} day(s)", f.at_s, p.days)));
     }
     if let Some(f) = p.flash_crowds.iter().find(|f| f.starts > FLASH_STARTS_MAX) {
         return Err(invalid(&format!(
@@ -1214,12 +1220,22 @@ mod tests {
         parse(&data);
         let (data, _) = gen(&GenParams { customers: 10, peak_concurrent: 1000, ..Default::default() }, 1);
         sessions(&parse(&data));
-        let far = GenParams {
-            flash_crowds: vec![FlashCrowd { at_s: u64::MAX, starts: 5, within_s: u64::MAX }],
+        // A crowd in the trace's last second with a window far past its end: starts
+        // beyond the end are dropped.
+        let late = GenParams {
+            days: 1,
+            flash_crowds: vec![FlashCrowd { at_s: 86_399, starts: 5, within_s: u64::MAX }],
             ..Default::default()
         };
-        parse(&gen(&far, 1).0);
+        parse(&gen(&late, 1).0);
         for bad in [
+            // A crowd after the trace's last day would silently vanish.
+            GenParams {
+                days: 1,
+                flash_crowds: vec![FlashCrowd { at_s: 86_400, starts: 5, within_s: 1 }],
+                ..Default::default()
+            },
+            GenParams { customers: CUSTOMERS_MAX + 1, ..Default::default() },
             GenParams { start_weekday: 7, ..Default::default() },
             GenParams { tier_mix: [0; 5], ..Default::default() },
             GenParams { always_on_fraction_large: 1.5, ..Default::default() },

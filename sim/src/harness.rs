@@ -270,7 +270,43 @@ impl Bound {
     }
 }
 
-pub fn run(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError> {
+/// Files a run writes into its output directory.
+pub const OUTPUT_FILES: &[&str] = &[
+    "summary.json",
+    "decisions.csv",
+    report::REPORT_MD,
+    report::DEMAND_CAPACITY_PNG,
+    report::QUEUE_WAIT_PNG,
+    report::NODES_PNG,
+    report::COST_PNG,
+];
+
+pub fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunResult, SimError> {
+    let out = opts.out.clone();
+    if let Some(dir) = &out {
+        // An earlier run's files must not sit beside this one's: a run that fails leaves
+        // none of them (and no partial decisions.csv) rather than a mix of two runs.
+        // (decisions.csv is truncated when the run creates it.)
+        for name in OUTPUT_FILES.iter().filter(|&&n| n != "decisions.csv") {
+            let p = dir.join(name);
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SimError::Run(format!("{}: {e}", p.display())));
+                }
+                _ => {}
+            }
+        }
+    }
+    let r = run_to(loaded, opts);
+    if let (Err(_), Some(dir)) = (&r, &out) {
+        for name in OUTPUT_FILES {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
+    r
+}
+
+fn run_to(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError> {
     let sc = &loaded.scenario;
     let seed = opts.seed.unwrap_or(sc.seed);
     let reader = open_trace(loaded, seed)?;

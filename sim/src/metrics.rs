@@ -3,26 +3,23 @@
 
 use serde::Serialize;
 
-/// Wait histogram: exact milliseconds up to `EXACT_MS`, then whole seconds up to a day,
-/// then one overflow bucket. Nearest-rank percentiles are exact below `EXACT_MS`.
+/// Wait histogram: a counter per millisecond up to `EXACT_MS` (nearly every wait), then
+/// a sorted map of the rarer longer waits. Nearest-rank percentiles are exact throughout.
 pub struct WaitHistogram {
     exact: Vec<u32>,
-    secs: Vec<u32>,
-    overflow: Vec<u64>,
+    long: std::collections::BTreeMap<u64, u64>,
     count: u64,
     sum_ms: u128,
     max_ms: u64,
 }
 
 const EXACT_MS: u64 = 20 * 60 * 1000;
-const SECS_MAX: u64 = 86_400;
 
 impl Default for WaitHistogram {
     fn default() -> Self {
         WaitHistogram {
             exact: vec![0; EXACT_MS as usize],
-            secs: vec![0; SECS_MAX as usize],
-            overflow: Vec::new(),
+            long: std::collections::BTreeMap::new(),
             count: 0,
             sum_ms: 0,
             max_ms: 0,
@@ -34,10 +31,8 @@ impl WaitHistogram {
     pub fn add(&mut self, ms: u64) {
         if ms < EXACT_MS {
             self.exact[ms as usize] += 1;
-        } else if ms / 1000 < SECS_MAX {
-            self.secs[(ms / 1000) as usize] += 1;
         } else {
-            self.overflow.push(ms);
+            *self.long.entry(ms).or_default() += 1;
         }
         self.count += 1;
         self.sum_ms += u128::from(ms);
@@ -49,7 +44,7 @@ impl WaitHistogram {
     }
 
     /// Nearest rank: the smallest value with at least `p` % of the samples at or below it.
-    pub fn percentile_ms(&mut self, p: f64) -> u64 {
+    pub fn percentile_ms(&self, p: f64) -> u64 {
         if self.count == 0 {
             return 0;
         }
@@ -61,14 +56,13 @@ impl WaitHistogram {
                 return ms as u64;
             }
         }
-        for (s, &n) in self.secs.iter().enumerate() {
-            seen += u64::from(n);
+        for (&ms, &n) in &self.long {
+            seen += n;
             if seen >= rank {
-                return s as u64 * 1000;
+                return ms;
             }
         }
-        self.overflow.sort_unstable();
-        self.overflow[(rank - seen - 1) as usize]
+        self.max_ms
     }
 
     pub fn mean_ms(&self) -> f64 {
@@ -171,12 +165,18 @@ mod tests {
         assert_eq!(h.max_ms(), 100 * 3_600_000);
         assert_eq!(h.percentile_ms(100.0), 100 * 3_600_000);
         assert_eq!(h.percentile_ms(99.0), 100 * 3_600_000);
-        assert_eq!(h.percentile_ms(90.0), 2 * 3_600_000, "seconds resolution beyond 20 min");
+        assert_eq!(h.percentile_ms(90.0), 2 * 3_600_000 + 1, "exact beyond 20 min too");
+        // Two waits, one long: p99 is the long one to the millisecond (nearest rank).
+        let mut h = WaitHistogram::default();
+        h.add(0);
+        h.add(1_304_999);
+        assert_eq!(h.percentile_ms(99.0), 1_304_999);
+        assert_eq!(h.percentile_ms(50.0), 0);
     }
 
     #[test]
     fn empty_histogram_is_zero() {
-        let mut h = WaitHistogram::default();
+        let h = WaitHistogram::default();
         assert_eq!(h.percentile_ms(99.0), 0);
         assert_eq!(h.mean_ms(), 0.0);
     }

@@ -51,11 +51,33 @@ impl Default for Scenario {
 }
 
 /// A trace file (relative to the scenario file) or a generator table.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub enum TraceSource {
     Path(String),
     Generate { generate: GenDef },
+}
+
+impl<'de> Deserialize<'de> for TraceSource {
+    /// By hand rather than `untagged`, whose one error ("did not match any variant")
+    /// names neither the key nor what is wrong with it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            generate: GenDef,
+        }
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(path) => Ok(TraceSource::Path(path)),
+            t @ toml::Value::Table(_) => Table::deserialize(t)
+                .map(|t| TraceSource::Generate { generate: t.generate })
+                .map_err(|e| D::Error::custom(format!("trace: {}", e.to_string().trim()))),
+            other => Err(D::Error::custom(format!(
+                "trace: expected a file path (a string) or a [trace.generate] table, found {}",
+                other.type_str()
+            ))),
+        }
+    }
 }
 
 impl Default for TraceSource {
@@ -245,9 +267,18 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
         threshold: named("reactive", "scale_up_threshold_percent"),
         policies: named("scaling", "policies"),
     };
-    let mut scenario: Scenario = toml::Value::Table(value)
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim()))?;
+    let mut scenario: Scenario = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
+        let e = e.to_string();
+        // Whose fault: the file's, unless the file alone types and the overrides broke it.
+        let file_alone =
+            text.parse::<toml::Table>().ok().and_then(|t| toml::Value::Table(t).try_into::<Scenario>().ok());
+        match file_alone {
+            Some(_) if !sets.is_empty() => {
+                format!("{} with --set {}: {}", path.display(), sets.join(" --set "), e.trim())
+            }
+            _ => format!("{}: {}", path.display(), e.trim()),
+        }
+    })?;
     if scenario.name == "unnamed" {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
@@ -273,6 +304,11 @@ pub fn load(path: &Path, sets: &[String], policy: Option<&str>) -> Result<Loaded
     validate(&scenario).map_err(|e| format!("{}: {e}", path.display()))?;
     let loaded = Loaded { scenario, path: path.to_path_buf(), start_week_offset_s, sets: sets.to_vec() };
     loaded.duration_ms().map_err(|e| format!("{}: {e}", path.display()))?;
+    // The generator's own checks, so that a bad table is bad input (exit 2) before any run.
+    if let TraceSource::Generate { generate: g } = &loaded.scenario.trace {
+        crate::generate::validate(&crate::harness::gen_params(g, &loaded))
+            .map_err(|e| format!("{}: trace.generate.{e}", path.display()))?;
+    }
     Ok(loaded)
 }
 
@@ -447,14 +483,43 @@ pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), String> {
         Ok(mut t) => t.remove("v").expect("parsed key"),
         Err(_) => toml::Value::String(raw.to_string()),
     };
-    let parts: Vec<&str> = key.split('.').collect();
-    let mut cur = table;
-    for p in &parts[..parts.len() - 1] {
-        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| format!("{p} is not a table"))?;
+    // Tables are walked (and made) by name, arrays of tables by index from 0:
+    // `nodes.1.ram_mb` is the second `[[nodes]]`'s `ram_mb`.
+    let mut root = toml::Value::Table(std::mem::take(table));
+    let r = set_path(&mut root, &key.split('.').collect::<Vec<_>>(), value);
+    let toml::Value::Table(t) = root else { unreachable!("the root stays a table") };
+    *table = t;
+    r
+}
+
+fn set_path(root: &mut toml::Value, parts: &[&str], value: toml::Value) -> Result<(), String> {
+    let mut cur = root;
+    for (i, p) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let walked = parts[..i].join(".");
+        cur = match cur {
+            toml::Value::Table(t) if last => {
+                t.insert(p.to_string(), value);
+                return Ok(());
+            }
+            toml::Value::Table(t) => t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            toml::Value::Array(a) => {
+                let n = a.len();
+                let slot = p
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|j| a.get_mut(j))
+                    .ok_or_else(|| format!("{walked} is an array of {n}: {p:?} is not an index below {n}"))?;
+                if last {
+                    *slot = value;
+                    return Ok(());
+                }
+                slot
+            }
+            _ => return Err(format!("{walked} is not a table")),
+        };
     }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
+    unreachable!("a key has at least one part")
 }
 
 /// `"36h"`, `"7d"`, `"90m"`, `"600s"` or a bare number of seconds.
@@ -543,6 +608,17 @@ mod tests {
         assert_eq!(t["cloud"]["max_nodes"].as_integer(), Some(3));
         assert!(apply_set(&mut t, "name.x=1").is_err(), "name is not a table");
         assert!(apply_set(&mut t, "novalue").is_err());
+        // Arrays of tables by index: `[[nodes]]` and `[[cloud.types]]` entries.
+        let mut t: toml::Table = "[[nodes]]\nid = \"a\"\n[[nodes]]\nid = \"b\"\nram_mb = 1024\n".parse().unwrap();
+        apply_set(&mut t, "nodes.1.ram_mb=65536").unwrap();
+        apply_set(&mut t, "nodes.0.id=\"first\"").unwrap();
+        assert_eq!(t["nodes"][1]["ram_mb"].as_integer(), Some(65536));
+        assert_eq!(t["nodes"][0]["id"].as_str(), Some("first"));
+        assert_eq!(t["nodes"][1]["id"].as_str(), Some("b"), "the rest of the entry is kept");
+        let e = apply_set(&mut t, "nodes.2.ram_mb=1").unwrap_err();
+        assert_eq!(e, "nodes is an array of 2: \"2\" is not an index below 2");
+        assert!(apply_set(&mut t, "nodes.x.ram_mb=1").is_err());
+        assert_eq!(t["nodes"].as_array().map(Vec::len), Some(2), "a refused --set changes nothing");
     }
 
     #[test]

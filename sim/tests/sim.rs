@@ -87,6 +87,27 @@ fn duplicate_starts_and_ignored_stops_are_counted_not_errors() {
 }
 
 #[test]
+fn a_failed_run_leaves_no_output_of_its_own_or_of_an_earlier_run() {
+    let dir = tmp("stale");
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n3,a,stop,\n");
+    let sc = write(&dir, "t.toml", TINY);
+    let out = dir.join("out");
+    let opts = || RunOptions { out: Some(out.clone()), ..Default::default() };
+    run(&scenario::load(&sc, &[], None).unwrap(), opts()).expect("a good run");
+    for f in conductor_sim::harness::OUTPUT_FILES {
+        assert!(out.join(f).exists(), "{f} written");
+    }
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n3,a,bogus,\n");
+    let err = run(&scenario::load(&sc, &[], None).unwrap(), opts()).err().expect("a bad row");
+    assert!(err.to_string().contains("trace.csv:3"), "{err}");
+    for f in conductor_sim::harness::OUTPUT_FILES {
+        assert!(!out.join(f).exists(), "{f} of the earlier run (or a partial one) is gone");
+    }
+    assert!(out.join("notes.txt").exists(), "files that are not a run's own are left alone");
+}
+
+#[test]
 fn malformed_trace_stops_with_file_and_line() {
     let dir = tmp("bad");
     write(&dir, "trace.csv", "at_s,server,action,ram_mb\n0,a,start,1024\n\n3,b,start,lots\n");
@@ -122,6 +143,27 @@ fn malformed_scenarios_name_the_field() {
     assert!(err.contains("start") && err.contains("00:00:00"), "{err}");
     let p = write(&dir, "gen0.toml", &format!("start = \"2026-03-02T00:00:00Z\"\n{generated}"));
     scenario::load(&p, &[], None).expect("at midnight");
+    // The trace table's errors name the key; the generator's checks are input errors at
+    // load, not failures of the run.
+    let gen_cases = [
+        ("[trace.generate]\ndayz = 1\n", "trace: unknown field `dayz`"),
+        ("[trace]\npath = \"x.csv\"\n[trace.generate]\ndays = 1\n", "trace: unknown field `path`"),
+        ("trace = 5\n", "trace: expected a file path"),
+        ("[trace.generate]\nweekend_boost = nan\n", "trace.generate.weekend_boost"),
+        ("[trace.generate]\nalways_on_fraction_large = 5.0\n", "trace.generate.always_on_fraction_large"),
+        ("[trace.generate]\ncustomers = 2000000000\n", "trace.generate.customers"),
+        ("[[trace.generate.flash_crowds]]\nat_s = 0\nstarts = 2000000\nwithin_s = 60\n", "trace.generate.flash_crowds"),
+        ("[[trace.generate.flash_crowds]]\nat_s = 90000\nstarts = 5\nwithin_s = 60\n", "after the trace's 1 day"),
+    ];
+    for (i, (text, want)) in gen_cases.iter().enumerate() {
+        let p = write(&dir, &format!("g{i}.toml"), text);
+        let err = scenario::load(&p, &[], None).err().unwrap_or_else(|| panic!("generator case {i} loaded"));
+        assert!(err.contains(want) && err.contains(&format!("g{i}.toml")), "generator case {i}: {err}");
+    }
+    // A key that --set misspells is blamed on the --set, not on the file.
+    let p = write(&dir, "fine.toml", "trace = \"trace.csv\"\n");
+    let err = scenario::load(&p, &["nmae=\"x\"".into()], None).err().expect("unknown key");
+    assert!(err.contains("with --set nmae=\"x\"") && err.contains("unknown field `nmae`"), "{err}");
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = write(&dir, &format!("s{i}.toml"), &format!("trace = \"trace.csv\"\n{text}"));
         let err = scenario::load(&p, &[], None).err().unwrap_or_else(|| panic!("case {i} loaded"));
