@@ -230,7 +230,9 @@ fn main() -> ExitCode {
         } => {
             let mix: Vec<Option<u32>> = tier_mix.split(',').map(|w| w.trim().parse().ok()).collect();
             let tier_mix = match mix.as_slice() {
-                [Some(a), Some(b), Some(c), Some(d), Some(e)] if a + b + c + d + e > 0 => [*a, *b, *c, *d, *e],
+                [Some(a), Some(b), Some(c), Some(d), Some(e)] if [a, b, c, d, e].iter().any(|&&w| w > 0) => {
+                    [*a, *b, *c, *d, *e]
+                }
                 _ => {
                     eprintln!("error: --tier-mix {tier_mix:?}: expected five non-negative weights, not all zero");
                     return ExitCode::from(2);
@@ -509,7 +511,17 @@ fn tune(
     }
     println!("results             {}", out.display());
     eprintln!("wall time {:.3} s ({n} runs)", started.elapsed().as_secs_f64());
-    ExitCode::SUCCESS
+    violations_exit(points.iter().map(|p| (format!("configuration {}", p.index), p.summary.invariant_violations)))
+}
+
+/// Exit 1 when a run found invariant violations (as `simulate` does), naming the runs.
+fn violations_exit(runs: impl Iterator<Item = (String, u64)>) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for (run, n) in runs.filter(|(_, n)| *n > 0) {
+        eprintln!("violation: {run}: {n} invariant violation(s)");
+        code = ExitCode::from(1);
+    }
+    code
 }
 
 fn compare(
@@ -576,7 +588,11 @@ fn compare(
     }
     println!("results             {}", out.display());
     eprintln!("wall time {:.3} s ({} runs)", started.elapsed().as_secs_f64(), entries.len());
-    ExitCode::SUCCESS
+    violations_exit(
+        entries
+            .iter()
+            .map(|e| (format!("{} / {}", e.summary.scenario, e.summary.policy), e.summary.invariant_violations)),
+    )
 }
 
 fn chaos(

@@ -195,6 +195,61 @@ fn bad_grids_exit_two_naming_the_grid() {
 }
 
 #[test]
+fn tune_refuses_grids_whose_values_would_not_change_the_run_before_running_any() {
+    let d = tmp("tune-noop");
+    let out = d.join("out");
+    for (args, named) in [
+        (&["--grid", "policy=seed,reactive", "--policy", "default"][..], "--grid policy: two of its values"),
+        (&["--grid", "seed=1:3:1", "--seed", "7"][..], "--grid seed: --seed names the seed too"),
+        (
+            &["--grid", "conductor.scaling.interval_s=10,60", "--policy", "karpenter"][..],
+            "--grid conductor.scaling.interval_s",
+        ),
+        (
+            &["--grid", "conductor.scaling.policies=[\"spare_pool\"],[\"predictive\"]", "--policy", "reactive"][..],
+            "--grid conductor.scaling.policies",
+        ),
+        (
+            &["--grid", "conductor.reactive.priority=1,2", "--seed", "18446744073709551615"][..],
+            "--seed 18446744073709551615",
+        ),
+    ] {
+        let o =
+            bin().arg("tune").arg(shipped("small-weekday.toml")).args(args).arg("--out").arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(!out.join("sweep.csv").exists(), "{args:?}: nothing written");
+    }
+    // A grid over the policy itself is fine, and the report says the policy varies.
+    let o = bin()
+        .arg("tune")
+        .arg(shipped("small-weekday.toml"))
+        .args(["--grid", "policy=seed,default", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("policy `per configuration`"), "{report}");
+}
+
+#[test]
+fn compare_refuses_a_scenario_named_twice() {
+    let d = tmp("compare-twice");
+    let o = bin()
+        .arg("compare")
+        .arg(shipped("small-weekday.toml"))
+        .arg(shipped("../scenarios/small-weekday.toml"))
+        .args(["--policies", "seed", "--out"])
+        .arg(d.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("named twice"));
+}
+
+#[test]
 fn compare_runs_every_policy_on_every_scenario_identically_for_any_jobs() {
     let d = tmp("compare");
     std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n0,b,start,4096\n600,a,stop,\n")

@@ -95,6 +95,17 @@ pub fn load_all(
             scenario::POLICIES.join(", ")
         )));
     }
+    // Named twice (even by two spellings of its path), a scenario's rows would repeat in
+    // its table.
+    let same_file = |a: &PathBuf, b: &PathBuf| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    for (i, s) in scenarios.iter().enumerate() {
+        if scenarios[..i].iter().any(|o| same_file(o, s)) {
+            return Err(SimError::Input(format!("{}: the scenario is named twice", s.display())));
+        }
+    }
     let mut out = Vec::new();
     for s in scenarios {
         for p in policies {

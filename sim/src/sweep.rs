@@ -158,7 +158,15 @@ impl Sweep<'_> {
     /// Loads every configuration first (bad values are input errors, before any run),
     /// then runs them on the current rayon pool. `tick` is called after each run.
     pub fn run(&self, tick: &(dyn Fn() + Sync)) -> Result<Vec<Point>, harness::SimError> {
-        let configs = configurations(self.grids).map_err(harness::SimError::Input)?;
+        let input = harness::SimError::Input;
+        let configs = configurations(self.grids).map_err(input)?;
+        // best.toml carries the seed as a TOML integer: say so before any run, not after.
+        if let Some(seed) = self.seed.filter(|&s| i64::try_from(s).is_err()) {
+            return Err(input(format!("--seed {seed}: above {}, the largest a scenario file holds", i64::MAX)));
+        }
+        if let (Some(g), Some(_)) = (self.grids.iter().find(|g| g.key == "seed"), self.seed) {
+            return Err(input(format!("--grid {}: --seed names the seed too; use one of them", g.key)));
+        }
         let loaded: Vec<Loaded> = configs
             .iter()
             .map(|values| {
@@ -167,6 +175,21 @@ impl Sweep<'_> {
                 })
             })
             .collect::<Result<_, _>>()?;
+        // A grid whose values load the same scenario would label identical runs as
+        // different configurations: --policy, or the policy itself, sets that key.
+        let mut stride = configs.len();
+        for g in self.grids {
+            stride /= g.values.len();
+            let same = |j: usize| {
+                format!("{:?}", loaded[j * stride].scenario) == format!("{:?}", loaded[(j + 1) * stride].scenario)
+            };
+            if (0..g.values.len() - 1).any(same) {
+                return Err(input(format!(
+                    "--grid {}: two of its values load the same scenario (--policy, or the policy chosen, sets this key itself)",
+                    g.key
+                )));
+            }
+        }
         // Every run finishes; the first error in configuration order is reported, so
         // which one is reported does not depend on scheduling either.
         let results: Vec<Result<Point, harness::SimError>> = loaded
@@ -315,6 +338,21 @@ pub fn best_toml(sweep: &Sweep, loaded_name: &str, point: &Point) -> Result<Stri
     Ok(out)
 }
 
+/// The value every point shares, or "per configuration" when the grid varies it.
+fn common(points: &[Point], f: impl Fn(&Point) -> String) -> String {
+    match points.split_first() {
+        None => "-".into(),
+        Some((first, rest)) => {
+            let v = f(first);
+            if rest.iter().all(|p| f(p) == v) {
+                v
+            } else {
+                "per configuration".into()
+            }
+        }
+    }
+}
+
 /// `report.md` of a sweep.
 pub fn report_md(sweep: &Sweep, name: &str, points: &[Point]) -> String {
     let mut md = String::new();
@@ -324,8 +362,8 @@ pub fn report_md(sweep: &Sweep, name: &str, points: &[Point]) -> String {
         "{} configurations of `{}`, policy `{}`, seed {}. Grids: {}.\n",
         points.len(),
         sweep.scenario.display(),
-        points.first().map_or("-", |p| p.summary.policy.as_str()),
-        points.first().map_or("-".to_string(), |p| p.summary.seed.to_string()),
+        common(points, |p| p.summary.policy.clone()),
+        common(points, |p| p.summary.seed.to_string()),
         sweep.grids.iter().map(|g| format!("`{}` ({})", g.key, g.values.join(", "))).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(md, "## Cheapest configuration per wait target\n");
