@@ -16,11 +16,17 @@ fn tmp(name: &str) -> PathBuf {
 
 const SCENARIO: &str = "duration = \"1h\"\ntrace = \"t.csv\"\n[[nodes]]\nid = \"h\"\nram_mb = 8192\n";
 
+/// A fresh directory holding `SCENARIO` as s.toml and `trace` as its t.csv.
+fn scenario_dir(name: &str, trace: &str) -> PathBuf {
+    let d = tmp(name);
+    std::fs::write(d.join("t.csv"), trace).unwrap();
+    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    d
+}
+
 #[test]
 fn simulate_writes_results_and_exits_zero() {
-    let d = tmp("ok");
-    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n60,a,stop,\n").unwrap();
-    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let d = scenario_dir("ok", "at_s,server,action,ram_mb\n0,a,start,1024\n60,a,stop,\n");
     let out = d.join("out");
     let o = bin().arg("simulate").arg(d.join("s.toml")).arg("--out").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -37,9 +43,7 @@ fn simulate_writes_results_and_exits_zero() {
 #[test]
 fn a_decisions_file_that_cannot_be_written_fails_the_run() {
     // decisions.csv on a full disk (/dev/full): exit 1 naming the file, not a silent success.
-    let d = tmp("fulldisk");
-    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n60,a,stop,\n").unwrap();
-    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let d = scenario_dir("fulldisk", "at_s,server,action,ram_mb\n0,a,start,1024\n60,a,stop,\n");
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::os::unix::fs::symlink("/dev/full", out.join("decisions.csv")).unwrap();
@@ -52,9 +56,7 @@ fn a_decisions_file_that_cannot_be_written_fails_the_run() {
 
 #[test]
 fn malformed_trace_exits_two_with_file_and_line() {
-    let d = tmp("badtrace");
-    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n-5,b,start,1024\n").unwrap();
-    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let d = scenario_dir("badtrace", "at_s,server,action,ram_mb\n0,a,start,1024\n-5,b,start,1024\n");
     let o = bin().arg("simulate").arg(d.join("s.toml")).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -64,9 +66,7 @@ fn malformed_trace_exits_two_with_file_and_line() {
 
 #[test]
 fn bad_scenario_and_bad_set_exit_two_naming_the_field() {
-    let d = tmp("badsc");
-    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n").unwrap();
-    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let d = scenario_dir("badsc", "at_s,server,action,ram_mb\n");
     let o = bin()
         .arg("simulate")
         .arg(d.join("s.toml"))
@@ -251,10 +251,7 @@ fn compare_refuses_a_scenario_named_twice() {
 
 #[test]
 fn compare_runs_every_policy_on_every_scenario_identically_for_any_jobs() {
-    let d = tmp("compare");
-    std::fs::write(d.join("t.csv"), "at_s,server,action,ram_mb\n0,a,start,1024\n0,b,start,4096\n600,a,stop,\n")
-        .unwrap();
-    std::fs::write(d.join("s.toml"), SCENARIO).unwrap();
+    let d = scenario_dir("compare", "at_s,server,action,ram_mb\n0,a,start,1024\n0,b,start,4096\n600,a,stop,\n");
     let run = |jobs: &str| {
         let out = d.join(format!("j{jobs}"));
         let o = bin()

@@ -156,11 +156,11 @@ const GAP: u64 = 2 * MIN;
 const DAY_START_HOUR: u64 = 6;
 /// Cap on the daily play probability, so nobody is entirely predictable.
 const PLAY_P_MAX: f64 = 0.95;
-/// Largest number of days, keeping every time within the reader's limit.
 /// A flash crowd is hundreds or thousands of starts; a million is far beyond any.
 const FLASH_STARTS_MAX: u32 = 1_000_000;
 /// Each customer costs a few words of memory up front: ten million is about 200 MB.
 pub const CUSTOMERS_MAX: u32 = 10_000_000;
+/// Largest number of days, keeping every time within the reader's limit.
 const DAYS_MAX: u32 = (crate::trace::AT_S_MAX / 86_400) as u32;
 
 /// Relative rate of casual session starts per clock hour (00:00 first):

@@ -270,10 +270,13 @@ impl Bound {
     }
 }
 
+pub const SUMMARY_JSON: &str = "summary.json";
+pub const DECISIONS_CSV: &str = "decisions.csv";
+
 /// Files a run writes into its output directory.
 pub const OUTPUT_FILES: &[&str] = &[
-    "summary.json",
-    "decisions.csv",
+    SUMMARY_JSON,
+    DECISIONS_CSV,
     report::REPORT_MD,
     report::DEMAND_CAPACITY_PNG,
     report::QUEUE_WAIT_PNG,
@@ -287,7 +290,7 @@ pub fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunResult, SimError> {
         // An earlier run's files must not sit beside this one's: a run that fails leaves
         // none of them (and no partial decisions.csv) rather than a mix of two runs.
         // (decisions.csv is truncated when the run creates it.)
-        for name in OUTPUT_FILES.iter().filter(|&&n| n != "decisions.csv") {
+        for name in OUTPUT_FILES.iter().filter(|&&n| n != DECISIONS_CSV) {
             let p = dir.join(name);
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -317,7 +320,7 @@ fn run_to(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError> 
     let decisions: Box<dyn Write> = match &opts.out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| SimError::Run(format!("{}: {e}", dir.display())))?;
-            let p = dir.join("decisions.csv");
+            let p = dir.join(DECISIONS_CSV);
             let f = std::fs::File::create(&p).map_err(|e| SimError::Run(format!("{}: {e}", p.display())))?;
             Box::new(WriterThread::spawn(f).map_err(|e| SimError::Run(format!("{}: {e}", p.display())))?)
         }
@@ -466,7 +469,7 @@ fn run_to(loaded: &Loaded, mut opts: RunOptions) -> Result<RunResult, SimError> 
     let (result, written) = sim.finish(end, &sc.name, &sc.policy, seed, sampler.samples);
     if let Some(dir) = &opts.out {
         // A decisions.csv cut short (a full disk) fails the run rather than passing silently.
-        written.map_err(|e| SimError::Run(format!("{}: {e}", dir.join("decisions.csv").display())))?;
+        written.map_err(|e| SimError::Run(format!("{}: {e}", dir.join(DECISIONS_CSV).display())))?;
         write_outputs(dir, &result, loaded, seed)?;
     }
     Ok(result)
@@ -1411,7 +1414,7 @@ impl Sim<'_> {
 fn write_outputs(dir: &Path, r: &RunResult, loaded: &Loaded, seed: u64) -> Result<(), SimError> {
     let (scenario, policy) = (loaded.scenario.name.as_str(), loaded.scenario.policy.as_str());
     let io = |p: &Path, e: std::io::Error| SimError::Run(format!("{}: {e}", p.display()));
-    let p = dir.join("summary.json");
+    let p = dir.join(SUMMARY_JSON);
     let mut json = serde_json::to_string_pretty(&r.summary).expect("summary serializes");
     json.push('\n');
     std::fs::write(&p, json).map_err(|e| io(&p, e))?;

@@ -1,5 +1,6 @@
 //! What a run measured: request outcomes, waits, cost and its lower bound.
-//! Memory is fixed or proportional to servers alive: waits go into a histogram, not a list.
+//! Memory is fixed or proportional to servers alive: waits go into a histogram, not a list
+//! (waits beyond 20 minutes, possible only with a queue timeout above that, into a map).
 
 use serde::Serialize;
 

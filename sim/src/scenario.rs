@@ -464,9 +464,6 @@ fn validate(s: &Scenario) -> Result<(), String> {
         if g.days == 0 || g.days > 366 {
             return Err("trace.generate.days: must be between 1 and 366".into());
         }
-        if g.tier_mix.iter().all(|&w| w == 0) {
-            return Err("trace.generate.tier_mix: at least one weight must be positive".into());
-        }
     }
     Ok(())
 }

@@ -655,7 +655,7 @@ fn parse_at_ms(b: &[u8]) -> Result<u64, String> {
     while i < b.len() && b[i].is_ascii_digit() {
         i += 1;
     }
-    // AT_S_MAX has 8 digits; anything longer than 13 (after leading zeros) is too big anyway.
+    // More than 13 significant digits gives u64::MAX: far above AT_S_MAX either way.
     let secs = digits_value(&b[..i], 13).unwrap_or(u64::MAX);
     if i == 0 {
         return Err(match b.first() {
